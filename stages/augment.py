@@ -1,0 +1,68 @@
+"""augment: add WordNet synonym-replacement and random-deletion variants of the train split.
+
+Only the train split is augmented; validation and test stay as written. The output holds the
+original rows followed by their variants, with an ``augmentation`` column (none/synonym/deletion).
+
+    python -m stages.augment --train data/split/train.csv --out data/augment \
+        --metrics metrics/augment.json
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from pocketbert import augmentation, dataset, params, stage, wordnet
+from pocketbert.artifacts import atomic_path, write_json
+
+PARAMS = ("augment",)
+
+
+def run(p: params.AugmentParams, inputs: dict[str, str], outputs: dict[str, str],
+        synonyms: augmentation.SynonymFn | None = None) -> dict:
+    rows = dataset.read_examples(inputs["train"])
+    if synonyms is None and p.factor > 0 and p.synonym_probability > 0:
+        synonyms = augmentation.wordnet_synonyms(wordnet.load())
+    keep = frozenset(w.lower() for w in p.keep_words)
+    stats = augmentation.AugmentStats(source_rows=len(rows))
+    added: list[dataset.Example] = []
+    techniques: list[str] = []
+    for ex in tqdm(rows, desc="augment", unit="row", mininterval=2):
+        for text, technique in augmentation.augment_text(
+            ex.text, p.factor, p.seed, p.synonym_probability, p.deletion_probability,
+            synonyms or (lambda _w: []), keep, stats,
+        ):
+            added.append(dataset.Example(text, ex.label, ex.line))
+            techniques.append(technique)
+    stats.added_rows = len(added)
+    with atomic_path(outputs["out"], directory=True) as tmp:
+        dataset.write_examples(tmp / "train.csv", rows + added,
+                               {"augmentation": ["none"] * len(rows) + techniques})
+    metrics = {
+        "source_rows": stats.source_rows,
+        "added_rows": stats.added_rows,
+        "total_rows": stats.source_rows + stats.added_rows,
+        "added.synonym": stats.by_technique["synonym"],
+        "added.deletion": stats.by_technique["deletion"],
+        "skipped_variants": stats.skipped_variants,
+        "words_changed": stats.words_changed,
+        "words_changed_per_variant": stats.words_changed / max(1, stats.added_rows),
+    }
+    write_json(outputs["metrics"], metrics)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    def body() -> dict:
+        params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("train",),
+                                                        ("out", "metrics"))
+        p = params.load(params_path, "augment")
+        stage.log_params("augment", p)
+        return run(p, inputs, outputs)
+
+    return stage.guarded(body)
+
+
+if __name__ == "__main__":
+    main()

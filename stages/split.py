@@ -1,0 +1,52 @@
+"""split: load the labelled CSV and write a stratified, seeded train/validation/test split.
+
+Runs before any augmentation, so no variant of a test sentence can leak into training.
+Writes labels.json, the one label order every later stage and the device app use.
+
+    python -m stages.split --out data/split --metrics metrics/split.json
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pocketbert import dataset, params, stage
+from pocketbert.artifacts import atomic_path, write_json
+
+PARAMS = ("split",)
+
+
+def run(p: params.SplitParams, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
+    report = dataset.load_csv(p.csv, p.labels)
+    parts = dataset.stratified_split(report.examples, p.labels, p.validation_fraction,
+                                     p.test_fraction, p.seed, source=p.csv)
+    with atomic_path(outputs["out"], directory=True) as tmp:
+        for name, rows in parts.items():
+            dataset.write_examples(tmp / f"{name}.csv", rows)
+        dataset.write_labels(tmp / "labels.json", p.labels)
+    metrics: dict = {
+        "rows_read": len(report.examples) + report.dropped_label_id_minus_one
+        + report.dropped_missing_label,
+        "dropped_label_id_minus_one": report.dropped_label_id_minus_one,
+        "dropped_missing_label": report.dropped_missing_label,
+    }
+    for name, rows in parts.items():
+        metrics[f"{name}.rows"] = len(rows)
+        for label, count in dataset.class_counts(rows, p.labels).items():
+            metrics[f"{name}.{label}"] = count
+    write_json(outputs["metrics"], metrics)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    def body() -> dict:
+        params_path, inputs, outputs = stage.parse_args(argv, __doc__, (), ("out", "metrics"))
+        p = params.load(params_path, "split")
+        stage.log_params("split", p)
+        return run(p, inputs, outputs)
+
+    return stage.guarded(body)
+
+
+if __name__ == "__main__":
+    main()
