@@ -27,18 +27,15 @@ def run(p: params.AugmentParams, inputs: dict[str, str], outputs: dict[str, str]
     keep = frozenset(w.lower() for w in p.keep_words)
     stats = augmentation.AugmentStats(source_rows=len(rows))
     added: list[dataset.Example] = []
-    techniques: list[str] = []
     for ex in tqdm(rows, desc="augment", unit="row", mininterval=2):
         for text, technique in augmentation.augment_text(
             ex.text, p.factor, p.seed, p.synonym_probability, p.deletion_probability,
             synonyms or (lambda _w: []), keep, stats,
         ):
-            added.append(dataset.Example(text, ex.label, ex.line))
-            techniques.append(technique)
+            added.append(dataset.Example(text, ex.label, ex.line, technique))
     stats.added_rows = len(added)
     with atomic_path(outputs["out"], directory=True) as tmp:
-        dataset.write_examples(tmp / "train.csv", rows + added,
-                               {"augmentation": ["none"] * len(rows) + techniques})
+        dataset.write_examples(tmp / "train.csv", rows + added)
     metrics = {
         "source_rows": stats.source_rows,
         "added_rows": stats.added_rows,

@@ -23,9 +23,14 @@ STOPWORDS = frozenset(
     "about each every any all some".split()
 )
 # Number words are as label-bearing as digits ("no more than two"); WordNet maps "two" -> "II".
+# (WordNet maps "fifteen" -> "XV" and "dozen" -> "XII" too, so the list covers every cardinal
+# word, the ordinals up to twelfth and the common quantity words.)
 NUMBER_WORDS = frozenset(
-    "zero one two three four five six seven eight nine ten eleven twelve twenty thirty forty "
-    "fifty hundred thousand million half once twice single double first second third".split()
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty "
+    "ninety hundred thousand million billion dozen half quarter once twice thrice single double "
+    "triple first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
+    "hundreds thousands millions dozens".split()
 )
 # A whitespace token = leading punctuation, a core word, trailing punctuation.
 _TOKEN = re.compile(r"^(\W*)(.*?)(\W*)$")

@@ -7,6 +7,7 @@ are dropped and counted; anything else that cannot be used is a DataError naming
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import random
@@ -27,6 +28,8 @@ class Example:
     label: str
     line: int
     "line of the source file the row started on (header = line 1)"
+    augmentation: str = "none"
+    "none for a written row, else the technique that made this variant of it"
 
 
 @dataclass
@@ -40,10 +43,12 @@ def _decode(path: Path, raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        # utf-8-sig reports offsets past the byte-order mark it stripped
+        start = exc.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)
+        line = raw[:start].count(b"\n") + 1
         raise DataError(
-            f"{path}: line {line} has bytes that are not UTF-8 (byte {exc.start}: "
-            f"{raw[exc.start:exc.start + 1]!r}); re-save the file as UTF-8"
+            f"{path}: line {line} has bytes that are not UTF-8 (byte {start}: "
+            f"{raw[start:start + 1]!r}); re-save the file as UTF-8"
         ) from exc
 
 
@@ -60,9 +65,10 @@ def load_csv(path: str | Path, labels: tuple[str, ...]) -> LoadReport:
     text = _decode(path, path.read_bytes())
     if not text.strip():
         raise DataError(f"{path}: file is empty; it needs a header row 'text,label' and data rows")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = [c.strip() for c in (reader.fieldnames or [])]
-    reader.fieldnames = columns
+    # csv.reader, not DictReader: DictReader skips blank lines silently, which would shift the
+    # line numbers that error messages and Example.line report
+    reader = csv.reader(io.StringIO(text, newline=""))
+    columns = [c.strip() for c in next(reader, [])]
     for needed in ("text", "label"):
         if needed not in columns:
             raise DataError(
@@ -72,17 +78,22 @@ def load_csv(path: str | Path, labels: tuple[str, ...]) -> LoadReport:
     id_column = next((c for c in LABEL_ID_COLUMNS if c in columns), None)
     report = LoadReport()
     first_seen: dict[str, int] = {}
-    start = reader.line_num + 1
-    for row in reader:
-        line = start
-        start = reader.line_num + 1
-        if None in row:
+    while True:
+        line = reader.line_num + 1  # a quoted cell may span lines; name the row's first line
+        cells = next(reader, None)
+        if cells is None:
+            break
+        if not cells:  # a blank line
+            continue
+        if len(cells) > len(columns):
             raise DataError(f"{path}: line {line} has more cells than the header; quote texts "
                             "that contain commas")
+        row: dict[str, str | None] = dict.fromkeys(columns)
+        row.update(zip(columns, cells, strict=False))
         if id_column and not _is_missing(row[id_column]):
             try:
                 label_id = int(float(row[id_column]))
-            except ValueError:
+            except (ValueError, OverflowError):  # OverflowError: 'inf'
                 raise DataError(f"{path}: line {line}, column '{id_column}': "
                                 f"{row[id_column]!r} is not an integer") from None
             if label_id == -1:
@@ -150,21 +161,20 @@ def _cut_sizes(n: int, test_fraction: float, validation_fraction: float) -> tupl
     return max(1, round(n * test_fraction)), max(1, round(n * validation_fraction))
 
 
-def write_examples(path: str | Path, rows: list[Example], extra: dict[str, list] | None = None,
-                   ) -> None:
-    """Write rows as CSV (text, label, line, + extra columns), atomically."""
-    extra = extra or {}
+def write_examples(path: str | Path, rows: list[Example]) -> None:
+    """Write rows as CSV (text, label, line, augmentation), atomically."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["text", "label", "line", *extra])
-        for i, ex in enumerate(rows):
-            writer.writerow([ex.text, ex.label, ex.line, *(col[i] for col in extra.values())])
+        writer.writerow(["text", "label", "line", "augmentation"])
+        for ex in rows:
+            writer.writerow([ex.text, ex.label, ex.line, ex.augmentation])
 
 
 def read_examples(path: str | Path) -> list[Example]:
     """Read a CSV written by write_examples."""
     with Path(path).open(encoding="utf-8", newline="") as fh:
-        return [Example(r["text"], r["label"], int(r["line"])) for r in csv.DictReader(fh)]
+        return [Example(r["text"], r["label"], int(r["line"]), r["augmentation"])
+                for r in csv.DictReader(fh)]
 
 
 def class_counts(rows: list[Example], labels: tuple[str, ...]) -> dict[str, int]:

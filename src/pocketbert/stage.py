@@ -23,7 +23,8 @@ def parse_args(argv: Sequence[str] | None, doc: str | None, inputs: Sequence[str
                outputs: Sequence[str]) -> tuple[str, dict[str, str], dict[str, str]]:
     """Parse ``--params`` and one ``--<name> PATH`` per input and output."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--params", default="params.yaml",
+                        help="params file (default: %(default)s)")
     for name in (*inputs, *outputs):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True)
     args = vars(parser.parse_args(argv))

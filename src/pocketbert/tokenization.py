@@ -41,6 +41,7 @@ def to_dataset(tokenizer, rows: list[Example], labels: tuple[str, ...], max_leng
     return Dataset.from_dict({
         "text": [r.text for r in rows],
         "label": [label_id[r.label] for r in rows],
+        "augmentation": [r.augmentation for r in rows],
         "input_ids": enc["input_ids"],
         "full_length": enc["full_length"],
     })

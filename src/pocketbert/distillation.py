@@ -1,0 +1,198 @@
+"""Knowledge distillation on transformers' Trainer.
+
+Loss = alpha * T^2 * KL(softmax(teacher_logits / T) || softmax(student_logits / T))
+     + (1 - alpha) * cross-entropy(student_logits, gold label)
+
+The T^2 factor keeps the gradient scale of the soft term independent of T (Hinton et al. 2015).
+alpha = 0 is plain fine-tuning on gold labels (the no-distillation baseline); the teacher stage
+trains with exactly that. Runs unchanged under ``torchrun --nproc_per_node N`` (DDP): Trainer
+reads the launcher's environment, and only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pocketbert import evaluation
+from pocketbert.inference import pad_batch
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+    """Hinton-style KD loss; logits are [batch, num_labels], labels [batch]."""
+    hard = F.cross_entropy(student_logits, labels)
+    if alpha == 0 or teacher_logits is None:
+        return hard
+    t = temperature
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=-1),
+        F.log_softmax(teacher_logits / t, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+    return alpha * soft + (1 - alpha) * hard
+
+
+@dataclass
+class Collator:
+    """Pads input_ids per batch; carries labels and (when present) teacher_logits."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = pad_batch([f["input_ids"] for f in features], self.pad_id)
+        batch["labels"] = torch.tensor([f["label"] for f in features], dtype=torch.long)
+        if "teacher_logits" in features[0]:
+            batch["teacher_logits"] = torch.tensor(
+                np.array([f["teacher_logits"] for f in features]), dtype=torch.float32)
+        return batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training knobs shared by the teacher and train_student params sections."""
+
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    weight_decay: float
+    warmup_ratio: float
+    early_stopping_patience: int
+    seed: int
+    temperature: float = 1.0
+    alpha: float = 0.0
+
+    @classmethod
+    def of(cls, p: Any) -> TrainConfig:
+        names = [f for f in cls.__dataclass_fields__ if hasattr(p, f)]
+        return cls(**{n: getattr(p, n) for n in names})
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class DistillationTrainer(Trainer):
+        def __init__(self, *args: Any, temperature: float, alpha: float, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.temperature, self.alpha = temperature, alpha
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            teacher_logits = inputs.pop("teacher_logits", None)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = distillation_loss(outputs.logits, teacher_logits, labels,
+                                     self.temperature, self.alpha)
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillationTrainer
+
+
+def _live_callback(live_dir: str | None):
+    from transformers import TrainerCallback
+
+    class LiveCallback(TrainerCallback):
+        """Training curves for dvc plots: train loss, validation loss and macro-F1 per epoch."""
+
+        def __init__(self) -> None:
+            self.live = None
+            self.train_loss: float | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.train_loss = float(logs["loss"])
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if not state.is_world_process_zero or live_dir is None or not metrics:
+                return
+            if self.live is None:
+                from dvclive import Live
+
+                self.live = Live(live_dir, save_dvc_exp=False, dvcyaml=None, report=None)
+            self.live.step = int(round(state.epoch or 0))
+            if self.train_loss is not None:
+                self.live.log_metric("train/loss", self.train_loss)
+            self.live.log_metric("validation/loss", float(metrics["eval_loss"]))
+            self.live.log_metric("validation/macro_f1", float(metrics["eval_macro_f1"]))
+            self.live.next_step()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.live is not None:
+                self.live.end()
+
+    return LiveCallback()
+
+
+def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: str | Path,
+          live_dir: str | None = None) -> dict[str, Any]:
+    """Train with early stopping on validation macro-F1; the best epoch's weights end in
+    ``model``. ``scratch`` holds checkpoints (shared by all DDP processes) and is removed.
+    Returns the log history and the best epoch's validation macro-F1."""
+    from transformers import EarlyStoppingCallback, TrainingArguments
+
+    n_labels = model.config.num_labels
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+    def compute_metrics(pred) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        return {"macro_f1": evaluation.macro_f1(pred.label_ids, logits.argmax(-1), n_labels)}
+
+    try:
+        args = TrainingArguments(
+            output_dir=str(scratch),
+            num_train_epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=max(64, config.batch_size),
+            weight_decay=config.weight_decay,
+            warmup_steps=config.warmup_ratio,  # a float < 1 is read as a share of all steps
+            lr_scheduler_type="linear",
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            logging_strategy="epoch",
+            save_total_limit=1,
+            save_only_model=True,
+            load_best_model_at_end=True,
+            metric_for_best_model="macro_f1",
+            greater_is_better=True,
+            seed=config.seed,
+            data_seed=config.seed,
+            report_to="none",
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            # under torchrun on CPU, gloo (NCCL needs GPUs); a single process sets none
+            ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+            disable_tqdm=False,
+        )
+        trainer = _trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            data_collator=Collator(pad_id),
+            compute_metrics=compute_metrics,
+            callbacks=[
+                EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience),
+                _live_callback(live_dir),
+            ],
+            temperature=config.temperature,
+            alpha=config.alpha,
+        )
+        trainer.train()
+        trainer.accelerator.wait_for_everyone()
+        return {
+            "history": trainer.state.log_history,
+            "best_macro_f1": trainer.state.best_metric,
+            "epochs_run": trainer.state.epoch,
+            "is_main_process": trainer.is_world_process_zero(),
+        }
+    finally:
+        if int(os.environ.get("RANK", "0")) == 0:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,334 @@
+"""The CSV loader (pocketbert.dataset.load_csv), the stratified split and the split stage."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pocketbert import dataset
+from pocketbert.errors import DataError, PocketbertError
+from stages import split
+
+LABELS = ("condition", "constraint", "notice", "process")
+
+
+def _run_split(tmp_path: Path, params_path: Path, capsys) -> tuple[int, str]:
+    """Run the split stage expecting failure; return (exit code, the 'error:' line)."""
+    out, metrics = tmp_path / "out" / "split", tmp_path / "metrics" / "split.json"
+    with pytest.raises(SystemExit) as info:
+        split.main(["--params", str(params_path), "--out", str(out), "--metrics", str(metrics)])
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    # nothing left behind: no output folder, no metrics, no half-written temp folders
+    assert not out.exists()
+    assert not metrics.exists()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert err_lines, "the stage printed nothing on stderr"
+    assert err_lines[-1].startswith("error: "), err_lines[-1]
+    return info.value.code, err_lines[-1]
+
+
+# ---- each bad input: one case = how to build it + what the message must name -----------------
+
+def _missing_file(tmp_path, make_csv, rows):
+    return tmp_path / "raw" / "nowhere.csv", {}, ["nowhere.csv", "file not found", "split.csv"]
+
+
+def _empty_file(tmp_path, make_csv, rows):
+    path = tmp_path / "raw" / "empty.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    return path, {}, ["empty.csv", "empty"]
+
+
+def _whitespace_only_file(tmp_path, make_csv, rows):
+    path = tmp_path / "raw" / "blank.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n \n\n", encoding="utf-8")
+    return path, {}, ["blank.csv", "empty"]
+
+
+def _no_text_column(tmp_path, make_csv, rows):
+    renamed = [{"sentence": r["text"], "label": r["label"]} for r in rows]
+    return (make_csv(renamed, columns=("sentence", "label")), {},
+            ["sentences.csv", "no 'text' column", "sentence"])
+
+
+def _no_label_column(tmp_path, make_csv, rows):
+    renamed = [{"text": r["text"], "category": r["label"]} for r in rows]
+    return (make_csv(renamed, columns=("text", "category")), {},
+            ["sentences.csv", "no 'label' column", "category"])
+
+
+def _unknown_label(tmp_path, make_csv, rows):
+    rows[4]["label"] = "warning"  # data row 5 = line 6 (header is line 1)
+    return make_csv(rows), {}, ["sentences.csv", "line 6", "column 'label'", "'warning'",
+                                "split.labels"]
+
+
+def _empty_text(tmp_path, make_csv, rows):
+    rows[2]["text"] = "   "  # line 4
+    return make_csv(rows), {}, ["sentences.csv", "line 4", "column 'text'", "empty"]
+
+
+def _nan_text(tmp_path, make_csv, rows):
+    rows[7]["text"] = "NaN"  # line 9
+    return make_csv(rows), {}, ["sentences.csv", "line 9", "column 'text'", "empty"]
+
+
+def _non_utf8(tmp_path, make_csv, rows):
+    path = make_csv(rows)
+    lines = path.read_bytes().split(b"\n")
+    lines[5] = lines[5].replace(b"the", b"th\xe9", 1)  # Latin-1 'é' on line 6
+    path.write_bytes(b"\n".join(lines))
+    return path, {}, ["sentences.csv", "line 6", "not UTF-8", "b'\\xe9'"]
+
+
+def _duplicate_rows(tmp_path, make_csv, rows):
+    rows.insert(12, dict(rows[3]))  # copy of line 5 becomes line 14
+    return make_csv(rows), {}, ["sentences.csv", "line 14", "line 5", "repeats"]
+
+
+def _duplicate_differs_in_case_and_spaces(tmp_path, make_csv, rows):
+    copy = dict(rows[0])
+    copy["text"] = "  " + copy["text"].upper().replace(" ", "   ") + " "
+    rows.append(copy)  # line 42 repeats line 2 up to case and whitespace
+    return make_csv(rows), {}, ["line 42", "line 2", "repeats"]
+
+
+def _too_few_to_stratify(tmp_path, make_csv, rows):
+    notice = [i for i, r in enumerate(rows) if r["label"] == "notice"]
+    for i in reversed(notice[2:]):
+        del rows[i]  # 2 notice rows left: one each for test and validation, none for train
+    return make_csv(rows), {}, ["sentences.csv", "'notice' has 2 rows", "too few", "at least 3",
+                                "split.labels"]
+
+
+def _label_without_rows(tmp_path, make_csv, rows):
+    return make_csv(rows), {"labels": [*LABELS, "question"]}, ["'question' has 0 rows"]
+
+
+def _bad_label_id(tmp_path, make_csv, rows):
+    rows[0]["label_id"] = "two"
+    return make_csv(rows), {}, ["line 2", "column 'label_id'", "'two' is not an integer"]
+
+
+def _infinite_label_id(tmp_path, make_csv, rows):
+    rows[1]["label_id"] = "inf"
+    return make_csv(rows), {}, ["line 3", "column 'label_id'", "'inf' is not an integer"]
+
+
+def _too_many_cells(tmp_path, make_csv, rows):
+    path = make_csv(rows)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("Stop, then wait,notice,2\n")  # unquoted comma: line 42
+    return path, {}, ["line 42", "more cells than the header"]
+
+
+CASES = {
+    "missing file": _missing_file,
+    "empty file": _empty_file,
+    "whitespace-only file": _whitespace_only_file,
+    "no text column": _no_text_column,
+    "no label column": _no_label_column,
+    "label not in params": _unknown_label,
+    "empty text": _empty_text,
+    "NaN text": _nan_text,
+    "non-UTF-8 bytes": _non_utf8,
+    "duplicate rows": _duplicate_rows,
+    "duplicate up to case/space": _duplicate_differs_in_case_and_spaces,
+    "too few rows to stratify": _too_few_to_stratify,
+    "label with no rows": _label_without_rows,
+    "label_id not an integer": _bad_label_id,
+    "label_id inf": _infinite_label_id,
+    "too many cells": _too_many_cells,
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_split_main_rejects_bad_csv(case, tmp_path, make_csv, make_rows, write_params, capsys):
+    csv_path, overrides, expected = CASES[case](tmp_path, make_csv, make_rows(10))
+    params_path = write_params(split={"csv": str(csv_path), **overrides})
+    code, error = _run_split(tmp_path, params_path, capsys)
+    assert code == 2
+    for fragment in expected:
+        assert fragment in error, f"{fragment!r} missing from {error!r}"
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ({"sed": 1}, ["unknown key 'split.sed'", "seed", "Fix the spelling"]),
+    ({"seed": "forty-two"}, ["'split.seed' must be an integer", "'forty-two'"]),
+    ({"labels": "condition"}, ["'split.labels' must be a list"]),
+    ({"validation_fraction": 0.7}, ["'split.validation_fraction'", "(0, 0.5)"]),
+    ({"labels": ["notice", "notice", "process"]}, ["'split.labels'", "repeated label"]),
+])
+def test_split_main_rejects_bad_params(section, expected, tmp_path, small_csv, write_params,
+                                       capsys):
+    params_path = write_params(split={"csv": str(small_csv), **section})
+    code, error = _run_split(tmp_path, params_path, capsys)
+    assert code == 2
+    for fragment in expected:
+        assert fragment in error, f"{fragment!r} missing from {error!r}"
+
+
+def test_split_main_missing_params_file(tmp_path, capsys):
+    code, error = _run_split(tmp_path, tmp_path / "nope.yaml", capsys)
+    assert code == 2
+    assert "nope.yaml" in error and "not found" in error
+
+
+def test_errors_are_typed_value_errors(tmp_path, make_csv, make_rows):
+    rows = make_rows(10)
+    rows[0]["label"] = "other"
+    with pytest.raises(DataError, match=r"line 2, column 'label'") as info:
+        dataset.load_csv(make_csv(rows), LABELS)
+    assert isinstance(info.value, PocketbertError) and isinstance(info.value, ValueError)
+
+
+# ---- what the loader accepts ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("id_column", ["label_id", "label id"])
+def test_dropped_rows_are_counted(id_column, tmp_path, make_csv, make_rows, write_params):
+    rows = [{"text": r["text"], "label": r["label"], id_column: r["label_id"]}
+            for r in make_rows(10)]
+    rows.insert(3, {"text": "Unlabelled sentence one.", "label": "notice", id_column: -1})
+    rows.insert(9, {"text": "Unlabelled sentence two.", "label": "", id_column: -1})
+    rows.insert(15, {"text": "Unlabelled sentence three.", "label": "", id_column: ""})
+    rows.insert(20, {"text": "Unlabelled sentence four.", "label": "NaN", id_column: 2})
+    rows.insert(25, {"text": "Unlabelled sentence five.", "label": "oops", id_column: "-1.0"})
+    path = make_csv(rows, columns=("text", "label", id_column))
+
+    report = dataset.load_csv(path, LABELS)
+    assert report.dropped_label_id_minus_one == 3
+    assert report.dropped_missing_label == 2
+    assert len(report.examples) == 40
+    assert not any(ex.text.startswith("Unlabelled") for ex in report.examples)
+
+    out, metrics_path = tmp_path / "split", tmp_path / "split.json"
+    metrics = split.main(["--params", str(write_params(split={"csv": str(path)})),
+                          "--out", str(out), "--metrics", str(metrics_path)])
+    assert metrics["rows_read"] == 45
+    assert metrics["dropped_label_id_minus_one"] == 3
+    assert metrics["dropped_missing_label"] == 2
+    assert json.loads(metrics_path.read_text()) == metrics
+    assert sum(metrics[f"{s}.rows"] for s in dataset.SPLITS) == 40
+
+
+def test_csv_without_label_id_column(make_csv, make_rows):
+    path = make_csv(make_rows(3), columns=("text", "label"))
+    report = dataset.load_csv(path, LABELS)
+    assert len(report.examples) == 12
+    assert Counter(ex.label for ex in report.examples) == dict.fromkeys(LABELS, 3)
+
+
+def test_line_numbers_follow_the_file(tmp_path):
+    path = tmp_path / "lines.csv"
+    path.write_bytes(
+        "\ufefftext , label\n"                         # BOM and spaces around header names
+        "first sentence,notice\n"                      # line 2
+        "\n"                                           # blank line 3
+        '"a quoted\ntwo-line  sentence",process\n'     # lines 4-5
+        "Last   one,condition\r\n"                     # line 6, CRLF
+        "last one,process\n".encode()                  # line 7 repeats line 6
+    )
+    with pytest.raises(DataError, match="line 7 repeats the text of line 6"):
+        dataset.load_csv(path, LABELS)
+    path.write_bytes(path.read_bytes().rsplit(b"last one", 1)[0])
+    report = dataset.load_csv(path, LABELS)
+    assert [(ex.text, ex.line) for ex in report.examples] == [
+        ("first sentence", 2), ("a quoted two-line sentence", 4), ("Last one", 6)]
+
+
+def test_non_utf8_line_is_counted_after_a_bom(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\nfine,notice\ncaf\xe9 open,notice\n")
+    with pytest.raises(DataError, match=r"bom\.csv: line 3 has bytes that are not UTF-8 "
+                                        r"\(byte 29: b'\\xe9'\)"):
+        dataset.load_csv(path, LABELS)
+
+
+# ---- the split -----------------------------------------------------------------------------------
+
+def _examples(counts: dict[str, int]) -> list[dataset.Example]:
+    rows, line = [], 2
+    for label, n in counts.items():
+        for i in range(n):
+            rows.append(dataset.Example(f"{label} sentence number {i}", label, line))
+            line += 1
+    return rows
+
+
+COUNTS = {"condition": 100, "constraint": 37, "notice": 53, "process": 11}
+
+
+def test_split_is_stratified():
+    parts = dataset.stratified_split(_examples(COUNTS), LABELS, 0.15, 0.2, seed=1)
+    fractions = {"validation": 0.15, "test": 0.2, "train": 0.65}
+    for name, rows in parts.items():
+        per_class = Counter(ex.label for ex in rows)
+        for label, n in COUNTS.items():
+            # each class's share of each split is its fraction, up to one row of rounding
+            assert abs(per_class[label] - n * fractions[name]) <= 1, (name, label, per_class)
+    # the rows of each split stay in file order
+    for rows in parts.values():
+        assert [ex.line for ex in rows] == sorted(ex.line for ex in rows)
+
+
+def test_split_is_disjoint_and_complete():
+    examples = _examples(COUNTS)
+    parts = dataset.stratified_split(examples, LABELS, 0.15, 0.15, seed=3)
+    texts = {name: [ex.text for ex in rows] for name, rows in parts.items()}
+    assert sum(len(t) for t in texts.values()) == len(examples)
+    assert set().union(*map(set, texts.values())) == {ex.text for ex in examples}
+    assert not set(texts["train"]) & set(texts["validation"])
+    assert not set(texts["train"]) & set(texts["test"])
+    assert not set(texts["validation"]) & set(texts["test"])
+
+
+def test_split_is_seeded():
+    examples = _examples(COUNTS)
+
+    def test_texts(seed):
+        parts = dataset.stratified_split(examples, LABELS, 0.15, 0.15, seed=seed)
+        return [ex.text for ex in parts["test"]], [ex.text for ex in parts["validation"]]
+
+    assert test_texts(42) == test_texts(42)
+    assert test_texts(42) != test_texts(43)
+
+
+def test_split_stage_outputs(tmp_path, small_csv, write_params):
+    order = ("process", "notice", "constraint", "condition")  # not alphabetical on purpose
+    out = tmp_path / "split"
+
+    def run(seed: int, where: Path) -> dict:
+        params_path = write_params(split={"csv": str(small_csv), "labels": list(order),
+                                          "seed": seed})
+        return split.main(["--params", str(params_path), "--out", str(where),
+                           "--metrics", str(tmp_path / f"split-{where.name}.json")])
+
+    metrics = run(7, out)
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "test.csv", "train.csv",
+                                                     "validation.csv"]
+    assert json.loads((out / "labels.json").read_text()) == {"labels": list(order)}
+    assert dataset.read_labels(out / "labels.json") == order
+
+    parts = {name: dataset.read_examples(out / f"{name}.csv") for name in dataset.SPLITS}
+    source = dataset.load_csv(small_csv, LABELS).examples
+    assert sorted((e.text, e.label, e.line) for rows in parts.values() for e in rows) == \
+        sorted((e.text, e.label, e.line) for e in source)
+    for name, rows in parts.items():
+        # 10 per class: 2 test, 2 validation, 6 train
+        expected = 6 if name == "train" else 2
+        assert Counter(e.label for e in rows) == dict.fromkeys(order, expected)
+        assert metrics[f"{name}.rows"] == 4 * expected
+        assert all(metrics[f"{name}.{label}"] == expected for label in order)
+    assert metrics["rows_read"] == 40
+
+    assert run(7, tmp_path / "again") == metrics
+    assert (tmp_path / "again" / "test.csv").read_bytes() == (out / "test.csv").read_bytes()
+    run(8, tmp_path / "other")
+    assert (tmp_path / "other" / "test.csv").read_bytes() != (out / "test.csv").read_bytes()
+    # no temp folders left beside the outputs
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

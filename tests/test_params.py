@@ -1,0 +1,132 @@
+"""params.yaml and dvc.yaml agree with the code: each stage declares exactly the params it reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pocketbert import params
+from pocketbert.errors import ParamsError
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC_STAGES: dict = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+PARAMS_YAML: dict = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+
+def _stage_body(definition: dict) -> dict:
+    # a foreach/matrix stage keeps its cmd, deps and params under 'do' (foreach) or inline
+    return definition.get("do", definition)
+
+
+def _expand(entries: list) -> set[str]:
+    """dvc.yaml `params:` as full keys: a section name stands for all its fields."""
+    keys: set[str] = set()
+    for entry in entries:
+        if isinstance(entry, dict):  # {params file: [keys]}
+            for file, names in entry.items():
+                assert Path(file).name == "params.yaml", f"params from another file: {file}"
+                keys |= _expand(list(names or []))
+        elif "." in entry:
+            section, name = entry.split(".", 1)
+            assert section in params.SECTIONS, f"dvc.yaml names unknown section in {entry!r}"
+            fields = {f.name for f in dataclasses.fields(params.SECTIONS[section])}
+            assert name in fields, f"dvc.yaml names unknown key {entry!r}"
+            keys.add(entry)
+        else:
+            assert entry in params.SECTIONS, f"dvc.yaml names unknown section {entry!r}"
+            keys |= {f"{entry}.{f.name}" for f in dataclasses.fields(params.SECTIONS[entry])}
+    return keys
+
+
+@pytest.mark.parametrize("name", sorted(DVC_STAGES))
+def test_dvc_params_match_what_the_stage_reads(name):
+    module = importlib.import_module(f"stages.{name}")
+    declared = _expand(_stage_body(DVC_STAGES[name]).get("params", []))
+    read = set(params.reads(module.PARAMS))
+    assert read == declared, (
+        f"stage {name}: read but not in dvc.yaml: {sorted(read - declared)}; "
+        f"in dvc.yaml but not read: {sorted(declared - read)}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(DVC_STAGES))
+def test_dvc_stage_runs_its_module(name):
+    body = _stage_body(DVC_STAGES[name])
+    assert body["cmd"].split()[:3] == ["python", "-m", f"stages.{name}"]
+    assert f"stages/{name}.py" in body.get("deps", [])
+
+
+def test_every_stage_module_is_in_dvc_yaml():
+    modules = {p.stem for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"}
+    assert modules <= set(DVC_STAGES), f"not in dvc.yaml: {sorted(modules - set(DVC_STAGES))}"
+
+
+@pytest.mark.parametrize("section", sorted(PARAMS_YAML))
+def test_params_yaml_section_parses(section):
+    assert section in params.SECTIONS, f"params.yaml section {section!r} has no dataclass"
+    parsed = params.load(ROOT / "params.yaml", section)
+    assert isinstance(parsed, params.SECTIONS[section])
+    # every key written in params.yaml is taken as written (lists become tuples)
+    for key, value in (PARAMS_YAML[section] or {}).items():
+        got = getattr(parsed, key)
+        assert (list(got) if isinstance(got, tuple) else got) == value, f"{section}.{key}"
+
+
+@pytest.mark.parametrize("section", sorted(params.SECTIONS))
+def test_every_field_has_a_docstring(section):
+    cls = params.SECTIONS[section]
+    docs = params.field_docs(cls)
+    missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name, "").strip()]
+    assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
+    assert all("\n" not in doc for doc in docs.values())  # one line each
+
+
+@pytest.mark.parametrize(("section", "raw", "message"), [
+    ("split", {"sed": 1}, "unknown key 'split.sed'; known keys of 'split': csv, labels, "),
+    ("split", {"seed": True}, "'split.seed' must be an integer, got True"),
+    ("split", {"seed": 1.5}, "'split.seed' must be an integer, got 1.5"),
+    ("split", {"labels": ["a", 3]}, "'split.labels[1]' must be a string, got 3"),
+    ("split", {"test_fraction": "0.1"}, "'split.test_fraction' must be a number, got '0.1'"),
+    ("split", {"test_fraction": 0.5}, "invalid value for 'split.test_fraction'"),
+    ("teacher", {"mode": "distil"}, "'teacher.mode' is 'distil'; use one of ['fine_tune', "),
+    ("train_student", {"trim_vocab": 1}, "'train_student.trim_vocab' must be true or false"),
+    ("train_student", {"alpha": 1.5}, "'train_student.alpha': use a value in [0, 1]"),
+    ("augment", {"deletion_probability": 1}, "'augment.deletion_probability'"),
+    ("tokenize", [128], "section 'tokenize' must be a mapping"),
+])
+def test_bad_values_name_the_key(section, raw, message):
+    with pytest.raises(ParamsError) as info:
+        params.parse_section(section, raw)
+    assert message in str(info.value)
+
+
+def test_values_are_coerced_to_the_dataclass_form():
+    p = params.parse_section("split", {"test_fraction": 0.2, "labels": ["b", "a"]})
+    assert p.labels == ("b", "a") and p.test_fraction == 0.2
+    assert params.parse_section("teacher", {"learning_rate": 1}).learning_rate == 1.0
+    assert isinstance(params.parse_section("teacher", {"learning_rate": 1}).learning_rate, float)
+    assert params.parse_section("train_student", {"init": "fresh", "hidden_size": 128}) \
+        .hidden_size == 128
+    assert params.parse_section("train_student", {"hidden_size": None}).hidden_size is None
+    assert params.parse_section("tokenize", None) == params.TokenizeParams()
+
+
+def test_reads_expands_sections_and_keeps_single_keys():
+    assert params.reads(("tokenize", "teacher.model")) == {"tokenize.max_length", "teacher.model"}
+    assert params.reads(("split",)) == {"split.csv", "split.labels", "split.validation_fraction",
+                                        "split.test_fraction", "split.seed"}
+
+
+def test_load_key_reads_one_key(tmp_path, write_params):
+    path = write_params(teacher={"model": "/models/mine"})
+    assert params.load_key(path, "teacher.model") == "/models/mine"
+    assert params.load_key(write_params(raw={"split": {}}), "teacher.model") == \
+        params.PACKAGED_BACKBONE
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("split: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"bad\.yaml: not valid YAML"):
+        params.load(bad, "split")
