@@ -110,6 +110,7 @@ def run(p: params.TrainStudentParams, max_length: int, inputs: dict[str, str],
     if not main_process:
         return {}
     metrics["epochs_run"] = result["epochs_run"]
+    metrics["world_size"] = result["world_size"]
     for split in ("validation", "test"):
         logits, _ = inference.predict_logits(student, splits[split]["input_ids"], 64,
                                              tokenizer.pad_token_id, desc=f"student {split}")

@@ -98,3 +98,69 @@ def write_params(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+# --- tiny in-process models -------------------------------------------------------------------
+
+TINY_WORDS = sorted({w.strip(".,").lower() for label in LABELS for text in sentences(label, 12)
+                     for w in text.split()} | {"##s", "##ing", "##ed"})
+
+
+def tiny_tokenizer():
+    """A real fast WordPiece tokenizer over a small vocabulary (specials, a-z, ##a-##z, words)."""
+    import string
+
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,!?'"]
+    vocab += list(string.ascii_lowercase) + [f"##{c}" for c in string.ascii_lowercase]
+    vocab += [w for w in TINY_WORDS if w not in vocab]
+    return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+
+
+def tiny_classifier(vocab_size: int, labels: Sequence[str] = LABELS, layers: int = 3,
+                    seed: int = 0):
+    """A random BERT classifier: hidden 32, 2 heads, ``layers`` layers."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
+                        num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={n: i for i, n in enumerate(labels)},
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertForSequenceClassification(config).eval()
+
+
+@pytest.fixture
+def tiny_world(tmp_path: Path, write_params: Callable[..., Path]) -> dict[str, Path]:
+    """A tokenize output folder and a tiny 'given' teacher classifier folder, on disk."""
+    from datasets import DatasetDict
+
+    from pocketbert import dataset, tokenization
+
+    tokenizer = tiny_tokenizer()
+    teacher = tiny_classifier(len(tokenizer))
+    teacher_dir = tmp_path / "given_teacher"
+    teacher.save_pretrained(str(teacher_dir))
+    tokenizer.save_pretrained(str(teacher_dir))
+
+    rows = {name: [] for name in ("train", "validation", "test")}
+    for label in LABELS:
+        texts = sentences(label, 12)
+        for i, text in enumerate(texts):
+            split = "train" if i < 8 else "validation" if i < 10 else "test"
+            rows[split].append(dataset.Example(text, label, i + 2))
+    tok_dir = tmp_path / "tokenize"
+    parts = {k: tokenization.to_dataset(tokenizer, v, LABELS, 32) for k, v in rows.items()}
+    DatasetDict(parts).save_to_disk(str(tok_dir / "dataset"))
+    tokenizer.save_pretrained(str(tok_dir / "tokenizer"))
+    dataset.write_labels(tok_dir / "labels.json", LABELS)
+    params_file = write_params(
+        teacher={"model": str(teacher_dir), "mode": "given"},
+        train_student={"epochs": 2, "batch_size": 8, "copy_layers": [0, 2], "vocab_reserve": 0},
+        tokenize={"max_length": 32},
+    )
+    return {"root": tmp_path, "tokenize": tok_dir, "given_teacher": teacher_dir,
+            "params": params_file}

@@ -167,6 +167,7 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             report_to="none",
             remove_unused_columns=False,
             dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
             # under torchrun on CPU, gloo (NCCL needs GPUs); a single process sets none
             ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
             disable_tqdm=False,
@@ -191,7 +192,7 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             "history": trainer.state.log_history,
             "best_macro_f1": trainer.state.best_metric,
             "epochs_run": trainer.state.epoch,
-            "is_main_process": trainer.is_world_process_zero(),
+            "world_size": trainer.args.world_size,
         }
     finally:
         if int(os.environ.get("RANK", "0")) == 0:

@@ -100,3 +100,33 @@ def save_classifier(folder: Path, model, tokenizer, labels: tuple[str, ...], sec
     write_labels(folder / "labels.json", labels)
     (folder / "params.yaml").write_text(
         yaml.safe_dump({section: as_dict(params)}, sort_keys=False), encoding="utf-8")
+
+
+# A large negative number rather than -inf or float32's minimum: it survives the cast to fp16
+# (max 65504) in Core ML's fp16 programs, and exp(-10000) is exactly 0 in both precisions.
+MASKED = -10_000.0
+
+
+class DeviceClassifier(torch.nn.Module):
+    """A BERT classifier for export: (input_ids, attention_mask) [batch, seq] -> logits.
+
+    transformers' own mask helpers use ops the Core ML converter does not support, so the
+    additive attention mask is built here and the embeddings, encoder, pooler and classifier
+    are called directly. Eager attention: plain matmul + softmax ops in the exported graph.
+    ``probabilities=True`` appends a softmax (Core ML classifiers report probabilities).
+    """
+
+    def __init__(self, model, probabilities: bool = False) -> None:
+        super().__init__()
+        model = copy.deepcopy(model).eval()
+        model.set_attn_implementation("eager")
+        self.bert, self.classifier = model.bert, model.classifier
+        self.probabilities = probabilities
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        keep = attention_mask[:, None, None, :].to(torch.float32)  # [batch, 1, 1, seq]
+        additive = (1.0 - keep) * MASKED
+        hidden = self.bert.embeddings(input_ids=input_ids.long())  # [batch, seq, hidden]
+        hidden = self.bert.encoder(hidden, attention_mask=additive).last_hidden_state
+        logits = self.classifier(self.bert.pooler(hidden))  # [batch, labels]
+        return torch.softmax(logits, dim=-1) if self.probabilities else logits

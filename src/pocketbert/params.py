@@ -180,6 +180,53 @@ class TrainStudentParams:
         _check_training("train_student", self)
 
 
+@dataclass(frozen=True)
+class ExportParams:
+    """Export to ONNX, check parity with PyTorch, quantize to int8."""
+
+    opset: int = 18
+    "ONNX opset version"
+    atol: float = 1e-4
+    "largest |logit difference| allowed between the fp32 ONNX model and PyTorch"
+    int8: bool = True
+    "also write an int8 model (onnxruntime dynamic quantization)"
+    per_channel: bool = True
+    "int8 scales per output channel (better agreement than one scale per tensor)"
+    min_int8_agreement: float = 0.99
+    "top-1 agreement of int8 with fp32 below which the metrics flag the int8 model"
+
+    def __post_init__(self) -> None:
+        _require(13 <= self.opset <= 23, "export.opset", "use an opset from 13 to 23")
+        _require(self.atol > 0, "export.atol", "use a value > 0, e.g. 1e-4")
+        _require(0 <= self.min_int8_agreement <= 1, "export.min_int8_agreement",
+                 "use a value in [0, 1]")
+
+
+@dataclass(frozen=True)
+class ConvertParams:
+    """Convert to Core ML from PyTorch, compress, check the spec; pick the app's variant."""
+
+    variants: tuple[str, ...] = ("fp16", "fp32", "int8", "palette6", "palette4")
+    "Core ML variants written: fp16, fp32, int8 (weights), palette6 / palette4 (k-means LUT)"
+    app_variant: str = "fp16"
+    "the student variant placed in the app bundle"
+    minimum_deployment_target: str = "iOS16"
+    "oldest OS the model runs on (iOS16 or newer: ML programs need iOS15, int8 weights iOS16)"
+    license: str = "Apache-2.0"
+    "license text stored in the model's metadata"
+
+    def __post_init__(self) -> None:
+        known = ("fp32", "fp16", "int8", "palette6", "palette4")
+        for i, v in enumerate(self.variants):
+            _require(v in known, f"convert.variants[{i}]", f"use one of {list(known)}")
+        _require(len(self.variants) > 0, "convert.variants", "list at least one variant")
+        _require(self.app_variant in self.variants, "convert.app_variant",
+                 "name one of convert.variants")
+        _require(self.minimum_deployment_target in ("iOS16", "iOS17", "iOS18", "macOS13",
+                                                    "macOS14", "macOS15"),
+                 "convert.minimum_deployment_target", "use iOS16, iOS17, iOS18 or macOS13-15")
+
+
 SECTIONS: dict[str, type] = {
     "split": SplitParams,
     "augment": AugmentParams,
@@ -187,6 +234,8 @@ SECTIONS: dict[str, type] = {
     "teacher": TeacherParams,
     "soft_label": SoftLabelParams,
     "train_student": TrainStudentParams,
+    "export": ExportParams,
+    "convert": ConvertParams,
 }
 
 

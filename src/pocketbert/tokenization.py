@@ -57,3 +57,33 @@ def length_stats(full_lengths: list[int], max_length: int) -> dict[str, float]:
         "truncated": int((arr > max_length).sum()),
         "truncation_rate": float((arr > max_length).mean()),
     }
+
+
+# Texts that trip device tokenizers: accents, punctuation, digits, emoji, unknown words,
+# casing, whitespace and control characters, CJK, and inputs that normalise to nothing.
+EDGE_CASES = (
+    "Café crème brûlée à la carte", "Naïve façade; déjà vu — résumé", "ÉCOLE ÖFFNET MORGEN",
+    "Zoë's piñata costs €12.50", "São Paulo → Zürich", "Ångström-level tolerances",
+    "If the pump stalls, restart it!!!", "Wait... what?!", "(optional) [see note 3] {draft}",
+    "e-mail: help@example.org; url: https://example.org/a?b=c", "#hashtag @mention $5 100%",
+    "\"quoted\" 'single' `code`", "semi;colon:colon/slash\\backslash", "a&b<c>d=e+f*g^h|i~j",
+    "Room 101 opens at 09:30 on 2026-03-14", "3.14159 2,500,000 1/2 ½ 10^6",
+    "v2.0.1-rc3 build #4512",
+    "Call +1 (555) 010-9999 x23", "The 2nd and 3rd floors", "1st-class 24/7 support",
+    "Great job 👍", "🚗💨 leaving now", "🙂🙂🙂", "Fire 🔥 exit ➡️ left", "❤️ thanks",
+    "supercalifragilisticexpialidocious", "Pneumonoultramicroscopicsilicovolcanoconiosis",
+    "qwxzvbnm plokijuh", "antidisestablishmentarianism", "GPT-4o and BERT-large",
+    "UPPER lower MiXeD", "tab\tseparated\twords", "line one\nline two", "  leading and trailing  ",
+    "multiple     spaces   here", "zero\u200bwidth\u200bspace", "non\u00a0breaking\u00a0space",
+    "中文 and English", "日本語のテキスト", "한국어 문장", "Привет, мир", "مرحبا بالعالم",
+    "", " ", "\t\n", "\u200b", "\u0000\u0001\u0002", "\ufeff",
+    "word " * 200,
+    "Once the dough has doubled, knead it again. " * 12,
+)
+
+
+def parity_vectors(tokenizer, texts: list[str], max_length: int) -> list[dict]:
+    """Exact input_ids and attention_mask the pipeline feeds the model, one dict per text."""
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    return [{"text": t, "input_ids": ids, "attention_mask": mask}
+            for t, ids, mask in zip(texts, enc["input_ids"], enc["attention_mask"], strict=True)]

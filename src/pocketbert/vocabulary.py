@@ -35,11 +35,11 @@ def kept_token_ids(tokenizer, corpus_ids: Iterable[Iterable[int]], reserve: int)
             if bare.isascii():
                 keep.add(idx)
         # BERT vocabularies pad with "[unusedN]" placeholders: never worth keeping.
-        elif not (token.startswith("[unused") and token.endswith("]")):
+        elif idx not in keep and not (token.startswith("[unused") and token.endswith("]")):
             words.append(idx)
     for ids in corpus_ids:
         keep.update(ids)
-    keep.update(sorted(words)[:reserve])
+    keep.update(sorted(words)[:reserve])  # the most frequent words, in the corpus or not
     return sorted(keep)
 
 

@@ -1,0 +1,71 @@
+"""The distillation loss on known values, and the training collator."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pocketbert.distillation import Collator, distillation_loss
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+
+
+def _softmax(x: list[float], t: float) -> list[float]:
+    e = [math.exp(v / t) for v in x]
+    return [v / sum(e) for v in e]
+
+
+def test_loss_matches_hand_computed_value() -> None:
+    student = torch.tensor([[1.0, 0.0, -1.0]])
+    teacher = torch.tensor([[3.0, 1.0, 0.0]])
+    label = torch.tensor([0])
+    t, alpha = 2.0, 0.6
+    kl = _kl(_softmax([3.0, 1.0, 0.0], t), _softmax([1.0, 0.0, -1.0], t))
+    ce = -math.log(_softmax([1.0, 0.0, -1.0], 1.0)[0])
+    expected = alpha * t * t * kl + (1 - alpha) * ce
+    got = distillation_loss(student, teacher, label, t, alpha).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_alpha_zero_is_cross_entropy() -> None:
+    torch.manual_seed(0)
+    student, teacher = torch.randn(5, 4), torch.randn(5, 4)
+    labels = torch.tensor([0, 1, 2, 3, 1])
+    assert distillation_loss(student, teacher, labels, 3.0, 0.0).item() == pytest.approx(
+        F.cross_entropy(student, labels).item())
+
+
+def test_soft_term_scales_with_t_squared() -> None:
+    # With student = teacher / k and a large T, KL ~ O(1/T^2); the T^2 factor keeps the soft
+    # term's size of the same order across temperatures instead of vanishing.
+    torch.manual_seed(1)
+    teacher = torch.randn(8, 4) * 3
+    student = teacher * 0.5
+    labels = torch.zeros(8, dtype=torch.long)
+    soft = {t: distillation_loss(student, teacher, labels, t, 1.0).item()
+            for t in (5.0, 10.0, 20.0)}
+    raw = {t: soft[t] / (t * t) for t in soft}
+    assert raw[10.0] / raw[20.0] == pytest.approx(4.0, rel=0.1)  # raw KL falls like 1/T^2
+    assert soft[10.0] / soft[20.0] == pytest.approx(1.0, rel=0.1)  # scaled term does not
+
+
+def test_identical_logits_have_zero_soft_loss() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5, 0.0]])
+    assert distillation_loss(logits, logits.clone(), torch.tensor([0]), 2.0, 1.0).item() == (
+        pytest.approx(0.0, abs=1e-7))
+
+
+def test_collator_pads_per_batch_and_carries_teacher_logits() -> None:
+    batch = Collator(pad_id=0)([
+        {"input_ids": [2, 5, 3], "label": 1, "teacher_logits": [0.1, 0.2]},
+        {"input_ids": [2, 5, 6, 7, 3], "label": 0, "teacher_logits": [0.3, 0.4]},
+    ])
+    assert batch["input_ids"].tolist() == [[2, 5, 3, 0, 0], [2, 5, 6, 7, 3]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["labels"].tolist() == [1, 0]
+    assert batch["teacher_logits"].shape == (2, 2)

@@ -1,0 +1,148 @@
+"""ONNX export parity, int8 quantization, Core ML conversion and the app bundle, on tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import LABELS, tiny_tokenizer
+from pocketbert import coreml, modeling, onnx_export, tokenization
+from stages import bundle, convert, export
+
+
+def _export_args(w: dict[str, Path], out: str = "onnx") -> list[str]:
+    return ["--params", str(w["params"]), "--model", str(w["given_teacher"]),
+            "--tokenize", str(w["tokenize"]), "--out", str(w["root"] / out),
+            "--metrics", str(w["root"] / f"{out}.json")]
+
+
+def test_onnx_export_matches_pytorch_and_quantizes(tiny_world) -> None:
+    m = export.main(_export_args(tiny_world))
+    out = tiny_world["root"] / "onnx"
+    assert (out / "model.onnx").is_file() and (out / "model.int8.onnx").is_file()
+    assert not list(out.glob("*.data"))  # one self-contained file
+    assert m["fp32.max_abs_logit_diff"] <= 1e-4
+    assert m["fp32.top1_agreement_with_pytorch"] == 1.0
+    assert m["fp32.test.macro_f1"] == pytest.approx(m["pytorch.test.macro_f1"])
+    assert 0.0 <= m["int8.top1_agreement_with_fp32"] <= 1.0
+    assert m["int8.size_mb"] < m["fp32.size_mb"]
+    import onnx
+
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in graph.output] == ["logits"]
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert all(d.dim_param for d in dims)  # batch and sequence are dynamic
+
+
+def test_int8_agreement_is_measured_against_fp32(tiny_world) -> None:
+    ref = np.array([[2.0, 1.0, 0.0, 0.0], [0.0, 3.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    cand = np.array([[2.0, 1.0, 0.0, 0.0], [3.5, 3.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.2]])
+    result = onnx_export.parity(ref, cand)
+    assert result.top1_agreement == pytest.approx(2 / 3)
+    assert result.max_abs_diff == pytest.approx(3.5)
+    assert result.worst[0] == 1
+
+
+def test_broken_export_fails_the_parity_check(tiny_world, monkeypatch, capsys) -> None:
+    # A wrapper that ignores the attention mask: padded positions leak into the logits.
+    monkeypatch.setattr(modeling, "MASKED", 0.0)
+    with pytest.raises(SystemExit) as exc:
+        export.main(_export_args(tiny_world, "broken"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "max |logit difference|" in err and "worst examples: #" in err
+    assert not (tiny_world["root"] / "broken").exists()
+    assert not (tiny_world["root"] / "broken.json").exists()
+
+
+def test_coreml_conversion_states_labels_inputs_and_metadata(tiny_world) -> None:
+    m = convert.main(["--params", str(tiny_world["params"]), "--model",
+                      str(tiny_world["given_teacher"]), "--tokenize", str(tiny_world["tokenize"]),
+                      "--out", str(tiny_world["root"] / "coreml"),
+                      "--metrics", str(tiny_world["root"] / "coreml.json")])
+    out = tiny_world["root"] / "coreml"
+    info = coreml.read_back(out / "fp16.mlpackage")
+    assert info["is_mlprogram"]
+    assert info["classify_labels"] == list(LABELS)
+    assert info["inputs"]["input_ids"]["ranges"] == [(1, 1), (1, 32)]  # tokenize.max_length
+    assert set(info["outputs"]) == {"classLabel", "classLabel_probs"}
+    assert json.loads(info["metadata"]["labels"]) == list(LABELS)
+    assert info["metadata"]["do_lower_case"] == "true"
+    assert json.loads(info["metadata"]["special_token_ids"])["cls"] == 2
+    assert info["license"] and info["version"] and info["short_description"]
+    for variant in ("int8", "palette6", "palette4"):
+        assert (out / f"{variant}.mlpackage").is_dir()
+        assert m[f"{variant}.size_mb"] < m["fp16.size_mb"], variant
+        assert m[f"{variant}.spec_checked"] is True
+    assert m["fp16.size_mb"] < m["fp32.size_mb"]
+    if not coreml.can_predict():
+        assert m["fp16.test.macro_f1"] == coreml.NOT_MEASURED
+
+
+def test_check_spec_names_what_is_wrong(tiny_world, tmp_path) -> None:
+    tok = tiny_tokenizer()
+    model = modeling.load_classifier(tiny_world["given_teacher"], LABELS)
+    mlmodel = coreml.convert(model, LABELS, 16, "fp16", "iOS16")
+    path = tmp_path / "m.mlpackage"
+    mlmodel.save(str(path))
+    info = coreml.read_back(path)
+    with pytest.raises(Exception, match="max_length metadata missing"):
+        coreml.check_spec(info, LABELS, 16, path)
+    coreml.set_metadata(mlmodel, LABELS, 16, coreml.tokenizer_config(tok, 16), "d", "l", "1",
+                        "fp16")
+    mlmodel.save(str(path))
+    coreml.check_spec(coreml.read_back(path), LABELS, 16, path)  # now complete
+    with pytest.raises(Exception, match=r"ranges .* != \[1, 1..32\]"):
+        coreml.check_spec(coreml.read_back(path), LABELS, 32, path)
+
+
+def test_parity_vectors_regenerate_identically_and_cover_edge_cases() -> None:
+    tok = tiny_tokenizer()
+    texts = list(tokenization.EDGE_CASES)
+    first = tokenization.parity_vectors(tok, texts, 32)
+    second = tokenization.parity_vectors(tiny_tokenizer(), texts, 32)
+    assert first == second
+    by_text = {case["text"]: case for case in first}
+    assert by_text[""]["input_ids"] == [tok.cls_token_id, tok.sep_token_id]
+    assert by_text["\u200b"]["input_ids"] == [tok.cls_token_id, tok.sep_token_id]
+    assert len(by_text["word " * 200]["input_ids"]) == 32
+    assert tok.unk_token_id in by_text["🙂🙂🙂"]["input_ids"]
+    assert all(len(c["input_ids"]) == len(c["attention_mask"]) for c in first)
+
+
+def test_bundle_holds_what_an_app_needs(tiny_world) -> None:
+    from stages import soft_label, teacher, train_student
+
+    w, p = tiny_world, str(tiny_world["params"])
+    teacher.main(["--params", p, "--tokenize", str(w["tokenize"]), "--out",
+                  str(w["root"] / "teacher"), "--metrics", str(w["root"] / "t.json")])
+    soft_label.main(["--params", p, "--teacher", str(w["root"] / "teacher"), "--tokenize",
+                     str(w["tokenize"]), "--out", str(w["root"] / "soft"),
+                     "--metrics", str(w["root"] / "s.json")])
+    train_student.main(["--params", p, "--teacher", str(w["root"] / "teacher"), "--tokenize",
+                        str(w["tokenize"]), "--soft-label", str(w["root"] / "soft"), "--out",
+                        str(w["root"] / "student"), "--metrics", str(w["root"] / "ts.json"),
+                        "--curves", str(w["root"] / "curves")])
+    raw = yaml.safe_load(w["params"].read_text())
+    raw["convert"]["variants"] = ["fp16", "int8"]  # only what the bundle needs: faster
+    w["params"].write_text(yaml.safe_dump(raw))
+    convert.main(["--params", p, "--model", str(w["root"] / "student"), "--tokenize",
+                  str(w["tokenize"]), "--out", str(w["root"] / "coreml"),
+                  "--metrics", str(w["root"] / "c.json")])
+    result = bundle.main(["--params", p, "--student", str(w["root"] / "student"), "--coreml",
+                          str(w["root"] / "coreml"), "--tokenize", str(w["tokenize"]),
+                          "--out", str(w["root"] / "app")])
+    app = w["root"] / "app"
+    assert sorted(x.name for x in app.iterdir()) == [
+        "PocketBert.mlpackage", "labels.json", "tokenizer.json", "tokenizer_config.json",
+        "tokenizer_parity.json", "vocab.txt", "wordpiece.json"]
+    assert result["parity_cases"] >= len(tokenization.EDGE_CASES) + 8  # + test sentences
+    vocab = (app / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    parity = json.loads((app / "tokenizer_parity.json").read_text(encoding="utf-8"))
+    assert max(i for c in parity["cases"] for i in c["input_ids"]) < len(vocab)
+    assert json.loads((app / "labels.json").read_text())["labels"] == list(LABELS)

@@ -1,0 +1,148 @@
+"""Student initialisation (layer copying, fresh configs) and vocabulary trimming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
+
+from pocketbert import modeling, vocabulary
+from pocketbert.errors import ModelError, ParamsError
+from pocketbert.inference import pad_batch
+from pocketbert.params import TrainStudentParams
+
+
+def _logits(model, ids: list[list[int]], pad_id: int = 0) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(**pad_batch(ids, pad_id)).logits
+
+
+def test_copied_layers_are_the_chosen_teacher_layers() -> None:
+    teacher = tiny_classifier(80, layers=4)
+    student = modeling.student_from_layers(teacher, (0, 3))
+    assert student.config.num_hidden_layers == 2
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for new, old in ((0, 0), (1, 3)):
+        for name in ("attention.self.query.weight", "output.dense.weight"):
+            assert torch.equal(s_state[f"bert.encoder.layer.{new}.{name}"],
+                               t_state[f"bert.encoder.layer.{old}.{name}"])
+    for name in ("bert.embeddings.word_embeddings.weight", "bert.pooler.dense.weight",
+                 "classifier.weight"):
+        assert torch.equal(s_state[name], t_state[name])
+    assert not torch.equal(s_state["bert.encoder.layer.1.output.dense.weight"],
+                           t_state["bert.encoder.layer.1.output.dense.weight"])
+
+
+def test_copying_every_layer_reproduces_the_teacher() -> None:
+    teacher = tiny_classifier(80, layers=3)
+    student = modeling.student_from_layers(teacher, (0, 1, 2)).eval()
+    ids = [[2, 10, 11, 12, 3], [2, 13, 3]]
+    assert torch.allclose(_logits(teacher, ids), _logits(student, ids), atol=1e-6)
+
+
+def test_layer_index_out_of_range_names_the_key() -> None:
+    with pytest.raises(ModelError, match=r"train_student.copy_layers.*layers 0..2"):
+        modeling.student_from_layers(tiny_classifier(80, layers=3), (0, 3))
+
+
+def test_fresh_student_heads_must_divide_hidden_size() -> None:
+    with pytest.raises(ModelError, match="train_student.num_heads"):
+        modeling.fresh_student(tiny_classifier(80), 30, 1, 4, None, seed=0)
+    student = modeling.fresh_student(tiny_classifier(80), 16, 1, 2, None, seed=0)
+    assert (student.config.hidden_size, student.config.num_hidden_layers) == (16, 1)
+    assert student.config.intermediate_size == 64
+    assert student.config.id2label == {i: n for i, n in enumerate(LABELS)}
+
+
+def test_copy_with_a_hidden_size_is_rejected_at_params_time() -> None:
+    with pytest.raises(ParamsError, match="train_student.hidden_size"):
+        TrainStudentParams(init="copy", hidden_size=128)
+
+
+@pytest.mark.parametrize(("key", "value"), [("temperature", 0.0), ("temperature", -1.0),
+                                            ("alpha", -0.1), ("alpha", 1.5)])
+def test_impossible_distillation_params(key: str, value: float) -> None:
+    with pytest.raises(ParamsError, match=f"train_student.{key}"):
+        TrainStudentParams(**{key: value})
+
+
+def test_labels_differing_from_params_are_rejected(tmp_path) -> None:
+    model = tiny_classifier(80, labels=("a", "b", "c", "d"))
+    model.save_pretrained(str(tmp_path))
+    with pytest.raises(ModelError, match=r"labels \['a', 'b', 'c', 'd'\] differ"):
+        modeling.load_classifier(tmp_path, LABELS)
+
+
+def test_non_bert_folder_is_rejected(tmp_path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(ModelError, match="not a BERT-family model"):
+        modeling.load_classifier(tmp_path, LABELS)
+    with pytest.raises(ModelError, match="no config.json"):
+        modeling.load_classifier(tmp_path / "missing", LABELS)
+
+
+# --- vocabulary trimming ----------------------------------------------------------------------
+
+def _trimmed(corpus_texts: list[str], reserve: int = 0):
+    tokenizer = tiny_tokenizer()
+    corpus = tokenizer(corpus_texts)["input_ids"]
+    kept = vocabulary.kept_token_ids(tokenizer, corpus, reserve)
+    return tokenizer, kept, vocabulary.trimmed_tokenizer(tokenizer, kept)
+
+
+def test_trimmed_vocab_keeps_specials_chars_and_corpus_only() -> None:
+    corpus = sentences("condition", 3)
+    tokenizer, kept, small = _trimmed(corpus)
+    vocab = small.get_vocab()
+    assert len(small) == len(kept) < len(tokenizer)
+    for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "q", "##q", "rattle", "boiler"):
+        assert token in vocab, token
+    assert "elevator" not in vocab  # a word of other sentences only
+    assert vocab["[PAD]"] == 0
+    assert sorted(vocab.values()) == list(range(len(kept)))
+
+
+def test_trimmed_tokenizer_gives_remapped_ids_on_the_corpus() -> None:
+    corpus = sentences("process", 4)
+    tokenizer, kept, small = _trimmed(corpus)
+    for text in corpus:
+        old = tokenizer(text)["input_ids"]
+        new = small(text)["input_ids"]
+        assert new == [kept.index(i) for i in old]
+
+
+def test_unseen_token_maps_to_unk_or_spelled_pieces() -> None:
+    _, _, small = _trimmed(sentences("notice", 2))
+    ids = small("the elevator \N{SLIGHTLY SMILING FACE}")["input_ids"]
+    tokens = small.convert_ids_to_tokens(ids)
+    assert "elevator" not in tokens and "e" in tokens  # spelled out from kept characters
+    assert tokens.count("[UNK]") == 1  # the emoji has no piece at all
+
+
+def test_reserve_keeps_the_lowest_id_words() -> None:
+    tokenizer, kept0, _ = _trimmed(["the gate"], reserve=0)
+    _, kept5, _ = _trimmed(["the gate"], reserve=5)
+    words = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids
+             and len(tokenizer.convert_ids_to_tokens(i).removeprefix("##")) > 1]
+    assert set(words[:5]) <= set(kept5)
+    assert sorted(set(kept5) - set(kept0)) == [i for i in words[:5] if i not in kept0]
+    assert len(kept5) > len(kept0)
+
+
+def test_trimming_alone_leaves_logits_unchanged() -> None:
+    corpus = sentences("constraint", 5)
+    tokenizer, kept, small = _trimmed(corpus)
+    teacher = tiny_classifier(len(tokenizer))
+    student = modeling.student_from_layers(teacher, tuple(range(3))).eval()
+    vocabulary.trim_embeddings(student, kept)
+    assert student.get_input_embeddings().weight.shape == (len(kept), 32)
+    before = _logits(teacher, [tokenizer(t)["input_ids"] for t in corpus])
+    after = _logits(student, [small(t)["input_ids"] for t in corpus])
+    assert torch.allclose(before, after, atol=1e-6)
+
+
+def test_vocab_txt_lists_tokens_in_id_order(tmp_path) -> None:
+    _, _, small = _trimmed(sentences("notice", 2))
+    vocabulary.write_vocab_txt(small, tmp_path / "vocab.txt")
+    lines = (tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == small.convert_ids_to_tokens(list(range(len(small))))
