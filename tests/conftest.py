@@ -129,7 +129,8 @@ def tiny_classifier(vocab_size: int, labels: Sequence[str] = LABELS, layers: int
                         num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
                         num_labels=len(labels), id2label=dict(enumerate(labels)),
                         label2id={n: i for i, n in enumerate(labels)},
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                        initializer_range=0.3)  # sharp enough that masking bugs show
     return BertForSequenceClassification(config).eval()
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import LABELS, tiny_tokenizer
+
 from pocketbert import coreml, modeling, onnx_export, tokenization
 from stages import bundle, convert, export
 

@@ -31,6 +31,7 @@ def atomic_path(target: str | Path, *, directory: bool = False) -> Iterator[Path
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a result folder is a normal one
     work = tmp if directory else tmp / target.name
     try:
         yield work
@@ -40,6 +41,12 @@ def atomic_path(target: str | Path, *, directory: bool = False) -> Iterator[Path
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -1,0 +1,244 @@
+"""`pocketbert predict` on a tiny exported model: output formats, inputs, errors, no torch."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import LABELS, default_params, sentences, tiny_classifier, tiny_tokenizer
+
+from pocketbert import cli
+
+TEXTS = [sentences("condition")[0], sentences("notice")[3], "the pump", "Kettle!"]
+LONG = " ".join(sentences("process", 12))  # ~150 tokens: beyond the tiny model's 64 positions
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder: params.yaml (tokenize.max_length 32) and models/export/student/."""
+    from datasets import DatasetDict
+
+    from pocketbert import dataset, tokenization
+    from stages import export
+
+    root = tmp_path_factory.mktemp("project")
+    tokenizer = tiny_tokenizer()
+    teacher_dir = root / "given_teacher"
+    tiny_classifier(len(tokenizer)).save_pretrained(str(teacher_dir))
+    tokenizer.save_pretrained(str(teacher_dir))
+    rows = {name: [] for name in ("train", "validation", "test")}
+    for label in LABELS:
+        for i, text in enumerate(sentences(label, 12)):
+            split = "train" if i < 8 else "validation" if i < 10 else "test"
+            rows[split].append(dataset.Example(text, label, i + 2))
+    tok_dir = root / "tokenize"
+    parts = {k: tokenization.to_dataset(tokenizer, v, LABELS, 32) for k, v in rows.items()}
+    DatasetDict(parts).save_to_disk(str(tok_dir / "dataset"))
+    dataset.write_labels(tok_dir / "labels.json", LABELS)
+    data = default_params()
+    data["tokenize"]["max_length"] = 32
+    (root / "params.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    export.main(["--params", str(root / "params.yaml"), "--model", str(teacher_dir),
+                 "--tokenize", str(tok_dir), "--out", str(root / "models/export/student"),
+                 "--metrics", str(root / "export_student.json")])
+    return root
+
+
+@pytest.fixture
+def in_world(world: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(world)
+    return world
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict]:
+    assert cli.main(["predict", "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def expect_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run predict expecting exit status 2 and one 'error:' line on stderr; return that line."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["predict", *args])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert captured.out == ""
+    return lines[0]
+
+
+def reference_probs(model: Path, texts: list[str], max_length: int) -> np.ndarray:
+    """Softmax of onnxruntime logits, with the transformers tokenizer, all texts in one batch."""
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model.parent))
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True,
+                    return_tensors="np")
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"input_ids": enc["input_ids"].astype(np.int64),
+                                      "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+    z = logits.astype(np.float64)
+    return np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(
+        1, keepdims=True)
+
+
+def test_table_shows_label_confidence_and_every_probability(in_world, capsys) -> None:
+    assert cli.main(["predict", *TEXTS[:2]]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["text", "label", "confidence", *LABELS]
+    assert len(lines) == 3
+    for line, text in zip(lines[1:], TEXTS[:2], strict=True):
+        assert line.startswith(text[:40])
+        cells = line.split()
+        probs = [float(x) for x in cells[-len(LABELS):]]
+        label, confidence = cells[-len(LABELS) - 2], float(cells[-len(LABELS) - 1])
+        assert sum(probs) == pytest.approx(1.0, abs=1e-3)  # four values rounded to 4 places
+        assert label == LABELS[int(np.argmax(probs))] and confidence == max(probs)
+    # columns are aligned: every label's column ends at the same place on every line
+    assert len({len(line) for line in lines}) == 1
+
+
+@pytest.mark.parametrize("model", ["model.int8.onnx", "model.onnx"])
+def test_json_matches_onnxruntime_softmax(in_world, capsys, model: str) -> None:
+    path = in_world / "models/export/student" / model
+    texts = [*TEXTS, LONG]  # LONG runs only because it is truncated at params.yaml's 32
+    args = [] if model == "model.int8.onnx" else ["--model", str(path)]  # default: int8
+    out = run_json(capsys, *args, *texts)
+    expected = reference_probs(path, texts, 32)
+    assert [r["text"] for r in out] == texts
+    for row, p in zip(out, expected, strict=True):
+        assert list(row["probabilities"]) == list(LABELS)
+        assert list(row["probabilities"].values()) == pytest.approx(list(p), abs=1e-5)
+        assert row["label"] == LABELS[int(p.argmax())]
+        assert row["confidence"] == pytest.approx(p.max(), abs=1e-5)
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_fp32_rows_do_not_depend_on_batch_padding(in_world, capsys) -> None:
+    model = str(in_world / "models/export/student/model.onnx")
+    together = run_json(capsys, "--model", model, *TEXTS)
+    alone = [run_json(capsys, "--model", model, text)[0] for text in TEXTS]
+    for a, b in zip(together, alone, strict=True):
+        assert list(a["probabilities"].values()) == pytest.approx(
+            list(b["probabilities"].values()), abs=1e-5)
+
+
+def test_max_length_option_truncates(in_world, capsys) -> None:
+    model = in_world / "models/export/student/model.onnx"
+    short = run_json(capsys, "--model", str(model), "--max-length", "8", LONG)[0]
+    expected = reference_probs(model, [LONG], 8)[0]
+    assert list(short["probabilities"].values()) == pytest.approx(list(expected), abs=1e-5)
+    assert cli.default_max_length() == 32  # from params.yaml in the current folder
+
+
+def test_default_max_length_without_params(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.default_max_length() == 128
+    (tmp_path / "params.yaml").write_text("tokenize:\n  max_length: 64\n", encoding="utf-8")
+    assert cli.default_max_length() == 64
+    (tmp_path / "params.yaml").write_text("tokenize:\n  max_length: 4\n", encoding="utf-8")
+    line = expect_error(capsys, "--model", str(tmp_path / "x.onnx"), "some text")
+    assert "tokenize.max_length" in line and "--max-length" in line
+
+
+@pytest.mark.parametrize("args", [[], ["-"], ["--file", "-"]])
+def test_stdin_input(in_world, capsys, monkeypatch, args: list[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(
+        f"{TEXTS[0]}\n\n   \n{TEXTS[1]}\r\n".encode())))
+    out = run_json(capsys, *args)
+    assert [r["text"] for r in out] == TEXTS[:2]
+
+
+def test_file_input(in_world, capsys, tmp_path) -> None:
+    path = tmp_path / "texts.txt"
+    # a BOM, CRLF line ends, blank lines and no newline at the end
+    path.write_bytes(("\ufeff" + f"{TEXTS[0]}\r\n\r\n{TEXTS[2]}\n\n{TEXTS[3]}").encode())
+    out = run_json(capsys, "--file", str(path))
+    assert [r["text"] for r in out] == [TEXTS[0], TEXTS[2], TEXTS[3]]
+    assert out == run_json(capsys, TEXTS[0], TEXTS[2], TEXTS[3])
+
+
+def test_missing_model_names_the_dvc_target(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = expect_error(capsys, "some text")
+    assert "models/export/student/model.int8.onnx" in line
+    assert "dvc repro export@student" in line
+    line = expect_error(capsys, "--model", "models/export/teacher/model.onnx", "some text")
+    assert "dvc repro export@teacher" in line
+    line = expect_error(capsys, "--model", "elsewhere/model.onnx", "some text")
+    assert "elsewhere/model.onnx" in line and "--model" in line
+
+
+def test_missing_tokenizer_beside_model(world, tmp_path, capsys) -> None:
+    folder = tmp_path / "models/export/teacher"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes((world / "models/export/student/model.onnx").read_bytes())
+    line = expect_error(capsys, "--model", str(folder / "model.onnx"), "some text")
+    assert "tokenizer.json" in line and "dvc repro export@teacher" in line
+
+
+def test_int8_missing_but_fp32_present(world, tmp_path, capsys) -> None:
+    folder = tmp_path / "export/student"
+    folder.mkdir(parents=True)
+    for name in ("model.onnx", "tokenizer.json", "labels.json"):
+        (folder / name).write_bytes((world / "models/export/student" / name).read_bytes())
+    line = expect_error(capsys, "--model", str(folder), "some text")  # a folder: its int8 model
+    assert "export.int8" in line and str(folder / "model.onnx") in line
+
+
+def test_empty_input_is_an_error(in_world, capsys, monkeypatch, tmp_path) -> None:
+    assert "no texts" in expect_error(capsys, "", "   ")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n\r\n", encoding="utf-8")
+    assert str(blank) in expect_error(capsys, "--file", str(blank))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n\n")))
+    assert "standard input" in expect_error(capsys)
+
+
+def test_unreadable_file_is_an_error(in_world, capsys, tmp_path) -> None:
+    line = expect_error(capsys, "--file", str(tmp_path / "nope.txt"))
+    assert "nope.txt" in line and "no such file" in line
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    line = expect_error(capsys, "--file", str(latin))
+    assert "latin1.txt" in line and "UTF-8" in line
+    line = expect_error(capsys, "--file", str(tmp_path))
+    assert "directory" in line
+
+
+def test_texts_and_file_together_is_an_error(in_world, capsys, tmp_path) -> None:
+    assert "not both" in expect_error(capsys, "--file", str(tmp_path / "x.txt"), "text")
+
+
+def test_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    assert "predict" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["predict", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert all(word in text for word in ("--file", "--model", "--json", "--max-length",
+                                         "standard input", "dvc repro export@student"))
+    with pytest.raises(SystemExit) as exc:
+        cli.main([])
+    assert exc.value.code == 2 and "predict" in capsys.readouterr().err
+
+
+def test_predict_does_not_import_torch(world) -> None:
+    model = world / "models/export/student/model.int8.onnx"
+    code = ("import sys; from pocketbert import cli; "
+            f"cli.main(['predict', '--json', '--model', {str(model)!r}, 'the pump']); "
+            "heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], cwd=world, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["label"] in LABELS
