@@ -7,7 +7,7 @@ the exact input_ids and attention_mask the pipeline's tokenizer gives, for check
 tokenizer against training.
 
     python -m stages.bundle --student models/student --coreml models/convert/student \
-        --tokenize data/tokenize --out models/app
+        --tokenize data/tokenize/written --out models/app
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ MODEL_NAME = "PocketBert.mlpackage"
 
 def run(app_variant: str, max_length: int, inputs: dict[str, str],
         outputs: dict[str, str]) -> dict:
-    from datasets import load_from_disk
-
     student = Path(inputs["student"])
     labels = dataset.read_labels(student / "labels.json")
     tokenizer = tokenization.load_tokenizer(student)
-    test = load_from_disk(str(Path(inputs["tokenize"]) / "dataset"), keep_in_memory=True)["test"]
+    test = tokenization.load(inputs["tokenize"])["test"]
     texts = list(tokenization.EDGE_CASES) + list(test["text"])
     vectors = tokenization.parity_vectors(tokenizer, texts, max_length)
     with atomic_path(outputs["out"], directory=True) as tmp:

@@ -5,7 +5,7 @@ int32 inputs of shape [1, 1..max_length], classLabel + classLabel_probs outputs,
 and the metadata (labels, max_length, lowercasing, special token ids). On macOS every variant
 also predicts the test split; elsewhere those numbers are recorded as "not measured here".
 
-    python -m stages.convert --model models/student --tokenize data/tokenize \
+    python -m stages.convert --model models/student --tokenize data/tokenize/written \
         --out models/convert/student --metrics metrics/convert_student.json
 """
 
@@ -35,11 +35,9 @@ def run(p: params.ConvertParams, max_length: int, inputs: dict[str, str],
     measure = coreml.can_predict()
     test_ids = gold = reference = None
     if measure:
-        from datasets import load_from_disk
-
         from pocketbert import inference
 
-        test = load_from_disk(str(Path(inputs["tokenize"]) / "dataset"))["test"]
+        test = tokenization.load(inputs["tokenize"])["test"]
         test_ids = tokenization.encode(tokenizer, list(test["text"]), max_length)["input_ids"]
         gold = np.asarray(test["label"])
         reference, _ = inference.predict_logits(model, test_ids, 32, tokenizer.pad_token_id)

@@ -5,7 +5,7 @@ real test sentences must stay within export.atol with identical top-1, or the st
 names the worst examples. The int8 model (onnxruntime dynamic quantization) is measured:
 size, top-1 agreement with fp32, macro-F1 on test.
 
-    python -m stages.export --model models/student --tokenize data/tokenize \
+    python -m stages.export --model models/student --tokenize data/tokenize/written \
         --out models/export/student --metrics metrics/export_student.json
 """
 
@@ -25,13 +25,11 @@ PARAMS = ("export", "tokenize.max_length")
 
 def run(p: params.ExportParams, max_length: int, inputs: dict[str, str],
         outputs: dict[str, str]) -> dict:
-    from datasets import load_from_disk
-
     from pocketbert import inference
 
     model_dir = Path(inputs["model"])
     labels = dataset.read_labels(Path(inputs["tokenize"]) / "labels.json")
-    test = load_from_disk(str(Path(inputs["tokenize"]) / "dataset"), keep_in_memory=True)["test"]
+    test = tokenization.load(inputs["tokenize"])["test"]
     model = modeling.load_classifier(model_dir, labels, key=f"model folder {model_dir}")
     tokenizer = tokenization.load_tokenizer(model_dir)
     texts = list(test["text"])
@@ -72,8 +70,8 @@ def run(p: params.ExportParams, max_length: int, inputs: dict[str, str],
             if q_check.top1_agreement < p.min_int8_agreement:
                 warnings.warn(
                     f"int8 top-1 agreement with fp32 is {q_check.top1_agreement:.4f}, below "
-                    f"export.min_int8_agreement {p.min_int8_agreement}; ship the fp32 model or "
-                    "set export.per_channel: true", stacklevel=1)
+                    f"export.min_int8_agreement {p.min_int8_agreement}; ship the fp32 model"
+                    + ("" if p.per_channel else " or set export.per_channel: true"), stacklevel=1)
         tokenizer.save_pretrained(str(tmp))
         dataset.write_labels(tmp / "labels.json", labels)
     write_json(outputs["metrics"], metrics)

@@ -5,8 +5,9 @@ softmax outputs and softening them again would flatten the targets towards unifo
 (augmented) train split and validation (distillation targets) and test (only to measure how
 often the student agrees with the teacher).
 
-    python -m stages.soft_label --teacher models/teacher --tokenize data/tokenize \
-        --out data/soft_label --metrics metrics/soft_label.json
+    python -m stages.soft_label --teacher models/teacher --tokenize data/tokenize/written \
+        --augmented data/tokenize/augmented --out data/soft_label \
+        --metrics metrics/soft_label.json
 """
 
 from __future__ import annotations
@@ -24,12 +25,10 @@ SPLITS = ("train", "validation", "test")
 
 
 def run(p: params.SoftLabelParams, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
-    from datasets import load_from_disk
-
     from pocketbert import inference
 
     labels = dataset.read_labels(Path(inputs["tokenize"]) / "labels.json")
-    data = load_from_disk(str(Path(inputs["tokenize"]) / "dataset"), keep_in_memory=True)
+    data = tokenization.load(inputs["tokenize"], inputs["augmented"])
     teacher = modeling.load_classifier(Path(inputs["teacher"]), labels, key="teacher folder")
     pad_id = tokenization.load_tokenizer(inputs["teacher"]).pad_token_id
     device = inference.pick_device()
@@ -53,7 +52,8 @@ def run(p: params.SoftLabelParams, inputs: dict[str, str], outputs: dict[str, st
 
 def main(argv: Sequence[str] | None = None) -> dict:
     def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("teacher", "tokenize"),
+        params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("teacher", "tokenize",
+                                                                          "augmented"),
                                                         ("out", "metrics"))
         p = params.load(params_path, "soft_label")
         stage.log_params("soft_label", p)

@@ -1,11 +1,13 @@
 """teacher: produce the teacher classifier in models/teacher.
 
 mode fine_tune: a new classifier head on the backbone named by teacher.model, trained on the
-(augmented) train split with early stopping on validation macro-F1. mode given: an already
+written train rows with early stopping on validation macro-F1 (augmented variants are the
+distillation transfer set, not teacher training data: the teacher stands for the classifier
+you already have, and changing augmentation does not retrain it). mode given: an already
 fine-tuned sequence classifier taken as it is, after checking its labels match labels.json.
 Either way the teacher is evaluated on validation and test.
 
-    python -m stages.teacher --tokenize data/tokenize --out models/teacher \
+    python -m stages.teacher --tokenize data/tokenize/written --out models/teacher \
         --metrics metrics/teacher.json
 """
 
@@ -21,13 +23,12 @@ PARAMS = ("teacher",)
 
 
 def run(p: params.TeacherParams, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
-    from datasets import load_from_disk
     from transformers import set_seed
 
     from pocketbert import distillation, inference
 
     labels = dataset.read_labels(Path(inputs["tokenize"]) / "labels.json")
-    data = load_from_disk(str(Path(inputs["tokenize"]) / "dataset"), keep_in_memory=True)
+    data = tokenization.load(inputs["tokenize"])
     tokenizer = tokenization.load_tokenizer(Path(inputs["tokenize"]) / "tokenizer")
     folder = checkpoints.resolve(p.model)
     set_seed(p.seed)
@@ -36,12 +37,9 @@ def run(p: params.TeacherParams, inputs: dict[str, str], outputs: dict[str, str]
         model = modeling.load_classifier(folder, labels)
     else:
         model = modeling.new_classifier(folder, labels)
-        train = data["train"]
-        if not p.train_on_augmented:
-            train = train.filter(lambda row: row["augmentation"] == "none", keep_in_memory=True)
-        metrics["train_rows"] = len(train)
+        metrics["train_rows"] = len(data["train"])
         result = distillation.train(
-            model, train, data["validation"], distillation.TrainConfig.of(p),
+            model, data["train"], data["validation"], distillation.TrainConfig.of(p),
             tokenizer.pad_token_id, scratch=Path(outputs["out"]).with_name(".teacher.trainer"))
         metrics["epochs_run"] = result["epochs_run"]
     for split in ("validation", "test"):

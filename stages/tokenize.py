@@ -1,9 +1,12 @@
 """tokenize: turn every split into token ids with the teacher's fast WordPiece tokenizer.
 
-Saved with ``datasets`` (train = augmented train split); no padding is stored, batches are
-padded later. Records length percentiles and how many examples max_length truncates.
+Two outputs, saved with ``datasets``: ``written`` holds the rows as written (train, validation,
+test) with the tokenizer and labels.json; ``augmented`` holds only the augmented train variants.
+The teacher depends on ``written`` alone, so changing augmentation does not retrain it. No
+padding is stored; batches are padded later. Records length percentiles and truncation.
 
-    python -m stages.tokenize --split data/split --augment data/augment --out data/tokenize \
+    python -m stages.tokenize --split data/split --augment data/augment \
+        --written data/tokenize/written --augmented data/tokenize/augmented \
         --metrics metrics/tokenize.json
 """
 
@@ -25,22 +28,27 @@ def run(p: params.TokenizeParams, model: str, inputs: dict[str, str],
     folder = checkpoints.resolve(model)
     tokenizer = tokenization.load_tokenizer(folder)
     labels = dataset.read_labels(Path(inputs["split"]) / "labels.json")
-    sources = {
-        "train": Path(inputs["augment"]) / "train.csv",
-        "validation": Path(inputs["split"]) / "validation.csv",
-        "test": Path(inputs["split"]) / "test.csv",
+    train = dataset.read_examples(Path(inputs["augment"]) / "train.csv")
+    rows = {
+        "train": [r for r in train if r.augmentation == "none"],
+        "validation": dataset.read_examples(Path(inputs["split"]) / "validation.csv"),
+        "test": dataset.read_examples(Path(inputs["split"]) / "test.csv"),
+        "augmented": [r for r in train if r.augmentation != "none"],
     }
     parts, metrics = {}, {"vocab_size": len(tokenizer)}
-    for name, path in sources.items():
-        parts[name] = tokenization.to_dataset(tokenizer, dataset.read_examples(path), labels,
-                                              p.max_length)
-        stats = tokenization.length_stats(parts[name]["full_length"], p.max_length)
-        metrics.update({f"{name}.{k}": v for k, v in stats.items()})
+    for name, examples in rows.items():
+        parts[name] = tokenization.to_dataset(tokenizer, examples, labels, p.max_length)
         metrics[f"{name}.rows"] = len(parts[name])
-    with atomic_path(outputs["out"], directory=True) as tmp:
+        if examples:
+            stats = tokenization.length_stats(parts[name]["full_length"], p.max_length)
+            metrics.update({f"{name}.{k}": v for k, v in stats.items()})
+    augmented = parts.pop("augmented")
+    with atomic_path(outputs["written"], directory=True) as tmp:
         DatasetDict(parts).save_to_disk(str(tmp / "dataset"))
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         dataset.write_labels(tmp / "labels.json", labels)
+    with atomic_path(outputs["augmented"], directory=True) as tmp:
+        augmented.save_to_disk(str(tmp / "dataset"), num_shards=1)  # also when empty
     write_json(outputs["metrics"], metrics)
     return metrics
 
@@ -48,7 +56,7 @@ def run(p: params.TokenizeParams, model: str, inputs: dict[str, str],
 def main(argv: Sequence[str] | None = None) -> dict:
     def body() -> dict:
         params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("split", "augment"),
-                                                        ("out", "metrics"))
+                                                        ("written", "augmented", "metrics"))
         p = params.load(params_path, "tokenize")
         model = params.load_key(params_path, "teacher.model")
         stage.log_params("tokenize", p)

@@ -5,8 +5,8 @@ needs, and learns from the teacher's stored logits (KL at temperature T, weight 
 gold labels (weight 1 - alpha). Early stopping on validation macro-F1; curves go to dvclive.
 The same command runs under ``torchrun --nproc_per_node N -m stages.train_student ...`` (DDP).
 
-    python -m stages.train_student --teacher models/teacher --tokenize data/tokenize \
-        --soft-label data/soft_label --out models/student \
+    python -m stages.train_student --teacher models/teacher --tokenize data/tokenize/written \
+        --augmented data/tokenize/augmented --soft-label data/soft_label --out models/student \
         --metrics metrics/train_student.json --curves metrics/train_student_curves
 """
 
@@ -61,14 +61,14 @@ def init_student(p: params.TrainStudentParams, teacher):
 
 def run(p: params.TrainStudentParams, max_length: int, inputs: dict[str, str],
         outputs: dict[str, str]) -> dict:
-    from datasets import load_from_disk
     from transformers import set_seed
 
     from pocketbert import distillation, inference
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     labels = dataset.read_labels(Path(inputs["tokenize"]) / "labels.json")
-    data = load_from_disk(str(Path(inputs["tokenize"]) / "dataset"), keep_in_memory=True)
+    written = tokenization.load(inputs["tokenize"])
+    data = tokenization.load(inputs["tokenize"], inputs["augmented"])
     soft = read_soft_labels(Path(inputs["soft_label"]), data, labels)
     teacher_dir = Path(inputs["teacher"])
     teacher = modeling.load_classifier(teacher_dir, labels, key="teacher folder")
@@ -78,9 +78,7 @@ def run(p: params.TrainStudentParams, max_length: int, inputs: dict[str, str],
 
     metrics: dict = {"teacher.vocab_size": len(teacher_tokenizer)}
     if p.trim_vocab:
-        written = data["train"].filter(lambda r: r["augmentation"] == "none",
-                                       keep_in_memory=True)
-        kept = vocabulary.kept_token_ids(teacher_tokenizer, list(written["input_ids"]),
+        kept = vocabulary.kept_token_ids(teacher_tokenizer, list(written["train"]["input_ids"]),
                                          p.vocab_reserve)
         tokenizer = vocabulary.trimmed_tokenizer(teacher_tokenizer, kept)
         vocabulary.trim_embeddings(student, kept)
@@ -145,7 +143,8 @@ def run(p: params.TrainStudentParams, max_length: int, inputs: dict[str, str],
 def main(argv: Sequence[str] | None = None) -> dict:
     def body() -> dict:
         params_path, inputs, outputs = stage.parse_args(
-            argv, __doc__, ("teacher", "tokenize", "soft_label"), ("out", "metrics", "curves"))
+            argv, __doc__, ("teacher", "tokenize", "augmented", "soft_label"),
+            ("out", "metrics", "curves"))
         p = params.load(params_path, "train_student")
         max_length = params.load_key(params_path, "tokenize.max_length")
         stage.log_params("train_student", p)

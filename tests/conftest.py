@@ -158,10 +158,15 @@ def tiny_world(tmp_path: Path, write_params: Callable[..., Path]) -> dict[str, P
     DatasetDict(parts).save_to_disk(str(tok_dir / "dataset"))
     tokenizer.save_pretrained(str(tok_dir / "tokenizer"))
     dataset.write_labels(tok_dir / "labels.json", LABELS)
+    # augmented variants of the first train rows (a trailing "!")
+    variants = [dataset.Example(r.text.rstrip(".") + "!", r.label, r.line, "synonym")
+                for r in rows["train"][:6]]
+    aug_dir = tmp_path / "tokenize_augmented"
+    tokenization.to_dataset(tokenizer, variants, LABELS, 32).save_to_disk(str(aug_dir / "dataset"))
     params_file = write_params(
         teacher={"model": str(teacher_dir), "mode": "given"},
         train_student={"epochs": 2, "batch_size": 8, "copy_layers": [0, 2], "vocab_reserve": 0},
         tokenize={"max_length": 32},
     )
-    return {"root": tmp_path, "tokenize": tok_dir, "given_teacher": teacher_dir,
-            "params": params_file}
+    return {"root": tmp_path, "tokenize": tok_dir, "augmented": aug_dir,
+            "given_teacher": teacher_dir, "params": params_file}

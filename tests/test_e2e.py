@@ -25,15 +25,17 @@ def test_pipeline_on_the_packaged_backbone(tmp_path, small_csv, write_params) ->
     augment.main(["--params", p, "--train", f"{d}/split/train.csv", "--out", f"{d}/augment",
                   "--metrics", f"{m}/augment.json"])
     tokenize.main(["--params", p, "--split", f"{d}/split", "--augment", f"{d}/augment",
-                   "--out", f"{d}/tokenize", "--metrics", f"{m}/tokenize.json"])
-    t = teacher.main(["--params", p, "--tokenize", f"{d}/tokenize", "--out", f"{d}/teacher",
+                   "--written", f"{d}/tok", "--augmented", f"{d}/aug",
+                   "--metrics", f"{m}/tokenize.json"])
+    t = teacher.main(["--params", p, "--tokenize", f"{d}/tok", "--out", f"{d}/teacher",
                       "--metrics", f"{m}/teacher.json"])
     assert t["parameters"] == 22_714_756  # MiniLM-L6-H384 + a 4-label head
-    soft_label.main(["--params", p, "--teacher", f"{d}/teacher", "--tokenize", f"{d}/tokenize",
-                     "--out", f"{d}/soft_label", "--metrics", f"{m}/soft_label.json"])
+    soft_label.main(["--params", p, "--teacher", f"{d}/teacher", "--tokenize", f"{d}/tok",
+                     "--augmented", f"{d}/aug", "--out", f"{d}/soft_label",
+                     "--metrics", f"{m}/soft_label.json"])
     s = train_student.main([
-        "--params", p, "--teacher", f"{d}/teacher", "--tokenize", f"{d}/tokenize",
-        "--soft-label", f"{d}/soft_label", "--out", f"{d}/student",
+        "--params", p, "--teacher", f"{d}/teacher", "--tokenize", f"{d}/tok",
+        "--augmented", f"{d}/aug", "--soft-label", f"{d}/soft_label", "--out", f"{d}/student",
         "--metrics", f"{m}/train_student.json", "--curves", f"{m}/curves"])
     # 2 copied layers + a vocabulary trimmed to the fixture's words: far below 1/4
     assert s["parameter_ratio"] < 0.25

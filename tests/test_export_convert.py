@@ -122,10 +122,12 @@ def test_bundle_holds_what_an_app_needs(tiny_world) -> None:
     teacher.main(["--params", p, "--tokenize", str(w["tokenize"]), "--out",
                   str(w["root"] / "teacher"), "--metrics", str(w["root"] / "t.json")])
     soft_label.main(["--params", p, "--teacher", str(w["root"] / "teacher"), "--tokenize",
-                     str(w["tokenize"]), "--out", str(w["root"] / "soft"),
+                     str(w["tokenize"]), "--augmented", str(w["augmented"]),
+                     "--out", str(w["root"] / "soft"),
                      "--metrics", str(w["root"] / "s.json")])
     train_student.main(["--params", p, "--teacher", str(w["root"] / "teacher"), "--tokenize",
-                        str(w["tokenize"]), "--soft-label", str(w["root"] / "soft"), "--out",
+                        str(w["tokenize"]), "--augmented", str(w["augmented"]),
+                        "--soft-label", str(w["root"] / "soft"), "--out",
                         str(w["root"] / "student"), "--metrics", str(w["root"] / "ts.json"),
                         "--curves", str(w["root"] / "curves")])
     raw = yaml.safe_load(w["params"].read_text())

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from pocketbert import modeling
+from pocketbert import modeling, tokenization
 from pocketbert.inference import pad_batch
 from stages import soft_label, teacher, train_student
 
@@ -29,29 +29,29 @@ def _teacher(w: dict[str, Path]) -> Path:
 def _soft_label(w: dict[str, Path], teacher_dir: Path) -> Path:
     out = w["root"] / "soft_label"
     soft_label.main(["--params", str(w["params"]), "--teacher", str(teacher_dir),
-                     "--tokenize", str(w["tokenize"]), "--out", str(out),
+                     "--tokenize", str(w["tokenize"]), "--augmented", str(w["augmented"]),
+                     "--out", str(out),
                      "--metrics", str(w["root"] / "m" / "soft_label.json")])
     return out
 
 
 def _student_args(w: dict[str, Path], teacher_dir: Path, soft: Path) -> list[str]:
     return ["--params", str(w["params"]), "--teacher", str(teacher_dir),
-            "--tokenize", str(w["tokenize"]), "--soft-label", str(soft),
+            "--tokenize", str(w["tokenize"]), "--augmented", str(w["augmented"]),
+            "--soft-label", str(soft),
             "--out", str(w["root"] / "models" / "student"),
             "--metrics", str(w["root"] / "m" / "train_student.json"),
             "--curves", str(w["root"] / "m" / "curves")]
 
 
 def test_soft_labels_are_the_teachers_raw_logits(tiny_world) -> None:
-    from datasets import load_from_disk
-
     teacher_dir = _teacher(tiny_world)
     assert json.loads((teacher_dir / "labels.json").read_text())["labels"] == list(
         modeling.load_classifier(teacher_dir, tuple(json.loads(
             (teacher_dir / "labels.json").read_text())["labels"])).config.id2label.values())
     soft = _soft_label(tiny_world, teacher_dir)
     logits = np.load(soft / "train_logits.npy")
-    data = load_from_disk(str(tiny_world["tokenize"] / "dataset"))
+    data = tokenization.load(tiny_world["tokenize"], tiny_world["augmented"])
     model = modeling.load_classifier(teacher_dir, tuple(json.loads(
         (soft / "meta.json").read_text())["labels"]))
     with torch.inference_mode():
@@ -126,7 +126,7 @@ def test_fine_tune_mode_trains_a_new_head(tiny_world, write_params) -> None:
                             str(tiny_world["tokenize"]), "--out", str(tiny_world["root"] / "ft"),
                             "--metrics", str(tiny_world["root"] / "ft.json")])
     assert metrics["epochs_run"] == 1.0
-    assert metrics["train_rows"] == 32
+    assert metrics["train_rows"] == 32  # written rows only, not the 6 variants
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent

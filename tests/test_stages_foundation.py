@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pocketbert import augmentation, dataset, params, wordnet
+from pocketbert import augmentation, dataset, params, tokenization, wordnet
 from stages import augment, split, tokenize
 
 
@@ -61,7 +61,8 @@ def test_split_augment_tokenize(tmp_path, small_csv, write_params, monkeypatch, 
     assert read == params.reads(augment.PARAMS)
     m_tok, read = reads_of(lambda: tokenize.main(
         [*common, "--split", str(d / "split"), "--augment", str(d / "augment"),
-         "--out", str(d / "tokenize"), "--metrics", str(m / "tokenize.json")]))
+         "--written", str(d / "tokenize"), "--augmented", str(d / "augmented"),
+         "--metrics", str(m / "tokenize.json")]))
     assert read == params.reads(tokenize.PARAMS)
 
     # every output and metrics file exists, and the metrics files hold what main returned
@@ -81,10 +82,14 @@ def test_split_augment_tokenize(tmp_path, small_csv, write_params, monkeypatch, 
     assert m_aug["added_rows"] == m_aug["added.synonym"] + m_aug["added.deletion"] > 24
     assert m_aug["total_rows"] == 24 + m_aug["added_rows"]
     assert m_aug["added_rows"] + m_aug["skipped_variants"] == 2 * 24
-    assert m_tok["train.rows"] == m_aug["total_rows"]
+    assert m_tok["train.rows"] == m_aug["source_rows"]
+    assert m_tok["augmented.rows"] == m_aug["added_rows"]
     assert (m_tok["validation.rows"], m_tok["test.rows"]) == (8, 8)
 
-    data = load_from_disk(str(d / "tokenize" / "dataset"))
+    data = tokenization.load(d / "tokenize", d / "augmented")
+    assert load_from_disk(str(d / "tokenize" / "dataset"))["train"]["text"] == [
+        r.text for r in dataset.read_examples(d / "augment" / "train.csv")
+        if r.augmentation == "none"]  # the teacher's train split: written rows only
     labels = dataset.read_labels(d / "tokenize" / "labels.json")
     assert labels == params.LABELS == dataset.read_labels(d / "split" / "labels.json")
     for name in ("validation", "test"):  # held-out splits arrive untouched

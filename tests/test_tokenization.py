@@ -106,13 +106,15 @@ def test_stage_writes_unpadded_ids_and_counts_truncation(tmp_path, tokenizer, wr
     params_path = write_params(tokenize={"max_length": 16})
     out, metrics_path = tmp_path / "tokenize", tmp_path / "tokenize.json"
     metrics = tokenize.main(["--params", str(params_path), "--split", inputs["split"],
-                             "--augment", inputs["augment"], "--out", str(out),
+                             "--augment", inputs["augment"], "--written", str(out),
+                             "--augmented", str(tmp_path / "augmented"),
                              "--metrics", str(metrics_path)])
 
     assert sorted(p.name for p in out.iterdir()) == ["dataset", "labels.json", "tokenizer"]
     assert dataset.read_labels(out / "labels.json") == LABELS
     data = load_from_disk(str(out / "dataset"))
     assert {name: len(data[name]) for name in data} == {"train": 6, "validation": 1, "test": 2}
+    assert len(load_from_disk(str(tmp_path / "augmented" / "dataset"))) == 0  # no variants here
     assert metrics["train.rows"] == 6 and metrics["validation.rows"] == 1
     assert metrics["test.rows"] == 2
     assert metrics["train.truncated"] == 1
@@ -143,9 +145,11 @@ def test_stage_rejects_bad_params(overrides, expected, tmp_path, write_params, c
     out = tmp_path / "tokenize"
     with pytest.raises(SystemExit) as info:
         tokenize.main(["--params", str(write_params(**overrides)), "--split", inputs["split"],
-                       "--augment", inputs["augment"], "--out", str(out),
+                       "--augment", inputs["augment"], "--written", str(out),
+                       "--augmented", str(tmp_path / "augmented"),
                        "--metrics", str(tmp_path / "tokenize.json")])
     assert info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and expected in error, error
     assert not out.exists() and not (tmp_path / "tokenize.json").exists()
+    assert not (tmp_path / "augmented").exists()

@@ -288,7 +288,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 @_op("gelu")
 def op_gelu(x, mode="EXACT"):
-    """EXACT: 0.5x(1 + erf(x/sqrt 2)); TANH_APPROXIMATION; SIGMOID_APPROXIMATION: x sigmoid(1.702x)."""
+    """EXACT: 0.5x(1 + erf(x/sqrt2)); TANH_APPROXIMATION: 0.5x(1 + tanh(sqrt(2/pi)(x +
+    0.044715x^3))); SIGMOID_APPROXIMATION: x sigmoid(1.702x)."""
     x = np.asarray(x)
     w = x.astype(np.float64)  # erf / tanh in double, rounded once to the output dtype
     if mode == "EXACT":
@@ -393,10 +394,14 @@ class Executor:
         from pocketbert.coreml import quiet
 
         with quiet():
-            from coremltools.converters.mil.frontend.milproto.load import (
-                TranscriptionContext,
-                _load_value,
-            )
+            from coremltools.converters.mil.frontend.milproto import load as milproto
+
+        if milproto.BlobReader is None:
+            # coremltools ships libmilstoragepython for macOS and Linux x86_64; without it no
+            # blobFileValue can be read, and re-implementing its reader is not this module's job.
+            raise ModelError("coremltools' native weight reader (libmilstoragepython) is not "
+                             "available on this platform; the executor cannot read weight.bin")
+        TranscriptionContext, _load_value = milproto.TranscriptionContext, milproto._load_value
 
         if spec.WhichOneof("Type") != "mlProgram":
             raise ModelError("not an ML program (mlprogram); the executor runs ML programs only")
@@ -421,8 +426,9 @@ class Executor:
         self.output_names = list(block.outputs)
         self.constants: dict[str, Any] = {}
         self.constexpr_names: list[str] = []
-        self._plan: list[tuple[Any, dict[str, Any]]] = []
+        self._plan: list[tuple[Any, dict[str, Any], list[_Output]]] = []
         for op in block.operations:
+            outputs = [_Output(o) for o in op.outputs]
             if op.type == "const" or op.type.startswith("constexpr_"):
                 # const takes its value from attributes; iOS16 constexpr ops too, iOS18 ones
                 # from inputs. Both are evaluated once, here.
@@ -430,12 +436,13 @@ class Executor:
                         if k != "name"}
                 args.update({k: self._argument(a) for k, a in op.inputs.items()})
                 args = {k: self._resolve(v, self.constants) for k, v in args.items()}
-                self._store(op, run_op(op.type, args, _op_name(op)), self.constants)
+                self._store(op, outputs, run_op(op.type, args, _op_name(op)), self.constants)
                 if op.type != "const":
                     self.constexpr_names.extend(o.name for o in op.outputs)
             else:
-                self._plan.append((op, {k: self._argument(a) for k, a in op.inputs.items()}))
-        classify = [op for op, _ in self._plan if op.type == "classify"]
+                self._plan.append(
+                    (op, {k: self._argument(a) for k, a in op.inputs.items()}, outputs))
+        classify = [op for op, _, _ in self._plan if op.type == "classify"]
         self.labels: list[Any] = []
         if classify:
             self.labels = list(self._resolve(self._argument(classify[0].inputs["classes"]),
@@ -464,13 +471,12 @@ class Executor:
             return item.value
         return values[item.name]
 
-    def _store(self, op, result, values: dict[str, Any]) -> None:
+    @staticmethod
+    def _store(op, outputs: list[_Output], result, values: dict[str, Any]) -> None:
         """Check each output against its declared type and record it under its name."""
-        results = result if len(op.outputs) > 1 else (result,)
-        for declared, value in zip(op.outputs, results, strict=True):
-            if declared.type.WhichOneof("type") == "tensorType":
-                value = _check(op, declared, value)
-            values[declared.name] = value
+        results = result if len(outputs) > 1 else (result,)
+        for declared, value in zip(outputs, results, strict=True):
+            values[declared.name] = declared.check(value, op)
 
     # running ------------------------------------------------------------------------------
 
@@ -482,9 +488,9 @@ class Executor:
                 raise ExecutionError(f"input '{name}' missing; the program takes "
                                      f"{sorted(self.inputs)}")
             values[name] = self._input(name, declared, feeds[name])
-        for op, args in self._plan:
+        for op, args, outputs in self._plan:
             resolved = {k: self._resolve(v, values) for k, v in args.items()}
-            self._store(op, run_op(op.type, resolved, _op_name(op)), values)
+            self._store(op, outputs, run_op(op.type, resolved, _op_name(op)), values)
         return {name: values[name] for name in self.output_names}
 
     def _input(self, name: str, declared, value) -> np.ndarray:
@@ -548,24 +554,32 @@ def _np_dtype(value_type):
     return types.nptype_from_builtin(builtin)
 
 
-def _check(op, declared, value):
-    """The value as the program declares it; raise if an op produced another dtype or shape."""
-    tensor = declared.type.tensorType
-    dtype = _np_dtype(declared.type)
-    if dtype is np.str_:
-        return value
-    value = np.asarray(value)
-    if value.dtype != dtype:
-        raise ExecutionError(f"op '{_op_name(op)}' ({op.type}) produced {value.dtype} for "
-                             f"'{declared.name}', declared {np.dtype(dtype).name}")
-    if tensor.rank >= 0:
-        expected = [d.constant.size if d.WhichOneof("dimension") == "constant" else None
-                    for d in tensor.dimensions]
-        if value.ndim != tensor.rank or any(
-                e is not None and e != n for e, n in zip(expected, value.shape, strict=True)):
+class _Output:
+    """An op output's declared name, dtype and shape (None for a dimension known only at run
+    time); ``check`` raises if an op produced something else."""
+
+    def __init__(self, declared) -> None:
+        self.name = declared.name
+        self.dtype = None  # not checked: dictionaries (classify's probabilities) and strings
+        if declared.type.WhichOneof("type") == "tensorType":
+            dtype = _np_dtype(declared.type)
+            self.dtype = None if dtype is np.str_ else np.dtype(dtype)
+        tensor = declared.type.tensorType
+        self.shape = [d.constant.size if d.WhichOneof("dimension") == "constant" else None
+                      for d in tensor.dimensions] if tensor.rank >= 0 else None
+
+    def check(self, value, op):
+        if self.dtype is None:
+            return value
+        value = np.asarray(value)
+        if value.dtype != self.dtype:
+            raise ExecutionError(f"op '{_op_name(op)}' ({op.type}) produced {value.dtype} for "
+                                 f"'{self.name}', declared {self.dtype.name}")
+        if self.shape is not None and (value.ndim != len(self.shape) or any(
+                e is not None and e != n for e, n in zip(self.shape, value.shape, strict=True))):
             raise ExecutionError(f"op '{_op_name(op)}' ({op.type}) produced shape "
-                                 f"{list(value.shape)} for '{declared.name}', declared {expected}")
-    return value
+                                 f"{list(value.shape)} for '{self.name}', declared {self.shape}")
+        return value
 
 
 def decompressed_weights(executor_or_path: Executor | str | Path) -> dict[str, np.ndarray]:

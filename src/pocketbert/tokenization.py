@@ -27,15 +27,22 @@ def load_tokenizer(path: str | Path):
 
 def encode(tokenizer, texts: list[str], max_length: int) -> dict[str, list]:
     """Token ids per text, truncated to max_length; also the untruncated lengths."""
+    if not texts:  # the fast tokenizer cannot batch zero texts
+        return {"input_ids": [], "full_length": []}
     full = tokenizer(texts, truncation=False, add_special_tokens=True)["input_ids"]
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     return {"input_ids": ids, "full_length": [len(x) for x in full]}
 
 
 def to_dataset(tokenizer, rows: list[Example], labels: tuple[str, ...], max_length: int):
-    """A datasets.Dataset with text, label (id), input_ids and the untruncated length."""
-    from datasets import Dataset
+    """A datasets.Dataset with text, label (id), augmentation, input_ids and the untruncated
+    length. The schema is explicit so that an empty split (no variants) saves and loads."""
+    from datasets import Dataset, Features, Sequence, Value
 
+    features = Features({
+        "text": Value("string"), "label": Value("int64"), "augmentation": Value("string"),
+        "input_ids": Sequence(Value("int32")), "full_length": Value("int32"),
+    })
     label_id = {name: i for i, name in enumerate(labels)}
     enc = encode(tokenizer, [r.text for r in rows], max_length)
     return Dataset.from_dict({
@@ -44,7 +51,21 @@ def to_dataset(tokenizer, rows: list[Example], labels: tuple[str, ...], max_leng
         "augmentation": [r.augmentation for r in rows],
         "input_ids": enc["input_ids"],
         "full_length": enc["full_length"],
-    })
+    }, features=features)
+
+
+def load(written: str | Path, augmented: str | Path | None = None):
+    """The tokenized splits (DatasetDict); with ``augmented``, train = written + variants.
+
+    Row order is fixed (written rows, then variants) so stored teacher logits line up.
+    """
+    from datasets import concatenate_datasets, load_from_disk
+
+    data = load_from_disk(str(Path(written) / "dataset"), keep_in_memory=True)
+    if augmented is not None:
+        extra = load_from_disk(str(Path(augmented) / "dataset"), keep_in_memory=True)
+        data["train"] = concatenate_datasets([data["train"], extra])
+    return data
 
 
 def length_stats(full_lengths: list[int], max_length: int) -> dict[str, float]:
