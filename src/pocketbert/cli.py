@@ -352,7 +352,56 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per text after truncation, [CLS] and [SEP] included (default: "
                         f"tokenize.max_length from ./params.yaml, else {DEFAULT_MAX_LENGTH})")
     p.set_defaults(handler=predict)
+
+    r = commands.add_parser(
+        "report", help="metrics and params diff between two git revisions (markdown)",
+        description="Print `dvc metrics diff --md` and `dvc params diff --md` between two git "
+                    "revisions, as a pull request comment shows them.")
+    r.add_argument("a_rev", metavar="A", help="base revision (e.g. main)")
+    r.add_argument("b_rev", metavar="B", nargs="?",
+                   help="revision to compare (default: the workspace)")
+    r.set_defaults(handler=report_command)
+
+    t = commands.add_parser(
+        "results", help="rewrite README's results table from metrics/benchmark.json",
+        description="Regenerate the table between the results markers in README.md from "
+                    "metrics/benchmark.json (never typed by hand).")
+    t.add_argument("--metrics", default="metrics/benchmark.json", metavar="PATH")
+    t.add_argument("--readme", default="README.md", metavar="PATH")
+    t.add_argument("--check", action="store_true",
+                   help="exit 1 if the README table differs from the metrics, change nothing")
+    t.set_defaults(handler=results_command)
     return parser
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from pocketbert import report
+
+    try:
+        print(report.diff_markdown(args.a_rev, args.b_rev))
+    except (RuntimeError, FileNotFoundError) as exc:
+        raise CliError(f"{exc}; run inside the repository with dvc installed") from None
+    return 0
+
+
+def results_command(args: argparse.Namespace) -> int:
+    from pocketbert import report
+
+    metrics_file = Path(args.metrics)
+    if not metrics_file.is_file():
+        raise CliError(f"{metrics_file} not found; run `dvc repro benchmark` first")
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    readme = Path(args.readme)
+    try:
+        if args.check:
+            same = report.readme_table(readme) == report.results_table(metrics)
+            print(f"{readme}: results table is {'up to date' if same else 'stale'}")
+            return 0 if same else 1
+        changed = report.update_readme(readme, metrics)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{readme}: results table {'updated' if changed else 'already up to date'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

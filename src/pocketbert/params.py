@@ -225,6 +225,41 @@ class ConvertParams:
                  "convert.minimum_deployment_target", "use iOS16, iOS17, iOS18 or macOS13-15")
 
 
+@dataclass(frozen=True)
+class BenchmarkParams:
+    """Measure every variant side by side on the test split."""
+
+    threads: int = 1
+    "CPU threads given to every runtime (one, as a phone app's inference thread)"
+    warmup: int = 10
+    "untimed calls before each variant's latency is measured"
+    batch_size: int = 32
+    "batch size of the throughput measurement"
+    coreml_models: tuple[str, ...] = ("student",)
+    "models whose Core ML variants are run on the test split (the teacher's take minutes)"
+    min_coreml_agreement: float = 0.99
+    "top-1 agreement with PyTorch below which a Core ML variant is flagged"
+    ece_bins: int = 10
+    "confidence bins of the expected calibration error"
+    target_size_ratio: float = 0.0833
+    "target: student ONNX int8 size / teacher PyTorch fp32 size at most this (1/12)"
+    target_macro_f1_ratio: float = 0.97
+    "target: student ONNX int8 macro-F1 / teacher macro-F1 at least this"
+    target_speedup: float = 10.0
+    "target: teacher PyTorch p50 latency / student ONNX int8 p50 latency at least this"
+
+    def __post_init__(self) -> None:
+        _require(self.threads >= 1, "benchmark.threads", "use a positive integer")
+        _require(self.warmup >= 0, "benchmark.warmup", "use a value >= 0")
+        _require(self.batch_size >= 1, "benchmark.batch_size", "use a positive integer")
+        for i, m in enumerate(self.coreml_models):
+            _require(m in ("teacher", "student"), f"benchmark.coreml_models[{i}]",
+                     "use teacher and/or student")
+        _require(0 <= self.min_coreml_agreement <= 1, "benchmark.min_coreml_agreement",
+                 "use a value in [0, 1]")
+        _require(self.ece_bins >= 1, "benchmark.ece_bins", "use a positive integer")
+
+
 SECTIONS: dict[str, type] = {
     "split": SplitParams,
     "augment": AugmentParams,
@@ -234,6 +269,7 @@ SECTIONS: dict[str, type] = {
     "train_student": TrainStudentParams,
     "export": ExportParams,
     "convert": ConvertParams,
+    "benchmark": BenchmarkParams,
 }
 
 

@@ -1,0 +1,111 @@
+"""Reports from the committed metrics: README's results table and diffs between revisions."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+NOT_MEASURED = "not measured here"
+
+COLUMNS = (
+    ("size_mb", "size MB", "{:.1f}"),
+    ("parameters", "params", "{:,}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("macro_f1", "macro-F1", "{:.3f}"),
+    ("agreement_with_teacher", "agrees with teacher", "{:.3f}"),
+    ("ece", "ECE", "{:.3f}"),
+    ("latency_p50_ms", "p50 ms", "{:.2f}"),
+    ("latency_p95_ms", "p95 ms", "{:.2f}"),
+    ("throughput", "examples/s", "{:,.0f}"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    return fmt.format(value)
+
+
+def variants(metrics: dict[str, Any]) -> list[str]:
+    """Variant keys (``teacher.pytorch_fp32``, …) in the order the benchmark wrote them."""
+    seen: list[str] = []
+    for key in metrics:
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[0] in ("teacher", "student"):
+            name = ".".join(parts[:2])
+            if name not in seen:
+                seen.append(name)
+    return seen
+
+
+def results_table(metrics: dict[str, Any]) -> str:
+    """Markdown table of every variant plus the headline ratios, from metrics/benchmark.json."""
+    header = "| variant | " + " | ".join(title for _, title, _ in COLUMNS) + " | note |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
+    for variant in variants(metrics):
+        cells = [_cell(metrics.get(f"{variant}.{key}"), fmt) for key, _, fmt in COLUMNS]
+        notes = []
+        by = metrics.get(f"{variant}.measured_by")
+        if by and by != NOT_MEASURED:
+            notes.append(f"accuracy by the {by}")
+        elif by == NOT_MEASURED:
+            notes.append("size only")
+        agree = metrics.get(f"{variant}.top1_agreement_with_pytorch")
+        if agree is not None:
+            notes.append(f"agrees with PyTorch {agree:.3f}")
+        if metrics.get(f"{variant}.flagged"):
+            notes.append("**flagged: agreement below benchmark.min_coreml_agreement**")
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " | " + "; ".join(notes) + " |")
+    h = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("headline.")}
+    if h:
+        def met(flag: bool) -> str:
+            return "met" if flag else "**not met**"
+
+        lines += [
+            "",
+            f"Student ONNX int8 against teacher PyTorch fp32 on {metrics.get('test_rows')} "
+            f"test sentences, {metrics.get('threads')} thread(s): "
+            f"size ratio {h['size_ratio']:.3f} (1/{1 / h['size_ratio']:.1f}; target "
+            f"≤ 1/12: {met(h['size_target_met'])}), macro-F1 ratio {h['macro_f1_ratio']:.3f} "
+            f"(target ≥ 0.97: {met(h['macro_f1_target_met'])}), p50 speed-up "
+            f"{h['p50_speedup']:.1f}× (target ≥ 10×: {met(h['speedup_target_met'])}).",
+        ]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, metrics: dict[str, Any]) -> bool:
+    """Replace the table between the results markers; True when the file changed."""
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise ValueError(f"{readme}: markers {START} and {END} not found")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{results_table(metrics)}\n{END}{tail}"
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def readme_table(readme: Path) -> str:
+    """The table currently between the markers."""
+    text = readme.read_text(encoding="utf-8")
+    return text.split(START, 1)[1].split(END, 1)[0].strip("\n")
+
+
+def diff_markdown(a_rev: str, b_rev: str | None = None, cwd: str | Path = ".") -> str:
+    """``dvc metrics diff`` and ``dvc params diff`` between two git revisions, as markdown."""
+    revs = [a_rev] + ([b_rev] if b_rev else [])
+    out = []
+    for what in ("metrics", "params"):
+        result = subprocess.run(["dvc", what, "diff", "--md", *revs], cwd=cwd,
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"dvc {what} diff failed: {result.stderr.strip()}")
+        body = result.stdout.strip() or f"No {what} changed."
+        span = " → ".join(revs if b_rev else [a_rev, "workspace"])
+        out.append(f"### {what.capitalize()} ({span})\n\n{body}\n")
+    return "\n".join(out)
