@@ -17,6 +17,8 @@ from pocketbert import augmentation, dataset, params, stage, wordnet
 from pocketbert.artifacts import atomic_path, write_json
 
 PARAMS = ("augment",)
+INPUTS = ("train",)
+OUTPUTS = ("out", "metrics")
 
 
 def run(p: params.AugmentParams, inputs: dict[str, str], outputs: dict[str, str],
@@ -51,14 +53,7 @@ def run(p: params.AugmentParams, inputs: dict[str, str], outputs: dict[str, str]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("train",),
-                                                        ("out", "metrics"))
-        p = params.load(params_path, "augment")
-        stage.log_params("augment", p)
-        return run(p, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,16 @@ from pocketbert.artifacts import atomic_path, size_mb, write_json
 from pocketbert.inference import pad_batch
 
 PARAMS = ("benchmark", "tokenize.max_length", "convert.variants")
+INPUTS = (
+    "teacher",
+    "student",
+    "export_teacher",
+    "export_student",
+    "convert_teacher",
+    "convert_student",
+    "tokenize",
+)
+OUTPUTS = ("metrics", "plots")
 MODELS = ("teacher", "student")
 
 
@@ -189,19 +199,7 @@ def _coreml_probs(path: Path, seqs: list[list[int]], labels: tuple[str, ...], wa
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(
-            argv, __doc__,
-            ("teacher", "student", "export_teacher", "export_student", "convert_teacher",
-             "convert_student", "tokenize"),
-            ("metrics", "plots"))
-        p = params.load(params_path, "benchmark")
-        max_length = params.load_key(params_path, "tokenize.max_length")
-        variants = params.load_key(params_path, "convert.variants")
-        stage.log_params("benchmark", p)
-        return run(p, max_length, variants, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from pocketbert import coreml, dataset, params, stage, tokenization
+from pocketbert import coreml, dataset, stage, tokenization
 from pocketbert.artifacts import atomic_path, write_json
 
 PARAMS = ("convert.app_variant", "tokenize.max_length")
+INPUTS = ("student", "coreml", "tokenize")
+OUTPUTS = ("out",)
 MODEL_NAME = "PocketBert.mlpackage"
 
 
@@ -48,14 +50,7 @@ def run(app_variant: str, max_length: int, inputs: dict[str, str],
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(
-            argv, __doc__, ("student", "coreml", "tokenize"), ("out",))
-        app_variant = params.load_key(params_path, "convert.app_variant")
-        max_length = params.load_key(params_path, "tokenize.max_length")
-        return run(app_variant, max_length, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

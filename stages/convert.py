@@ -21,6 +21,8 @@ from pocketbert import coreml, dataset, evaluation, modeling, params, stage, tok
 from pocketbert.artifacts import atomic_path, size_mb, write_json
 
 PARAMS = ("convert", "tokenize.max_length")
+INPUTS = ("model", "tokenize")
+OUTPUTS = ("out", "metrics")
 
 
 def run(p: params.ConvertParams, max_length: int, inputs: dict[str, str],
@@ -73,15 +75,7 @@ def run(p: params.ConvertParams, max_length: int, inputs: dict[str, str],
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("model", "tokenize"),
-                                                        ("out", "metrics"))
-        p = params.load(params_path, "convert")
-        max_length = params.load_key(params_path, "tokenize.max_length")
-        stage.log_params("convert", p)
-        return run(p, max_length, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

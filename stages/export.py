@@ -21,6 +21,8 @@ from pocketbert import dataset, evaluation, modeling, onnx_export, params, stage
 from pocketbert.artifacts import atomic_path, size_mb, write_json
 
 PARAMS = ("export", "tokenize.max_length")
+INPUTS = ("model", "tokenize")
+OUTPUTS = ("out", "metrics")
 
 
 def run(p: params.ExportParams, max_length: int, inputs: dict[str, str],
@@ -79,15 +81,7 @@ def run(p: params.ExportParams, max_length: int, inputs: dict[str, str],
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("model", "tokenize"),
-                                                        ("out", "metrics"))
-        p = params.load(params_path, "export")
-        max_length = params.load_key(params_path, "tokenize.max_length")
-        stage.log_params("export", p)
-        return run(p, max_length, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

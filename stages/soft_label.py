@@ -21,6 +21,8 @@ from pocketbert import dataset, evaluation, modeling, params, stage, tokenizatio
 from pocketbert.artifacts import atomic_path, write_json
 
 PARAMS = ("soft_label",)
+INPUTS = ("teacher", "tokenize", "augmented")
+OUTPUTS = ("out", "metrics")
 SPLITS = ("train", "validation", "test")
 
 
@@ -51,15 +53,7 @@ def run(p: params.SoftLabelParams, inputs: dict[str, str], outputs: dict[str, st
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("teacher", "tokenize",
-                                                                          "augmented"),
-                                                        ("out", "metrics"))
-        p = params.load(params_path, "soft_label")
-        stage.log_params("soft_label", p)
-        return run(p, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from pocketbert import dataset, params, stage
 from pocketbert.artifacts import atomic_path, write_json
 
 PARAMS = ("split",)
+INPUTS = ()
+OUTPUTS = ("out", "metrics")
 
 
 def run(p: params.SplitParams, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
@@ -39,13 +41,7 @@ def run(p: params.SplitParams, inputs: dict[str, str], outputs: dict[str, str]) 
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(argv, __doc__, (), ("out", "metrics"))
-        p = params.load(params_path, "split")
-        stage.log_params("split", p)
-        return run(p, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

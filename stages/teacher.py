@@ -20,6 +20,8 @@ from pocketbert import checkpoints, dataset, evaluation, modeling, params, stage
 from pocketbert.artifacts import atomic_path, size_mb, write_json
 
 PARAMS = ("teacher",)
+INPUTS = ("tokenize",)
+OUTPUTS = ("out", "metrics")
 
 
 def run(p: params.TeacherParams, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
@@ -55,14 +57,7 @@ def run(p: params.TeacherParams, inputs: dict[str, str], outputs: dict[str, str]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("tokenize",),
-                                                        ("out", "metrics"))
-        p = params.load(params_path, "teacher")
-        stage.log_params("teacher", p)
-        return run(p, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

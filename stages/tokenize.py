@@ -19,6 +19,8 @@ from pocketbert import checkpoints, dataset, params, stage, tokenization
 from pocketbert.artifacts import atomic_path, write_json
 
 PARAMS = ("tokenize", "teacher.model")
+INPUTS = ("split", "augment")
+OUTPUTS = ("written", "augmented", "metrics")
 
 
 def run(p: params.TokenizeParams, model: str, inputs: dict[str, str],
@@ -54,15 +56,7 @@ def run(p: params.TokenizeParams, model: str, inputs: dict[str, str],
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(argv, __doc__, ("split", "augment"),
-                                                        ("written", "augmented", "metrics"))
-        p = params.load(params_path, "tokenize")
-        model = params.load_key(params_path, "teacher.model")
-        stage.log_params("tokenize", p)
-        return run(p, model, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from pocketbert.artifacts import atomic_path, read_json, size_mb, write_json
 from pocketbert.errors import DataError
 
 PARAMS = ("train_student", "tokenize.max_length")
+INPUTS = ("teacher", "tokenize", "augmented", "soft_label")
+OUTPUTS = ("out", "metrics", "curves")
 SPLITS = ("train", "validation", "test")
 
 
@@ -141,16 +143,7 @@ def run(p: params.TrainStudentParams, max_length: int, inputs: dict[str, str],
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    def body() -> dict:
-        params_path, inputs, outputs = stage.parse_args(
-            argv, __doc__, ("teacher", "tokenize", "augmented", "soft_label"),
-            ("out", "metrics", "curves"))
-        p = params.load(params_path, "train_student")
-        max_length = params.load_key(params_path, "tokenize.max_length")
-        stage.log_params("train_student", p)
-        return run(p, max_length, inputs, outputs)
-
-    return stage.guarded(body)
+    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
 
 
 if __name__ == "__main__":

@@ -239,15 +239,6 @@ def pad_token_id(folder: Path, tokenizer: Any) -> int:
     return 0
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)  # no overflow in exp
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 # --- output ------------------------------------------------------------------------------------
 
 
@@ -294,10 +285,12 @@ def max_length_arg(value: str) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
+    from pocketbert import evaluation  # numpy only
+
     texts = gather_texts(args)
     max_length = args.max_length or default_max_length()
     classifier = load_classifier(Path(args.model), max_length)
-    probs = softmax(classifier.logits(texts))  # [n, labels]
+    probs = evaluation.softmax(classifier.logits(texts))  # [n, labels]
     rows = results(texts, classifier.labels, probs)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))

@@ -30,7 +30,8 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)  # no overflow in exp
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 

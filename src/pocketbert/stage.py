@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from pocketbert import params
 from pocketbert.errors import PocketbertError
 from pocketbert.params import as_dict
 
@@ -44,3 +45,20 @@ def guarded(body: Callable[[], Any]) -> Any:
     except PocketbertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def cli(argv: Sequence[str] | None, doc: str | None, spec: tuple[str, ...],
+        inputs: Sequence[str], outputs: Sequence[str], run: Callable[..., Any]) -> Any:
+    """A stage's main: parse paths, read exactly the params in ``spec`` (sections and
+    ``section.key`` items, in order), log them, and call ``run(*values, inputs, outputs)``."""
+
+    def body() -> Any:
+        params_path, ins, outs = parse_args(argv, doc, inputs, outputs)
+        values = [params.load_key(params_path, item) if "." in item
+                  else params.load(params_path, item) for item in spec]
+        for item, value in zip(spec, values, strict=True):
+            if "." not in item:
+                log_params(item, value)
+        return run(*values, ins, outs)
+
+    return guarded(body)
