@@ -6,7 +6,7 @@ as it is written: the same ops in the same order, each op's result held in the d
 program declares for it (fp16 tensors stay numpy float16, int32 stays int32), constexpr
 weights decompressed as the op definitions state.
 
-    executor = Executor("models/coreml/student/palette4.mlpackage")
+    executor = Executor("models/convert/student/palette4.mlpackage")
     executor.predict(input_ids, attention_mask)  # {"classLabel": ..., "classLabel_probs": {...}}
 
 Reading is coremltools' own: ``MLModel(path, skip_model_load=True).get_spec()`` for the MIL
