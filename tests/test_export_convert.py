@@ -115,7 +115,7 @@ def test_parity_vectors_regenerate_identically_and_cover_edge_cases() -> None:
     assert all(len(c["input_ids"]) == len(c["attention_mask"]) for c in first)
 
 
-def test_bundle_holds_what_an_app_needs(tiny_world) -> None:
+def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
     from stages import soft_label, teacher, train_student
 
     w, p = tiny_world, str(tiny_world["params"])
@@ -148,3 +148,44 @@ def test_bundle_holds_what_an_app_needs(tiny_world) -> None:
     parity = json.loads((app / "tokenizer_parity.json").read_text(encoding="utf-8"))
     assert max(i for c in parity["cases"] for i in c["input_ids"]) < len(vocab)
     assert json.loads((app / "labels.json").read_text())["labels"] == list(LABELS)
+
+    # benchmark: every variant side by side, on the same tiny test split
+    from stages import benchmark
+
+    r = w["root"]
+    for name in ("teacher", "student"):
+        export.main(["--params", p, "--model", str(r / name), "--tokenize", str(w["tokenize"]),
+                     "--out", str(r / f"onnx_{name}"), "--metrics", str(r / f"e_{name}.json")])
+    convert.main(["--params", p, "--model", str(r / "teacher"), "--tokenize",
+                  str(w["tokenize"]), "--out", str(r / "coreml_teacher"),
+                  "--metrics", str(r / "ct.json")])
+    raw["benchmark"].update({"warmup": 1, "batch_size": 4})
+    w["params"].write_text(yaml.safe_dump(raw))
+    m = benchmark.main([
+        "--params", p, "--teacher", str(r / "teacher"), "--student", str(r / "student"),
+        "--export-teacher", str(r / "onnx_teacher"), "--export-student", str(r / "onnx_student"),
+        "--convert-teacher", str(r / "coreml_teacher"), "--convert-student", str(r / "coreml"),
+        "--tokenize", str(w["tokenize"]), "--metrics", str(r / "bench.json"),
+        "--plots", str(r / "bench_plots")])
+    assert m["test_rows"] == 8
+    for variant in ("teacher.pytorch_fp32", "teacher.onnx_fp32", "student.pytorch_fp32",
+                    "student.onnx_fp32", "student.onnx_int8", "student.coreml_fp16"):
+        for key in ("size_mb", "accuracy", "macro_f1", "ece", "agreement_with_teacher"):
+            assert isinstance(m[f"{variant}.{key}"], float), (variant, key)
+    assert m["teacher.pytorch_fp32.agreement_with_teacher"] == 1.0
+    assert m["teacher.onnx_fp32.accuracy"] == m["teacher.pytorch_fp32.accuracy"]
+    assert m["student.onnx_int8.latency_p95_ms"] >= m["student.onnx_int8.latency_p50_ms"] > 0
+    assert m["headline.size_ratio"] == pytest.approx(
+        m["student.onnx_int8.size_mb"] / m["teacher.pytorch_fp32.size_mb"])
+    if not coreml.can_predict():
+        assert m["student.coreml_int8.measured_by"] == "reference executor"
+        assert m["student.coreml_int8.latency_p50_ms"] == coreml.NOT_MEASURED
+        assert m["teacher.coreml_fp16.measured_by"] == coreml.NOT_MEASURED  # size only
+    # the student Core ML fp16 program agrees with the student in PyTorch on these inputs
+    assert m["student.coreml_fp16.top1_agreement_with_pytorch"] == 1.0
+    plots = r / "bench_plots"
+    confusion = json.loads((plots / "confusion_student.json").read_text())
+    assert len(confusion) == 8 and set(confusion[0]) == {"actual", "predicted"}
+    tradeoff = json.loads((plots / "tradeoff.json").read_text())
+    assert {row["variant"] for row in tradeoff} >= {"teacher.pytorch_fp32", "student.onnx_int8"}
+    assert json.loads((r / "bench.json").read_text()) == m
