@@ -38,7 +38,7 @@ from pocketbert import (
 from pocketbert.artifacts import atomic_path, size_mb, write_json
 from pocketbert.inference import pad_batch
 
-PARAMS = ("benchmark", "tokenize.max_length", "convert.variants")
+PARAMS = ("benchmark", "tokenize.max_length", "convert.variants", "export.int8")
 INPUTS = (
     "teacher",
     "student",
@@ -68,7 +68,7 @@ def _timed(fn: Callable, seqs: list[list[int]], warmup: int) -> tuple[dict, np.n
     return benchmarking.latency_summary(ms), np.stack(outs)
 
 
-def run(p: params.BenchmarkParams, max_length: int, variants: tuple[str, ...],
+def run(p: params.BenchmarkParams, max_length: int, variants: tuple[str, ...], int8: bool,
         inputs: dict[str, str], outputs: dict[str, str]) -> dict:
     torch.set_num_threads(p.threads)
     test = tokenization.load(inputs["tokenize"])["test"]
@@ -123,7 +123,7 @@ def run(p: params.BenchmarkParams, max_length: int, variants: tuple[str, ...],
         reference = probs
 
         onnx_files = {"onnx_fp32": "model.onnx"}
-        if name == "student":
+        if name == "student" and int8:
             onnx_files["onnx_int8"] = "model.int8.onnx"
         for variant, filename in onnx_files.items():
             path = Path(inputs[f"export_{name}"]) / filename
@@ -156,8 +156,13 @@ def run(p: params.BenchmarkParams, max_length: int, variants: tuple[str, ...],
             metrics[f"{key}.max_abs_prob_diff"] = float(np.abs(probs_c - reference).max())
             metrics[f"{key}.flagged"] = agree < p.min_coreml_agreement
 
-    t, s = "teacher.pytorch_fp32", "student.onnx_int8"
+    # the shipped student: int8 when export writes it, else fp32
+    t, s = "teacher.pytorch_fp32", "student.onnx_int8" if int8 else "student.onnx_fp32"
     headline = {
+        "student_variant": s,
+        "target_size_ratio": p.target_size_ratio,
+        "target_macro_f1_ratio": p.target_macro_f1_ratio,
+        "target_speedup": p.target_speedup,
         "size_ratio": metrics[f"{s}.size_mb"] / metrics[f"{t}.size_mb"],
         "macro_f1_ratio": metrics[f"{s}.macro_f1"] / metrics[f"{t}.macro_f1"],
         "p50_speedup": metrics[f"{t}.latency_p50_ms"] / metrics[f"{s}.latency_p50_ms"],

@@ -7,7 +7,7 @@ the exact input_ids and attention_mask the pipeline's tokenizer gives, for check
 tokenizer against training.
 
     python -m stages.bundle --student models/student --coreml models/convert/student \
-        --tokenize data/tokenize/written --out models/app
+        --tokenize data/tokenize/written --out models/app --metrics metrics/bundle.json
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pocketbert import coreml, dataset, stage, tokenization
-from pocketbert.artifacts import atomic_path, write_json
+from pocketbert.artifacts import atomic_path, read_json, size_mb, write_json
 
 PARAMS = ("convert.app_variant", "tokenize.max_length")
 INPUTS = ("student", "coreml", "tokenize")
-OUTPUTS = ("out",)
+OUTPUTS = ("out", "metrics")
 MODEL_NAME = "PocketBert.mlpackage"
 
 
@@ -41,12 +41,25 @@ def run(app_variant: str, max_length: int, inputs: dict[str, str],
         for name in ("tokenizer.json", "tokenizer_config.json"):
             shutil.move(tmp / "tokenizer" / name, tmp / name)
         shutil.rmtree(tmp / "tokenizer")
-        write_json(tmp / "wordpiece.json", coreml.tokenizer_config(tokenizer, max_length))
+        wordpiece = coreml.tokenizer_config(tokenizer, max_length)
+        write_json(tmp / "wordpiece.json", wordpiece)
+        # transformers 5 names its generic backend here; device libraries (swift-transformers)
+        # pick the algorithm by this class name, and WordPiece is BertTokenizer
+        config = read_json(tmp / "tokenizer_config.json")
+        config.update({"tokenizer_class": "BertTokenizer",
+                       "do_lower_case": wordpiece["do_lower_case"],
+                       "strip_accents": wordpiece["strip_accents"],
+                       "model_max_length": max_length})
+        write_json(tmp / "tokenizer_config.json", config)
         write_json(tmp / "tokenizer_parity.json", {"max_length": max_length, "cases": vectors})
-    coreml.check_spec(coreml.read_back(Path(outputs["out"]) / MODEL_NAME), labels, max_length,
-                      Path(outputs["out"]) / MODEL_NAME)
-    return {"parity_cases": len(vectors), "files": sorted(p.name for p in
-                                                          Path(outputs["out"]).iterdir())}
+        coreml.check_spec(coreml.read_back(tmp / MODEL_NAME), labels, max_length,
+                          Path(outputs["out"]) / MODEL_NAME)
+        files = {p.name: size_mb(p) for p in sorted(tmp.iterdir())}
+    metrics = {"parity_cases": len(vectors), "app_variant": app_variant,
+               "size_mb": sum(files.values()),
+               **{f"files.{name}.size_mb": size for name, size in files.items()}}
+    write_json(outputs["metrics"], metrics)
+    return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -17,16 +17,18 @@ from pathlib import Path
 import numpy as np
 
 import pocketbert
-from pocketbert import coreml, dataset, evaluation, modeling, params, stage, tokenization
+from pocketbert import coreml, dataset, evaluation, modeling, stage, tokenization
 from pocketbert.artifacts import atomic_path, size_mb, write_json
 
-PARAMS = ("convert", "tokenize.max_length")
+# Not convert.app_variant: choosing the app's variant must not re-convert every model.
+PARAMS = ("convert.variants", "convert.minimum_deployment_target", "convert.license",
+          "tokenize.max_length")
 INPUTS = ("model", "tokenize")
 OUTPUTS = ("out", "metrics")
 
 
-def run(p: params.ConvertParams, max_length: int, inputs: dict[str, str],
-        outputs: dict[str, str]) -> dict:
+def run(variants: tuple[str, ...], target: str, license_text: str, max_length: int,
+        inputs: dict[str, str], outputs: dict[str, str]) -> dict:
     model_dir = Path(inputs["model"])
     labels = dataset.read_labels(Path(inputs["tokenize"]) / "labels.json")
     model = modeling.load_classifier(model_dir, labels, key=f"model folder {model_dir}")
@@ -47,14 +49,14 @@ def run(p: params.ConvertParams, max_length: int, inputs: dict[str, str],
     with atomic_path(outputs["out"], directory=True) as tmp:
         base = {}
         for precision in ("fp32", "fp16"):
-            if precision in p.variants or (precision == "fp16" and set(p.variants)
+            if precision in variants or (precision == "fp16" and set(variants)
                                            - {"fp32", "fp16"}):
                 base[precision] = coreml.convert(model, labels, max_length, precision,
-                                                 p.minimum_deployment_target)
-        for variant in p.variants:
+                                                 target)
+        for variant in variants:
             mlmodel = base.get(variant) or coreml.compress(base["fp16"], variant)
             coreml.set_metadata(mlmodel, labels, max_length, tok_config, description,
-                                p.license, pocketbert.__version__, variant)
+                                license_text, pocketbert.__version__, variant)
             path = tmp / f"{variant}.mlpackage"
             mlmodel.save(str(path))
             coreml.check_spec(coreml.read_back(path), labels, max_length, path)

@@ -138,7 +138,8 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
                   "--metrics", str(w["root"] / "c.json")])
     result = bundle.main(["--params", p, "--student", str(w["root"] / "student"), "--coreml",
                           str(w["root"] / "coreml"), "--tokenize", str(w["tokenize"]),
-                          "--out", str(w["root"] / "app")])
+                          "--out", str(w["root"] / "app"),
+                          "--metrics", str(w["root"] / "bundle.json")])
     app = w["root"] / "app"
     assert sorted(x.name for x in app.iterdir()) == [
         "PocketBert.mlpackage", "labels.json", "tokenizer.json", "tokenizer_config.json",
@@ -148,6 +149,10 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
     parity = json.loads((app / "tokenizer_parity.json").read_text(encoding="utf-8"))
     assert max(i for c in parity["cases"] for i in c["input_ids"]) < len(vocab)
     assert json.loads((app / "labels.json").read_text())["labels"] == list(LABELS)
+    config = json.loads((app / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "BertTokenizer" and config["do_lower_case"] is True
+    assert result["size_mb"] == pytest.approx(sum(
+        v for k, v in result.items() if k.startswith("files.")))
 
     # benchmark: every variant side by side, on the same tiny test split
     from stages import benchmark

@@ -130,3 +130,10 @@ def test_load_key_reads_one_key(tmp_path, write_params):
     bad.write_text("split: [unclosed\n", encoding="utf-8")
     with pytest.raises(ParamsError, match=r"bad\.yaml: not valid YAML"):
         params.load(bad, "split")
+
+
+def test_load_key_checks_the_section_as_written(write_params) -> None:
+    # app_variant fp32 is valid only together with the user's variants, not the defaults
+    path = write_params(convert={"variants": ["fp32", "int8"], "app_variant": "fp32"})
+    assert params.load_key(path, "convert.variants") == ("fp32", "int8")
+    assert params.load_key(path, "convert.app_variant") == "fp32"

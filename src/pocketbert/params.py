@@ -379,13 +379,12 @@ def load(path: str | Path, name: str) -> Any:
 
 
 def load_key(path: str | Path, key: str) -> Any:
-    """Parse one ``section.field`` key (a stage that needs a single key of another stage)."""
+    """One ``section.field`` value (a stage that needs a single key of another stage).
+
+    The section is parsed as written, so its cross-field checks see the user's values rather
+    than defaults."""
     section, fname = key.split(".", 1)
-    raw = read_yaml(path).get(section) or {}
-    if not isinstance(raw, dict):
-        raise ParamsError(f"params.yaml: section '{section}' must be a mapping")
-    parsed = parse_section(section, {fname: raw[fname]} if fname in raw else {})
-    return getattr(parsed, fname)
+    return getattr(parse_section(section, read_yaml(path).get(section)), fname)
 
 
 def as_dict(obj: Any) -> dict[str, Any]:
