@@ -37,6 +37,20 @@ def export(model, path: Path, opset: int) -> None:
             opset_version=opset, external_data=False, verbose=False)
         program.save(str(path), external_data=False)
     assert not path.with_name(path.name + ".data").exists()
+    _strip_trace_metadata(path)
+
+
+def _strip_trace_metadata(path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (Python stack traces with this checkout's
+    file paths), so the same model exports to the same bytes wherever it is built."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    for value in (*proto.graph.value_info, *proto.graph.input, *proto.graph.output):
+        del value.metadata_props[:]
+    onnx.save(proto, str(path))
 
 
 def session(path: Path, threads: int = 0):
