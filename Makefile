@@ -40,7 +40,7 @@ test: setup
 report: setup
 	$(BIN)/pocketbert report $(or $(A),HEAD) $(B)
 
-# Regenerate README's results table from metrics/benchmark.json
+# Regenerate README's generated tables (results from metrics/benchmark.json, params)
 results: setup
 	$(BIN)/pocketbert results
 

@@ -134,14 +134,19 @@ def test_readme_table_is_generated_from_the_committed_metrics() -> None:
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     assert report.readme_table(ROOT / "README.md") == report.results_table(metrics), (
         "README's results table is stale: run `make results`")
+    assert report.readme_table(ROOT / "README.md", report.PARAMS_START,
+                               report.PARAMS_END) == report.params_table(), (
+        "README's params table is stale: run `make results`")
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.START}\nold\n{report.END}\nend\n", encoding="utf-8")
+    readme.write_text(f"intro\n{report.START}\nSTALE\n{report.END}\nmid\n{report.PARAMS_START}\n"
+                      f"{report.PARAMS_END}\nend\n", encoding="utf-8")
     assert report.update_readme(readme, _metrics())
     text = readme.read_text(encoding="utf-8")
-    assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
+    assert text.startswith("intro\n") and text.endswith("end\n") and "STALE" not in text
+    assert "\nmid\n" in text and "| `train_student.alpha` |" in text
     assert not report.update_readme(readme, _metrics())  # idempotent
 
 

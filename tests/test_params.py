@@ -137,3 +137,10 @@ def test_load_key_checks_the_section_as_written(write_params) -> None:
     path = write_params(convert={"variants": ["fp32", "int8"], "app_variant": "fp32"})
     assert params.load_key(path, "convert.variants") == ("fp32", "int8")
     assert params.load_key(path, "convert.app_variant") == "fp32"
+
+
+def test_committed_params_are_the_documented_defaults() -> None:
+    # README's params table shows the dataclass defaults; params.yaml must not drift from them
+    raw = params.read_yaml(ROOT / "params.yaml")
+    for name, cls in params.SECTIONS.items():
+        assert params.as_dict(params.parse_section(name, raw.get(name))) == params.as_dict(cls())

@@ -356,13 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(handler=report_command)
 
     t = commands.add_parser(
-        "results", help="rewrite README's results table from metrics/benchmark.json",
-        description="Regenerate the table between the results markers in README.md from "
-                    "metrics/benchmark.json (never typed by hand).")
+        "results", help="rewrite README's generated tables (results, params)",
+        description="Regenerate README.md's results table from metrics/benchmark.json and its "
+                    "params table from pocketbert.params (never typed by hand).")
     t.add_argument("--metrics", default="metrics/benchmark.json", metavar="PATH")
     t.add_argument("--readme", default="README.md", metavar="PATH")
     t.add_argument("--check", action="store_true",
-                   help="exit 1 if the README table differs from the metrics, change nothing")
+                   help="exit 1 if README's tables are stale, change nothing")
     t.set_defaults(handler=results_command)
     return parser
 
@@ -387,13 +387,13 @@ def results_command(args: argparse.Namespace) -> int:
     readme = Path(args.readme)
     try:
         if args.check:
-            same = report.readme_table(readme) == report.results_table(metrics)
-            print(f"{readme}: results table is {'up to date' if same else 'stale'}")
+            same = report.readme_is_current(readme, metrics)
+            print(f"{readme}: generated tables are {'up to date' if same else 'stale'}")
             return 0 if same else 1
         changed = report.update_readme(readme, metrics)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    print(f"{readme}: results table {'updated' if changed else 'already up to date'}")
+    print(f"{readme}: generated tables {'updated' if changed else 'already up to date'}")
     return 0
 
 

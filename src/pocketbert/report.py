@@ -78,23 +78,53 @@ def results_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PARAMS_START, PARAMS_END = "<!-- params:start -->", "<!-- params:end -->"
+
+
+def params_table() -> str:
+    """Every params.yaml key with its default and one-line meaning, from pocketbert.params."""
+    import dataclasses
+
+    from pocketbert import params
+
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for section, cls in params.SECTIONS.items():
+        docs = params.field_docs(cls)
+        for f in dataclasses.fields(cls):
+            default = params.as_dict(cls())[f.name]
+            shown = ", ".join(map(str, default)) if isinstance(default, list) else default
+            if f.name == "keep_words":
+                shown = f"{len(default)} cue words (if, unless, must, only, …)"
+            lines.append(f"| `{section}.{f.name}` | `{shown}` | {docs[f.name]} |")
+    return "\n".join(lines)
+
+
+def _blocks(metrics: dict[str, Any]) -> dict[tuple[str, str], str]:
+    return {(START, END): results_table(metrics), (PARAMS_START, PARAMS_END): params_table()}
+
+
 def update_readme(readme: Path, metrics: dict[str, Any]) -> bool:
-    """Replace the table between the results markers; True when the file changed."""
-    text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise ValueError(f"{readme}: markers {START} and {END} not found")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{results_table(metrics)}\n{END}{tail}"
+    """Replace the generated blocks (results, params); True when the file changed."""
+    text = new = readme.read_text(encoding="utf-8")
+    for (start, end), body in _blocks(metrics).items():
+        if start not in new or end not in new:
+            raise ValueError(f"{readme}: markers {start} and {end} not found")
+        head, rest = new.split(start, 1)
+        _, tail = rest.split(end, 1)
+        new = f"{head}{start}\n{body}\n{end}{tail}"
     if new != text:
         readme.write_text(new, encoding="utf-8")
     return new != text
 
 
-def readme_table(readme: Path) -> str:
-    """The table currently between the markers."""
+def readme_table(readme: Path, start: str = START, end: str = END) -> str:
+    """The text currently between two markers."""
     text = readme.read_text(encoding="utf-8")
-    return text.split(START, 1)[1].split(END, 1)[0].strip("\n")
+    return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+
+
+def readme_is_current(readme: Path, metrics: dict[str, Any]) -> bool:
+    return all(readme_table(readme, s, e) == body for (s, e), body in _blocks(metrics).items())
 
 
 def diff_markdown(a_rev: str, b_rev: str | None = None, cwd: str | Path = ".") -> str:
