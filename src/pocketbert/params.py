@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -403,4 +403,4 @@ def reads(spec: tuple[str, ...]) -> set[str]:
     return keys
 
 
-__all__ = ["LABELS", "SECTIONS", "field", "load", "load_key", "parse_section", "reads"]
+__all__ = ["LABELS", "SECTIONS", "load", "load_key", "parse_section", "reads"]
