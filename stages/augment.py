@@ -2,18 +2,16 @@
 
 Only the train split is augmented; validation and test stay as written. The output holds the
 original rows followed by their variants, with an ``augmentation`` column (none/synonym/deletion).
-
-    python -m stages.augment --train data/split/train.csv --out data/augment \
-        --metrics metrics/augment.json
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from pocketbert import augmentation, dataset, params, stage, wordnet
+from pocketbert import augmentation, dataset, stage, wordnet
 from pocketbert.artifacts import atomic_path, write_json
 
 PARAMS = ("augment",)
@@ -21,8 +19,10 @@ INPUTS = ("train",)
 OUTPUTS = ("out", "metrics")
 
 
-def run(p: params.AugmentParams, inputs: dict[str, str], outputs: dict[str, str],
+def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths,
         synonyms: augmentation.SynonymFn | None = None) -> dict:
+    """``synonyms`` replaces WordNet (tests)."""
+    p = params.augment
     rows = dataset.read_examples(inputs["train"])
     if synonyms is None and p.factor > 0 and p.synonym_probability > 0:
         synonyms = augmentation.wordnet_synonyms(wordnet.load())
@@ -53,7 +53,7 @@ def run(p: params.AugmentParams, inputs: dict[str, str], outputs: dict[str, str]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
+    return stage.cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

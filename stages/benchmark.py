@@ -1,44 +1,48 @@
 """benchmark: measure every variant side by side on the same test sentences.
 
-Teacher and student in PyTorch fp32 and ONNX fp32, the student in ONNX int8, and every Core ML
-variant. Same inputs (the test split, each model's own tokenizer, no padding at batch 1), same
-thread count, warm-up excluded. Per variant: size, parameters, accuracy, macro-F1, per-class
-F1, agreement with the teacher, expected calibration error, batch-1 latency p50/p95 and
-throughput. Core ML variants: on macOS by Core ML itself; elsewhere accuracy by the reference
-executor (pocketbert.mil_executor) and latency "not measured here". Writes the headline ratios
-against the teacher and the data of the plots declared in dvc.yaml.
-
-    python -m stages.benchmark --teacher models/teacher --student models/student \
-        --export-teacher models/export/teacher --export-student models/export/student \
-        --convert-teacher models/convert/teacher --convert-student models/convert/student \
-        --tokenize data/tokenize/written --metrics metrics/benchmark.json \
-        --plots metrics/benchmark_plots
+Teacher and student in PyTorch fp32, ONNX fp32 and (export.int8) ONNX int8, every Core ML
+variant, and the classical baseline (TF-IDF + logistic regression, the baseline stage) that a
+user who does not distil would train. Same inputs (the test split, each model's own tokenizer,
+no padding at batch 1; the baseline reads the raw text), same thread count, warm-up excluded.
+Per variant: size, parameters, accuracy, macro-F1, per-class F1, agreement with the teacher,
+expected calibration error, batch-1 latency p50/p95 and throughput, and bootstrap confidence
+intervals of macro-F1 and agreement (every variant on the same resampled test sets). Core ML
+variants: on macOS by Core ML itself; elsewhere accuracy by the reference executor
+(pocketbert.mil_executor) and latency not measured (null). Writes the headline ratios against
+the teacher (the macro-F1 ratio with a paired interval) and the data of the plots declared in
+dvc.yaml. With teacher.mode api there are no teacher weights: the teacher row is the API's own
+answers on the test split, read from the soft labels (``--soft-label``), with no size,
+parameters or latency, and the student is measured against it (agreement, macro-F1 ratio).
+Where export@teacher or convert@teacher recorded the teacher's architecture as unsupported
+(unsupported.json), the teacher's ONNX or Core ML rows are left out and
+``teacher.export_supported`` / ``teacher.convert_supported`` say so (false).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+import sys
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from threadpoolctl import threadpool_limits
 
 from pocketbert import (
+    baseline,
     benchmarking,
-    coreml,
+    contract,
     dataset,
     evaluation,
     modeling,
-    onnx_export,
-    params,
+    predictor,
     stage,
     tokenization,
 )
-from pocketbert.artifacts import atomic_path, size_mb, write_json
-from pocketbert.inference import pad_batch
+from pocketbert.artifacts import atomic_path, read_json, size_mb, write_json
+from pocketbert.benchmarking import VariantResult
+from pocketbert.errors import DataError, ParamsError
 
-PARAMS = ("benchmark", "tokenize.max_length", "convert.variants", "export.int8")
+PARAMS = ("benchmark", "tokenize.max_length", "convert.variants", "export.int8", "teacher.mode")
 INPUTS = (
     "teacher",
     "student",
@@ -47,164 +51,152 @@ INPUTS = (
     "convert_teacher",
     "convert_student",
     "tokenize",
+    "baseline",
 )
 OUTPUTS = ("metrics", "plots")
+OPTIONS = ("soft_label",)
 MODELS = ("teacher", "student")
+API_TEACHER = "teacher.api"
+SIZE_ONLY_NOTE = "size only: not in benchmark.coreml_models"
+BASELINE = "baseline.tfidf_logreg"
 
 
-def _scores(probs: np.ndarray, gold: np.ndarray, labels: tuple[str, ...],
-            teacher_pred: np.ndarray | None, bins: int) -> dict:
-    out = evaluation.report(np.log(np.clip(probs, 1e-12, None)), gold, labels, "x")
-    out = {k[2:]: v for k, v in out.items()}  # drop the placeholder prefix
-    if teacher_pred is not None:
-        out["agreement_with_teacher"] = evaluation.accuracy(teacher_pred, probs.argmax(-1))
-    out["ece"] = evaluation.expected_calibration_error(probs, gold, bins)
-    return out
-
-
-def _timed(fn: Callable, seqs: list[list[int]], warmup: int) -> tuple[dict, np.ndarray]:
-    """Batch-1 latency summary and the outputs stacked [n, labels]."""
-    ms, outs = benchmarking.time_calls(fn, seqs, warmup)
-    return benchmarking.latency_summary(ms), np.stack(outs)
-
-
-def run(p: params.BenchmarkParams, max_length: int, variants: tuple[str, ...], int8: bool,
-        inputs: dict[str, str], outputs: dict[str, str]) -> dict:
-    torch.set_num_threads(p.threads)
+def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
+    b = params.benchmark
+    torch.set_num_threads(b.threads)
     test = tokenization.load(inputs["tokenize"])["test"]
-    labels = dataset.read_labels(Path(inputs["tokenize"]) / "labels.json")
-    gold = np.asarray(test["label"])
-    texts = list(test["text"])
-    metrics: dict = {"test_rows": len(texts), "threads": p.threads}
-    rows: list[dict] = []  # plot data: one row per variant
-    confusion: dict[str, list[dict]] = {}
+    labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
+    gold, texts = np.asarray(test["label"]), list(test["text"])
+    results: dict[str, VariantResult] = {}
     teacher_pred: np.ndarray | None = None
-
-    def record(key: str, probs: np.ndarray, size: float, n_params: int,
-               latency: dict | None, examples_per_s: float | None) -> None:
-        nonlocal teacher_pred
-        scores = _scores(probs, gold, labels, teacher_pred, p.ece_bins)
-        entry = {"size_mb": size, "parameters": n_params, **scores}
-        entry.update(latency or {"latency_p50_ms": coreml.NOT_MEASURED,
-                                 "latency_p95_ms": coreml.NOT_MEASURED})
-        entry["throughput"] = (examples_per_s if examples_per_s is not None
-                               else coreml.NOT_MEASURED)
-        metrics.update({f"{key}.{k}": v for k, v in entry.items()})
-        rows.append({"variant": key, "size_mb": round(size, 3),
-                     "macro_f1": round(scores["macro_f1"], 4),
-                     "p50_ms": latency["latency_p50_ms"] if latency else None})
-
-    for name in MODELS:
-        folder = Path(inputs[name])
-        model = modeling.load_classifier(folder, labels, key=f"model folder {folder}").eval()
+    teacher_key, models = "teacher.pytorch_fp32", MODELS
+    if params.teacher.mode == "api":
+        teacher_key, models = API_TEACHER, ("student",)
+        results[API_TEACHER] = _api_teacher(inputs, gold, labels, b)
+        teacher_pred = results[API_TEACHER].probs.argmax(-1)
+    for name in models:
+        folder = inputs[name]
+        model = modeling.load_classifier(folder, labels, origin=f"stage input {folder}").eval()
         tok = tokenization.load_tokenizer(folder)
-        seqs = tokenization.encode(tok, texts, max_length)["input_ids"]
-        n_params = modeling.count_parameters(model)
-        pad = tok.pad_token_id
-
-        def torch_one(ids: list[int], model=model, pad=pad) -> np.ndarray:
-            with torch.inference_mode():
-                return model(**pad_batch([ids], pad)).logits[0].numpy()
-
-        def torch_batch(batch: list[list[int]], model=model, pad=pad) -> None:
-            with torch.inference_mode():
-                model(**pad_batch(batch, pad))
-
-        latency, logits = _timed(torch_one, seqs, p.warmup)
-        tput = benchmarking.throughput(torch_batch, seqs, p.batch_size)
-        probs = evaluation.softmax(logits)
-        record(f"{name}.pytorch_fp32", probs, size_mb(folder / "model.safetensors"), n_params,
-               latency, tput)
-        if name == "teacher":
-            teacher_pred = probs.argmax(-1)
-            metrics["teacher.pytorch_fp32.agreement_with_teacher"] = 1.0
-        confusion[name] = [{"actual": labels[a], "predicted": labels[b]}
-                           for a, b in zip(gold, probs.argmax(-1), strict=True)]
-        reference = probs
-
-        onnx_files = {"onnx_fp32": "model.onnx"}
-        if name == "student" and int8:
-            onnx_files["onnx_int8"] = "model.int8.onnx"
-        for variant, filename in onnx_files.items():
-            path = Path(inputs[f"export_{name}"]) / filename
-            sess = onnx_export.session(path, threads=p.threads)
-
-            def ort_one(ids: list[int], sess=sess, pad=pad) -> np.ndarray:
-                feed = {k: v.numpy() for k, v in pad_batch([ids], pad).items()}
-                return sess.run(["logits"], feed)[0][0]
-
-            def ort_batch(batch: list[list[int]], sess=sess, pad=pad) -> None:
-                sess.run(["logits"], {k: v.numpy() for k, v in pad_batch(batch, pad).items()})
-
-            latency, logits = _timed(ort_one, seqs, p.warmup)
-            tput = benchmarking.throughput(ort_batch, seqs, p.batch_size)
-            record(f"{name}.{variant}", evaluation.softmax(logits), size_mb(path), n_params,
-                   latency, tput)
-
-        for variant in variants:
-            path = Path(inputs[f"convert_{name}"]) / f"{variant}.mlpackage"
-            key = f"{name}.coreml_{variant}"
-            if name not in p.coreml_models:
-                metrics[f"{key}.size_mb"] = size_mb(path)
-                metrics[f"{key}.measured_by"] = coreml.NOT_MEASURED
+        seqs = tokenization.encode(tok, texts, params.tokenize.max_length)["input_ids"]
+        n_params, pad_id = modeling.count_parameters(model), tok.pad_token_id
+        variants = [benchmarking.torch_variant(
+            f"{name}.pytorch_fp32", model, pad_id=pad_id,
+            size_mb=size_mb(folder / contract.WEIGHTS_FILE), parameters=n_params)]
+        onnx_files = {"onnx_fp32": contract.ONNX_FP32_FILE}
+        if params.export.int8:
+            onnx_files["onnx_int8"] = contract.ONNX_INT8_FILE
+        steps = _teacher_steps(inputs) if name == "teacher" else {}
+        if not steps.get("export", True):
+            onnx_files = {}  # export@teacher recorded its architecture as unsupported
+        variants += [benchmarking.onnx_variant(
+            f"{name}.{variant}", inputs[f"export_{name}"] / filename, pad_id=pad_id,
+            threads=b.threads, parameters=n_params) for variant, filename in onnx_files.items()]
+        for variant in variants:  # PyTorch first: the teacher's predictions are the reference
+            results[variant.name] = benchmarking.measure(
+                variant, seqs, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
+                ece_bins=b.ece_bins, teacher_pred=teacher_pred)
+            if variant.name == "teacher.pytorch_fp32":
+                teacher_pred = results[variant.name].probs.argmax(-1)
+                results[variant.name].scores["agreement_with_teacher"] = 1.0
+        reference = results[f"{name}.pytorch_fp32"]
+        for variant in params.convert.variants if steps.get("convert", True) else ():
+            key, path = f"{name}.coreml_{variant}", (inputs[f"convert_{name}"]
+                                                     / contract.coreml_file(variant))
+            if name not in b.coreml_models:
+                results[key] = VariantResult(key, size_mb(path), extra={"note": SIZE_ONLY_NOTE})
                 continue
-            probs_c, measured_by, latency = _coreml_probs(path, seqs, labels, p.warmup)
-            record(key, probs_c, size_mb(path), n_params, latency, None)
-            agree = evaluation.accuracy(reference.argmax(-1), probs_c.argmax(-1))
-            metrics[f"{key}.measured_by"] = measured_by
-            metrics[f"{key}.top1_agreement_with_pytorch"] = agree
-            metrics[f"{key}.max_abs_prob_diff"] = float(np.abs(probs_c - reference).max())
-            metrics[f"{key}.flagged"] = agree < p.min_coreml_agreement
+            results[key] = benchmarking.measure(
+                benchmarking.coreml_variant(key, path, labels=labels, parameters=n_params),
+                seqs, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
+                ece_bins=b.ece_bins, teacher_pred=teacher_pred)
+            benchmarking.compare_to_reference(results[key], reference.probs,
+                                              b.min_coreml_agreement)
+
+    # scikit-learn's BLAS/OpenMP pools held to the same thread count as the other runtimes
+    with threadpool_limits(limits=b.threads):
+        results[BASELINE] = benchmarking.measure(
+            benchmarking.baseline_variant(
+                BASELINE, inputs["baseline"] / baseline.MODEL_FILE, n_labels=len(labels)),
+            texts, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
+            ece_bins=b.ece_bins, teacher_pred=teacher_pred)
+    assert teacher_pred is not None
+    for result in results.values():
+        if result.probs is not None:
+            benchmarking.add_intervals(result, gold, teacher_pred, n_labels=len(labels),
+                                       params=b)
 
     # the shipped student: int8 when export writes it, else fp32
-    t, s = "teacher.pytorch_fp32", "student.onnx_int8" if int8 else "student.onnx_fp32"
-    headline = {
-        "student_variant": s,
-        "target_size_ratio": p.target_size_ratio,
-        "target_macro_f1_ratio": p.target_macro_f1_ratio,
-        "target_speedup": p.target_speedup,
-        "size_ratio": metrics[f"{s}.size_mb"] / metrics[f"{t}.size_mb"],
-        "macro_f1_ratio": metrics[f"{s}.macro_f1"] / metrics[f"{t}.macro_f1"],
-        "p50_speedup": metrics[f"{t}.latency_p50_ms"] / metrics[f"{s}.latency_p50_ms"],
-    }
-    headline["size_target_met"] = headline["size_ratio"] <= p.target_size_ratio
-    headline["macro_f1_target_met"] = headline["macro_f1_ratio"] >= p.target_macro_f1_ratio
-    headline["speedup_target_met"] = headline["p50_speedup"] >= p.target_speedup
-    metrics.update({f"headline.{k}": v for k, v in headline.items()})
-
-    with atomic_path(outputs["plots"], directory=True) as tmp:
-        for name, pairs in confusion.items():
-            write_json(tmp / f"confusion_{name}.json", pairs)
-        write_json(tmp / "tradeoff.json", rows)
-        write_json(tmp / "latency.json", [r for r in rows if r["p50_ms"] is not None])
+    student = "student.onnx_int8" if params.export.int8 else "student.onnx_fp32"
+    metrics: dict = {"test_rows": len(texts), "threads": b.threads,
+                     "confidence_level": b.confidence_level,
+                     "bootstrap_resamples": b.bootstrap_resamples,
+                     **predictor.cpu_features()}  # the int8 kernels onnxruntime picked
+    if params.teacher.mode != "api":  # false: that step's variants are absent
+        metrics.update({f"teacher.{step}_supported": supported
+                        for step, supported in _teacher_steps(inputs).items()})
+    for key, result in results.items():
+        metrics.update(evaluation.flatten(key, result.metrics()))
+    metrics.update(evaluation.flatten("headline", benchmarking.headline(
+        results, gold, student=student, teacher=teacher_key, params=b)))
+    _write_plots(outputs["plots"], results, gold, labels, teacher_key)
     write_json(outputs["metrics"], metrics)
     return metrics
 
 
-def _coreml_probs(path: Path, seqs: list[list[int]], labels: tuple[str, ...], warmup: int,
-                  ) -> tuple[np.ndarray, str, dict | None]:
-    """Probabilities from Core ML (macOS, timed) or from the reference executor (untimed)."""
-    if coreml.can_predict():
-        import coremltools as ct
+def _write_plots(folder, results: dict[str, VariantResult], gold: np.ndarray,
+                 labels: tuple[str, ...], teacher: str) -> None:
+    """The plot data dvc.yaml declares: confusion pairs per model (PyTorch fp32; ``teacher``
+    names the teacher's row), size vs macro-F1 per variant with a size, and batch-1 p50
+    latency where it was measured."""
+    rows = [{"variant": r.name, "size_mb": None if r.size_mb is None else round(r.size_mb, 3),
+             "macro_f1": round(r.scores["macro_f1"], 4), "p50_ms": r.latency_p50_ms}
+            for r in results.values() if r.probs is not None]
+    with atomic_path(folder, directory=True) as tmp:
+        for name, key in (("teacher", teacher), ("student", "student.pytorch_fp32")):
+            pred = results[key].probs.argmax(-1)
+            write_json(tmp / f"confusion_{name}.json",
+                       [{"actual": labels[a], "predicted": labels[b]}
+                        for a, b in zip(gold, pred, strict=True)])
+        write_json(tmp / "tradeoff.json", [r for r in rows if r["size_mb"] is not None])
+        write_json(tmp / "latency.json", [r for r in rows if r["p50_ms"] is not None])
 
-        mlmodel = ct.models.MLModel(str(path))
-        ms, outs = benchmarking.time_calls(
-            lambda ids: coreml.predict_probabilities(mlmodel, [ids], labels)[0], seqs, warmup)
-        return np.stack(outs), "Core ML", benchmarking.latency_summary(ms)
-    from pocketbert.mil_executor import Executor
 
-    with coreml.quiet():
-        executor = Executor(path)
-    probs = np.stack([
-        executor.probabilities(np.asarray([ids], dtype=np.int32),
-                               np.ones((1, len(ids)), dtype=np.int32))
-        for ids in tqdm(seqs, desc=f"reference executor {path.name}", unit="ex", mininterval=5)
-    ])
-    return probs.astype(np.float64), "reference executor", None
+def _teacher_steps(inputs: stage.Paths) -> dict[str, bool]:
+    """Whether export@teacher and convert@teacher took the teacher's architecture (False where
+    the step recorded it as unsupported: modeling.skip_teacher_step)."""
+    return {step: modeling.teacher_step_supported(inputs[f"{step}_teacher"])
+            for step in ("export", "convert")}
+
+
+def _api_teacher(inputs: stage.Paths, gold: np.ndarray, labels: tuple[str, ...],
+                 b) -> VariantResult:
+    """teacher.mode api: the API's answers on the test split [n, labels], as soft_label stored
+    them, scored like a variant (no size, parameters or latency: None, not measured).
+
+    Raises ParamsError without --soft-label, DataError when the stored test logits do not
+    match the test split or the labels."""
+    if "soft_label" not in inputs:
+        raise ParamsError("teacher.mode api: the benchmark reads the API's test answers from "
+                          "the soft labels; pass --soft-label FOLDER (dvc.yaml's cmd does)")
+    folder = inputs["soft_label"]
+    meta_file, logits_file = folder / "meta.json", folder / "test_logits.npy"
+    usable = meta_file.is_file() and logits_file.is_file() and \
+        tuple(read_json(meta_file).get("labels", ())) == labels
+    logits = np.load(logits_file) if usable else None  # [test rows, labels] float32
+    if logits is None or logits.shape != (len(gold), len(labels)):
+        raise DataError(f"{folder}: no stored test answers of the API for these {len(gold)} "
+                        f"test rows and labels {list(labels)}; run 'dvc repro soft_label'")
+    variant = benchmarking.Variant(API_TEACHER, None, None, lambda i: logits[i], timed=False,
+                                   measured_by="the API's answers stored by soft_label")
+    result = benchmarking.measure(variant, range(len(gold)), gold, labels=labels, warmup=0,
+                                  batch_size=b.batch_size, ece_bins=b.ece_bins)
+    result.scores["agreement_with_teacher"] = 1.0
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
+    return stage.cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

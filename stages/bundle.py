@@ -2,58 +2,48 @@
 
 The student Core ML model (convert.app_variant), its vocab.txt (trimmed when trimming is on),
 labels.json, the tokenizer files (tokenizer.json + tokenizer_config.json, readable by
-swift-transformers), a one-page WordPiece settings file, and tokenizer parity vectors: texts with
+swift-transformers), a one-page WordPiece settings file (with the Core ML input lengths the app
+pads to, read from the model's metadata), and tokenizer parity vectors: texts with
 the exact input_ids and attention_mask the pipeline's tokenizer gives, for checking a device
 tokenizer against training.
-
-    python -m stages.bundle --student models/student --coreml models/convert/student \
-        --tokenize data/tokenize/written --out models/app --metrics metrics/bundle.json
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from pocketbert import coreml, dataset, stage, tokenization
-from pocketbert.artifacts import atomic_path, read_json, size_mb, write_json
+from pocketbert import contract, coreml, dataset, stage, tokenization
+from pocketbert.artifacts import atomic_path, size_mb, write_json
 
 PARAMS = ("convert.app_variant", "tokenize.max_length")
 INPUTS = ("student", "coreml", "tokenize")
 OUTPUTS = ("out", "metrics")
-MODEL_NAME = "PocketBert.mlpackage"
 
 
-def run(app_variant: str, max_length: int, inputs: dict[str, str],
-        outputs: dict[str, str]) -> dict:
-    student = Path(inputs["student"])
-    labels = dataset.read_labels(student / "labels.json")
+def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
+    app_variant, max_length = params.convert.app_variant, params.tokenize.max_length
+    student = inputs["student"]
+    labels = dataset.read_labels(student / contract.LABELS_FILE)
     tokenizer = tokenization.load_tokenizer(student)
     test = tokenization.load(inputs["tokenize"])["test"]
-    texts = list(tokenization.EDGE_CASES) + list(test["text"])
+    texts = tokenization.edge_cases(max_length) + list(test["text"])
     vectors = tokenization.parity_vectors(tokenizer, texts, max_length)
     with atomic_path(outputs["out"], directory=True) as tmp:
-        shutil.copytree(Path(inputs["coreml"]) / f"{app_variant}.mlpackage", tmp / MODEL_NAME)
-        shutil.copyfile(student / "vocab.txt", tmp / "vocab.txt")
-        dataset.write_labels(tmp / "labels.json", labels)
-        tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        for name in ("tokenizer.json", "tokenizer_config.json"):
-            shutil.move(tmp / "tokenizer" / name, tmp / name)
-        shutil.rmtree(tmp / "tokenizer")
-        wordpiece = coreml.tokenizer_config(tokenizer, max_length)
-        write_json(tmp / "wordpiece.json", wordpiece)
-        # transformers 5 names its generic backend here; device libraries (swift-transformers)
-        # pick the algorithm by this class name, and WordPiece is BertTokenizer
-        config = read_json(tmp / "tokenizer_config.json")
-        config.update({"tokenizer_class": "BertTokenizer",
-                       "do_lower_case": wordpiece["do_lower_case"],
-                       "strip_accents": wordpiece["strip_accents"],
-                       "model_max_length": max_length})
-        write_json(tmp / "tokenizer_config.json", config)
+        shutil.copytree(inputs["coreml"] / contract.coreml_file(app_variant),
+                        tmp / contract.APP_MODEL_FILE)
+        shutil.copyfile(student / contract.VOCAB_FILE, tmp / contract.VOCAB_FILE)
+        dataset.write_labels(tmp / contract.LABELS_FILE, labels)
+        info = coreml.read_back(tmp / contract.APP_MODEL_FILE)
+        buckets = coreml.metadata_buckets(info)
+        coreml.check_spec(info, labels, max_length, outputs["out"] / contract.APP_MODEL_FILE,
+                          buckets)
+        wordpiece = tokenization.save_device_tokenizer(tokenizer, tmp, max_length)
+        # the app pads input_ids with [PAD] to the next of these lengths (none: a range model)
+        wordpiece["buckets"] = list(buckets)
+        write_json(tmp / contract.WORDPIECE_FILE, wordpiece)
         write_json(tmp / "tokenizer_parity.json", {"max_length": max_length, "cases": vectors})
-        coreml.check_spec(coreml.read_back(tmp / MODEL_NAME), labels, max_length,
-                          Path(outputs["out"]) / MODEL_NAME)
         files = {p.name: size_mb(p) for p in sorted(tmp.iterdir())}
     metrics = {"parity_cases": len(vectors), "app_variant": app_variant,
                "size_mb": sum(files.values()),
@@ -63,7 +53,7 @@ def run(app_variant: str, max_length: int, inputs: dict[str, str],
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
+    return stage.cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

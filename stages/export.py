@@ -2,86 +2,124 @@
 
 Run per model (dvc foreach: teacher, student). fp32 parity: max |logit difference| over the
 real test sentences must stay within export.atol with identical top-1, or the stage fails and
-names the worst examples. The int8 model (onnxruntime dynamic quantization) is measured:
-size, top-1 agreement with fp32, macro-F1 on test.
-
-    python -m stages.export --model models/student --tokenize data/tokenize/written \
-        --out models/export/student --metrics metrics/export_student.json
+names the worst examples. The int8 model (onnxruntime dynamic quantization) is measured one
+text per call, as the app runs it: size, top-1 agreement with fp32, macro-F1 on test, and the
+CPU features its int8 kernels were chosen by (cpu.* metrics). A teacher whose architecture
+the exporter cannot take is recorded, not fatal: one warning line, an output folder holding
+only unsupported.json (step, model_type, reason), ``supported: false`` in the metrics, exit 0;
+the benchmark then leaves the teacher's ONNX rows out. The student must export.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pocketbert import dataset, evaluation, modeling, onnx_export, params, stage, tokenization
+from pocketbert import (
+    contract,
+    dataset,
+    evaluation,
+    inference,
+    modeling,
+    onnx_export,
+    predictor,
+    stage,
+    tokenization,
+)
 from pocketbert.artifacts import atomic_path, size_mb, write_json
+from pocketbert.params import ExportParams
 
 PARAMS = ("export", "tokenize.max_length")
 INPUTS = ("model", "tokenize")
 OUTPUTS = ("out", "metrics")
 
 
-def run(p: params.ExportParams, max_length: int, inputs: dict[str, str],
-        outputs: dict[str, str]) -> dict:
-    from pocketbert import inference
-
-    model_dir = Path(inputs["model"])
-    labels = dataset.read_labels(Path(inputs["tokenize"]) / "labels.json")
+def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
+    model_dir = inputs["model"]
+    labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
     test = tokenization.load(inputs["tokenize"])["test"]
-    model = modeling.load_classifier(model_dir, labels, key=f"model folder {model_dir}")
+    model = modeling.load_classifier(model_dir, labels, origin=f"stage input {model_dir}")
     tokenizer = tokenization.load_tokenizer(model_dir)
-    texts = list(test["text"])
-    gold = np.asarray(test["label"])
+    texts, gold, pad_id = list(test["text"]), np.asarray(test["label"]), tokenizer.pad_token_id
     # the model's own tokenizer: a trimmed student vocabulary gives other ids than the teacher's
-    ids = tokenization.encode(tokenizer, texts, max_length)["input_ids"]
-    reference, _ = inference.predict_logits(model, ids, 32, tokenizer.pad_token_id,
-                                            desc="pytorch test")
-    metrics: dict = {"pytorch.size_mb": size_mb(model_dir / "model.safetensors")}
+    ids = tokenization.encode(tokenizer, texts, params.tokenize.max_length)["input_ids"]
+    reference, _ = inference.predict_logits(model, ids, 32, pad_id, desc="pytorch test")
+    metrics: dict = {"pytorch.size_mb": size_mb(model_dir / contract.WEIGHTS_FILE)}
     metrics.update(evaluation.report(reference, gold, labels, "pytorch.test"))
-    with atomic_path(outputs["out"], directory=True) as tmp:
-        fp32 = tmp / "model.onnx"
+    try:
+        metrics.update(_export(params, model, outputs["out"], ids=ids, pad_id=pad_id,
+                               reference=reference, texts=texts, gold=gold, labels=labels,
+                               tokenizer=tokenizer))
+    except modeling.UnsupportedArchitectureError as exc:  # the teacher's is recorded, not fatal
+        metrics.update(modeling.skip_teacher_step(exc, model_dir, outputs["out"], "export"))
+    write_json(outputs["metrics"], metrics)
+    return metrics
+
+
+def _export(params: stage.Params, model, out: Path, *, ids: list[list[int]], pad_id: int,
+            reference: np.ndarray, texts: list[str], gold: np.ndarray,
+            labels: tuple[str, ...], tokenizer) -> dict:
+    """Write ``out`` (model.onnx, int8 when asked, tokenizer, labels) and return its metrics;
+    ``reference``: PyTorch's logits [test rows, labels]. Raises ParityError, and
+    modeling.UnsupportedArchitectureError when the architecture does not export."""
+    metrics: dict = {"supported": True}
+    with atomic_path(out, directory=True) as tmp:
+        fp32 = tmp / contract.ONNX_FP32_FILE
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-            onnx_export.export(model, fp32, p.opset)
-        logits = onnx_export.run_batches(onnx_export.session(fp32), ids, tokenizer.pad_token_id)
+            onnx_export.export(model, fp32, params.export.opset)
+        logits = predictor.predict_logits(predictor.session(fp32), ids, pad_id)
         check = onnx_export.parity(reference, logits)
         metrics.update({
             "fp32.size_mb": size_mb(fp32),
             "fp32.max_abs_logit_diff": check.max_abs_diff,
             "fp32.top1_agreement_with_pytorch": check.top1_agreement,
         })
-        onnx_export.check_parity(check, p.atol, texts, f"{fp32.name} vs PyTorch on the test split")
+        onnx_export.check_parity(check, params.export.atol, texts,
+                                 f"{fp32.name} vs PyTorch on the test split")
         metrics.update(evaluation.report(logits, gold, labels, "fp32.test"))
-        if p.int8:
-            int8 = tmp / "model.int8.onnx"
-            onnx_export.quantize_int8(fp32, int8, p.per_channel)
-            q_logits = onnx_export.run_batches(onnx_export.session(int8), ids,
-                                               tokenizer.pad_token_id)
-            q_check = onnx_export.parity(logits, q_logits)
-            metrics.update({
-                "int8.size_mb": size_mb(int8),
-                "int8.max_abs_logit_diff": q_check.max_abs_diff,
-                "int8.top1_agreement_with_fp32": q_check.top1_agreement,
-                "int8.meets_agreement_target": q_check.top1_agreement >= p.min_int8_agreement,
-            })
-            metrics.update(evaluation.report(q_logits, gold, labels, "int8.test"))
-            if q_check.top1_agreement < p.min_int8_agreement:
-                warnings.warn(
-                    f"int8 top-1 agreement with fp32 is {q_check.top1_agreement:.4f}, below "
-                    f"export.min_int8_agreement {p.min_int8_agreement}; ship the fp32 model"
-                    + ("" if p.per_channel else " or set export.per_channel: true"), stacklevel=1)
+        if params.export.int8:
+            metrics.update(_int8(params.export, fp32, tmp / contract.ONNX_INT8_FILE, ids=ids,
+                                 pad_id=pad_id, fp32_logits=logits, gold=gold, labels=labels))
         tokenizer.save_pretrained(str(tmp))
-        dataset.write_labels(tmp / "labels.json", labels)
-    write_json(outputs["metrics"], metrics)
+        dataset.write_labels(tmp / contract.LABELS_FILE, labels)
+    return metrics
+
+
+def _int8(p: ExportParams, fp32: Path, int8: Path, *, ids: list[list[int]], pad_id: int,
+          fp32_logits: np.ndarray, gold: np.ndarray, labels: tuple[str, ...]) -> dict:
+    """Quantize, then measure the int8 model against fp32 and the gold labels; warn below
+    export.min_int8_agreement."""
+    onnx_export.quantize_int8(fp32, int8, p.per_channel, p.reduce_range)
+    # one text per call, as predict and the app run it: dynamic int8 results depend on the batch
+    per_call = predictor.texts_per_call(int8)
+    q_logits = predictor.predict_logits(predictor.session(int8), ids, pad_id,
+                                        batch_size=per_call)
+    q_check = onnx_export.parity(fp32_logits, q_logits)
+    metrics = {
+        **predictor.cpu_features(),  # int8 kernels, and so int8 numbers, differ by CPU
+        "int8.texts_per_call": per_call,
+        "int8.size_mb": size_mb(int8),
+        "int8.max_abs_logit_diff": q_check.max_abs_diff,
+        "int8.top1_agreement_with_fp32": q_check.top1_agreement,
+        "int8.meets_agreement_target": q_check.top1_agreement >= p.min_int8_agreement,
+        **evaluation.report(q_logits, gold, labels, "int8.test"),
+    }
+    if q_check.top1_agreement < p.min_int8_agreement:
+        warnings.warn(
+            f"int8 top-1 agreement with fp32 is {q_check.top1_agreement:.4f}, below "
+            f"export.min_int8_agreement {p.min_int8_agreement}; ship the fp32 model"
+            + ("" if p.per_channel else " or set export.per_channel: true")
+            + ("" if p.reduce_range else " or set export.reduce_range: true"), stacklevel=1)
     return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
+    return stage.cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

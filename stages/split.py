@@ -2,15 +2,14 @@
 
 Runs before any augmentation, so no variant of a test sentence can leak into training.
 Writes labels.json, the one label order every later stage and the device app use.
-
-    python -m stages.split --out data/split --metrics metrics/split.json
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
-from pocketbert import dataset, params, stage
+from pocketbert import contract, dataset, stage
 from pocketbert.artifacts import atomic_path, write_json
 
 PARAMS = ("split",)
@@ -18,14 +17,15 @@ INPUTS = ()
 OUTPUTS = ("out", "metrics")
 
 
-def run(p: params.SplitParams, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
+def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
+    p = params.split
     report = dataset.load_csv(p.csv, p.labels)
     parts = dataset.stratified_split(report.examples, p.labels, p.validation_fraction,
                                      p.test_fraction, p.seed, source=p.csv)
     with atomic_path(outputs["out"], directory=True) as tmp:
         for name, rows in parts.items():
             dataset.write_examples(tmp / f"{name}.csv", rows)
-        dataset.write_labels(tmp / "labels.json", p.labels)
+        dataset.write_labels(tmp / contract.LABELS_FILE, p.labels)
     metrics: dict = {
         "rows_read": len(report.examples) + report.dropped_label_id_minus_one
         + report.dropped_missing_label,
@@ -41,7 +41,7 @@ def run(p: params.SplitParams, inputs: dict[str, str], outputs: dict[str, str]) 
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
+    return stage.cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

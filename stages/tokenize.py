@@ -3,38 +3,40 @@
 Two outputs, saved with ``datasets``: ``written`` holds the rows as written (train, validation,
 test) with the tokenizer and labels.json; ``augmented`` holds only the augmented train variants.
 The teacher depends on ``written`` alone, so changing augmentation does not retrain it. No
-padding is stored; batches are padded later. Records length percentiles and truncation.
-
-    python -m stages.tokenize --split data/split --augment data/augment \
-        --written data/tokenize/written --augmented data/tokenize/augmented \
-        --metrics metrics/tokenize.json
+padding is stored; batches are padded later. Records length percentiles and truncation. With
+teacher.mode api there is no teacher tokenizer: the student backbone's (train_student.backbone)
+is used, the one the student re-tokenizes with anyway.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from pocketbert import checkpoints, dataset, params, stage, tokenization
+from pocketbert import checkpoints, contract, dataset, stage, tokenization
 from pocketbert.artifacts import atomic_path, write_json
 
-PARAMS = ("tokenize", "teacher.model")
+PARAMS = ("tokenize", "teacher.model", "teacher.mode", "train_student.backbone")
 INPUTS = ("split", "augment")
 OUTPUTS = ("written", "augmented", "metrics")
 
 
-def run(p: params.TokenizeParams, model: str, inputs: dict[str, str],
-        outputs: dict[str, str]) -> dict:
+def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
     from datasets import DatasetDict
 
-    folder = checkpoints.resolve(model)
+    p = params.tokenize
+    if params.teacher.mode == "api":
+        folder = checkpoints.resolve(params.train_student.backbone,
+                                     "params.yaml 'train_student.backbone'")
+    else:
+        folder = checkpoints.resolve(params.teacher.model)
     tokenizer = tokenization.load_tokenizer(folder)
-    labels = dataset.read_labels(Path(inputs["split"]) / "labels.json")
-    train = dataset.read_examples(Path(inputs["augment"]) / "train.csv")
+    labels = dataset.read_labels(inputs["split"] / contract.LABELS_FILE)
+    train = dataset.read_examples(inputs["augment"] / "train.csv")
     rows = {
         "train": [r for r in train if r.augmentation == "none"],
-        "validation": dataset.read_examples(Path(inputs["split"]) / "validation.csv"),
-        "test": dataset.read_examples(Path(inputs["split"]) / "test.csv"),
+        "validation": dataset.read_examples(inputs["split"] / "validation.csv"),
+        "test": dataset.read_examples(inputs["split"] / "test.csv"),
         "augmented": [r for r in train if r.augmentation != "none"],
     }
     parts, metrics = {}, {"vocab_size": len(tokenizer)}
@@ -48,7 +50,7 @@ def run(p: params.TokenizeParams, model: str, inputs: dict[str, str],
     with atomic_path(outputs["written"], directory=True) as tmp:
         DatasetDict(parts).save_to_disk(str(tmp / "dataset"))
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        dataset.write_labels(tmp / "labels.json", labels)
+        dataset.write_labels(tmp / contract.LABELS_FILE, labels)
     with atomic_path(outputs["augmented"], directory=True) as tmp:
         augmented.save_to_disk(str(tmp / "dataset"), num_shards=1)  # also when empty
     write_json(outputs["metrics"], metrics)
@@ -56,7 +58,7 @@ def run(p: params.TokenizeParams, model: str, inputs: dict[str, str],
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    return stage.cli(argv, __doc__, PARAMS, INPUTS, OUTPUTS, run)
+    return stage.cli(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

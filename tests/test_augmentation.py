@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pocketbert import augmentation, dataset, params, wordnet
+from pocketbert import augmentation, dataset, params, stage, wordnet
 from stages import augment
 
 KEEP = frozenset(params.AugmentParams().keep_words)
@@ -152,8 +152,9 @@ def _augment_params(**values) -> params.AugmentParams:
 
 def _run_stage(tmp_path: Path, train: Path, name: str, **values) -> tuple[dict, Path]:
     out = tmp_path / name
-    metrics = augment.run(_augment_params(**values), {"train": str(train)},
-                          {"out": str(out), "metrics": str(tmp_path / f"{name}.json")},
+    metrics = augment.run(stage.Params({"augment": _augment_params(**values)}),
+                          inputs={"train": train},
+                          outputs={"out": out, "metrics": tmp_path / f"{name}.json"},
                           synonyms=fake_synonyms)
     return metrics, out
 
@@ -245,8 +246,9 @@ def test_factor_zero_copies_the_train_split(tmp_path):
     rows = _train_rows(10)
     train = tmp_path / "train.csv"
     dataset.write_examples(train, rows)
-    metrics = augment.run(_augment_params(factor=0), {"train": str(train)},
-                          {"out": str(tmp_path / "out"), "metrics": str(tmp_path / "m.json")})
+    metrics = augment.run(stage.Params({"augment": _augment_params(factor=0)}),
+                          inputs={"train": train},
+                          outputs={"out": tmp_path / "out", "metrics": tmp_path / "m.json"})
     assert metrics["added_rows"] == 0 and metrics["total_rows"] == 10
     assert dataset.read_examples(tmp_path / "out" / "train.csv") == rows
 

@@ -1,4 +1,5 @@
-"""Metric computations, the latency harness, README's results table and metric diffs."""
+"""Metric computations, the latency harness, bootstrap intervals, the classical baseline,
+README's results table and metric diffs."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import json
 import os
 import shutil
 import subprocess
+import types
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import LABELS, ROOT, sentences
 
-from pocketbert import benchmarking, evaluation, report
+from pocketbert import baseline, benchmarking, evaluation, params, report
+from pocketbert.errors import ModelError, ParamsError
 
 
 def test_accuracy_and_macro_f1_on_known_inputs() -> None:
@@ -88,7 +91,7 @@ def test_throughput_counts_examples_over_timed_batches(monkeypatch) -> None:
     assert rate == pytest.approx(5 / 1.5)
 
 
-def _metrics(flagged: bool = False) -> dict:
+def _metrics(flagged: bool = False, intervals: bool = False) -> dict:
     m = {"test_rows": 4, "threads": 1}
     for variant, size in (("teacher.pytorch_fp32", 90.0), ("student.onnx_int8", 6.0)):
         m.update({f"{variant}.size_mb": size, f"{variant}.parameters": 1000,
@@ -97,18 +100,29 @@ def _metrics(flagged: bool = False) -> dict:
                   f"{variant}.latency_p50_ms": 2.0, f"{variant}.latency_p95_ms": 3.0,
                   f"{variant}.throughput": 500.0})
     m.update({"student.coreml_fp16.size_mb": 11.0, "student.coreml_fp16.macro_f1": 0.8,
-              "student.coreml_fp16.latency_p50_ms": "not measured here",
+              "student.coreml_fp16.latency_p50_ms": None,
               "student.coreml_fp16.measured_by": "reference executor",
               "student.coreml_fp16.top1_agreement_with_pytorch": 0.95,
               "student.coreml_fp16.flagged": flagged,
               "teacher.coreml_fp16.size_mb": 45.0,
-              "teacher.coreml_fp16.measured_by": "not measured here",
+              "teacher.coreml_fp16.note": "size only: not in benchmark.coreml_models",
               "headline.student_variant": "student.onnx_int8",
               "headline.target_size_ratio": 0.0833, "headline.target_macro_f1_ratio": 0.97,
               "headline.target_speedup": 10.0,
               "headline.size_ratio": 6 / 90, "headline.macro_f1_ratio": 1.0,
               "headline.p50_speedup": 1.0, "headline.size_target_met": True,
               "headline.macro_f1_target_met": True, "headline.speedup_target_met": False})
+    if intervals:
+        m.update({"confidence_level": 0.95, "bootstrap_resamples": 9999,
+                  "student.onnx_int8.macro_f1_ci_low": 0.85,
+                  "student.onnx_int8.macro_f1_ci_high": 0.95,
+                  "student.onnx_int8.agreement_with_teacher_ci_low": 0.97,
+                  "student.onnx_int8.agreement_with_teacher_ci_high": 1.0,
+                  "headline.macro_f1_ratio_ci_low": 0.93,
+                  "headline.macro_f1_ratio_ci_high": 1.04,
+                  "baseline.tfidf_logreg.size_mb": 2.1, "baseline.tfidf_logreg.parameters": 5,
+                  "baseline.tfidf_logreg.macro_f1": 0.8, "baseline.tfidf_logreg.accuracy": 0.8,
+                  "baseline.tfidf_logreg.latency_p50_ms": 0.5})
     return m
 
 
@@ -127,6 +141,21 @@ def test_results_table_shows_every_variant_flags_and_unmet_targets() -> None:
     assert "1/15.0" in table
 
 
+def test_results_table_prints_intervals_beside_the_point_and_the_baseline_row() -> None:
+    table = report.results_table(_metrics(intervals=True))
+    rows = {r.split("`")[1]: r for r in table.splitlines() if r.startswith("| `")}
+    assert "| 0.900 [0.850, 0.950] |" in rows["student.onnx_int8"]  # macro-F1 and interval
+    assert "| 1.000 [0.970, 1.000] |" in rows["student.onnx_int8"]  # agreement
+    assert "| 0.900 |" in rows["teacher.pytorch_fp32"]  # no interval keys: the point alone
+    assert list(rows)[-1] == "baseline.tfidf_logreg"  # in the benchmark's order, after Core ML
+    assert "| 0.800 |" in rows["baseline.tfidf_logreg"] and "| 0.50 |" in rows[
+        "baseline.tfidf_logreg"]
+    assert "95% bootstrap interval (9,999 resamples" in table
+    assert "macro-F1 ratio 1.000 (95% interval 0.930–1.040, paired; target ≥ 0.97: met)" in table
+    # metrics from before the intervals existed still render, without them
+    assert "interval" not in report.results_table(_metrics())
+
+
 def test_readme_table_is_generated_from_the_committed_metrics() -> None:
     metrics_file = ROOT / "metrics" / "benchmark.json"
     if not metrics_file.is_file():
@@ -135,7 +164,7 @@ def test_readme_table_is_generated_from_the_committed_metrics() -> None:
     assert report.readme_table(ROOT / "README.md") == report.results_table(metrics), (
         "README's results table is stale: run `make results`")
     assert report.readme_table(ROOT / "README.md", report.PARAMS_START,
-                               report.PARAMS_END) == report.params_table(), (
+                               report.PARAMS_END) == report.params_table(ROOT / "params.yaml"), (
         "README's params table is stale: run `make results`")
 
 
@@ -143,11 +172,16 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.START}\nSTALE\n{report.END}\nmid\n{report.PARAMS_START}\n"
                       f"{report.PARAMS_END}\nend\n", encoding="utf-8")
-    assert report.update_readme(readme, _metrics())
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("train_student:\n  alpha: 0.25\n", encoding="utf-8")
+    assert report.update_readme(readme, _metrics(), params_file)
     text = readme.read_text(encoding="utf-8")
+    # the committed value, not the dataclass default (a tuned and committed experiment)
+    assert "| `train_student.alpha` | `0.25` |" in text
+    assert "| `train_student.temperature` | `2.0` |" in text  # absent: the default
     assert text.startswith("intro\n") and text.endswith("end\n") and "STALE" not in text
     assert "\nmid\n" in text and "| `train_student.alpha` |" in text
-    assert not report.update_readme(readme, _metrics())  # idempotent
+    assert not report.update_readme(readme, _metrics(), params_file)  # idempotent
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
@@ -168,9 +202,11 @@ def test_report_diffs_metrics_and_params_between_two_commits(tmp_path, monkeypat
     (tmp_path / "dvc.yaml").write_text(
         "stages:\n  train:\n    cmd: echo\n    params: [train]\n"
         "    metrics:\n      - m.json:\n          cache: false\n")
-    for i, (alpha, f1) in enumerate(((0.5, 0.90), (0.7, 0.93))):
+    # Core ML latency: unmeasured (null, as off macOS) in the first run, measured in the second
+    for i, (alpha, f1, p50) in enumerate(((0.5, 0.90, None), (0.7, 0.93, 4.25))):
         (tmp_path / "params.yaml").write_text(f"train:\n  alpha: {alpha}\n")
-        (tmp_path / "m.json").write_text(json.dumps({"test.macro_f1": f1}))
+        (tmp_path / "m.json").write_text(json.dumps({"test.macro_f1": f1,
+                                                     "coreml_fp16.latency_p50_ms": p50}))
         sh("git", "add", "-A")
         sh("git", "commit", "-qm", f"run {i}")
     md = report.diff_markdown("HEAD~1", "HEAD", cwd=tmp_path)
@@ -178,3 +214,175 @@ def test_report_diffs_metrics_and_params_between_two_commits(tmp_path, monkeypat
     metrics_part, params_part = md.split("### Params")
     assert "test.macro_f1" in metrics_part and "0.9" in metrics_part and "0.93" in metrics_part
     assert "train.alpha" in params_part and "0.5" in params_part and "0.7" in params_part
+    # the value that appeared is a row of its own: nothing before ('-'), the number after
+    row = next(line for line in metrics_part.splitlines() if "coreml_fp16.latency_p50_ms" in line)
+    assert [cell.strip() for cell in row.strip("|").split("|")][2:4] == ["-", "4.25"]
+
+
+# --- bootstrap intervals -------------------------------------------------------------------
+
+BOOT = types.SimpleNamespace(bootstrap_resamples=999, bootstrap_seed=0, confidence_level=0.95,
+                             target_size_ratio=0.5, target_macro_f1_ratio=0.97,
+                             target_speedup=2.0)
+
+
+def _noisy(gold: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """``gold`` with about ``share`` of the labels replaced by another label."""
+    rng = np.random.default_rng(seed)
+    flip = rng.random(gold.size) < share
+    return np.where(flip, (gold + rng.integers(1, 4, gold.size)) % 4, gold)
+
+
+def _result(name: str, pred: np.ndarray, gold: np.ndarray, size: float = 1.0,
+            p50: float = 1.0) -> benchmarking.VariantResult:
+    probs = np.eye(4)[pred]
+    return benchmarking.VariantResult(
+        name, size, probs=probs, scores=evaluation.scores(probs, gold, tuple("abcd")),
+        latency_p50_ms=p50)
+
+
+def test_vectorised_macro_f1_is_evaluations_macro_f1_per_row() -> None:
+    rng = np.random.default_rng(1)
+    y_true, y_pred = rng.integers(0, 4, (5, 30)), rng.integers(0, 3, (5, 30))  # label 3 unseen
+    got = benchmarking.macro_f1_along(y_true, y_pred, 4)
+    np.testing.assert_allclose(got, [evaluation.macro_f1(t, p, 4)
+                                     for t, p in zip(y_true, y_pred, strict=True)])
+
+
+def test_intervals_bracket_the_point_and_repeat_with_the_seed() -> None:
+    gold = np.arange(212) % 4
+    teacher, student = _noisy(gold, 0.05, 1), _noisy(gold, 0.12, 2)
+    result = _result("student", student, gold)
+    benchmarking.add_intervals(result, gold, teacher, n_labels=4, params=BOOT)
+    s = result.scores
+    agreement = evaluation.accuracy(teacher, student)
+    assert s["macro_f1_ci_low"] < s["macro_f1"] < s["macro_f1_ci_high"]
+    assert s["agreement_with_teacher_ci_low"] < agreement < s["agreement_with_teacher_ci_high"]
+    # about ±4 points at n=212 (binomial standard error sqrt(.1 * .9 / 212) = 0.02)
+    assert 0.04 < s["macro_f1_ci_high"] - s["macro_f1_ci_low"] < 0.15
+    again = _result("student", student, gold)
+    benchmarking.add_intervals(again, gold, teacher, n_labels=4, params=BOOT)
+    assert again.scores == s  # same seed, same resamples, same bounds
+    other = _result("student", student, gold)
+    benchmarking.add_intervals(other, gold, teacher, n_labels=4,
+                               params=types.SimpleNamespace(**{**vars(BOOT),
+                                                               "bootstrap_seed": 1}))
+    assert other.scores["macro_f1_ci_low"] != s["macro_f1_ci_low"] or (
+        other.scores["macro_f1_ci_high"] != s["macro_f1_ci_high"])
+
+
+def test_identical_predictions_agree_on_every_resample() -> None:
+    gold = np.arange(100) % 4
+    pred = _noisy(gold, 0.2, 3)
+    result = _result("teacher", pred, gold)
+    benchmarking.add_intervals(result, gold, pred, n_labels=4, params=BOOT)
+    assert result.scores["agreement_with_teacher_ci_low"] == 1.0
+    assert result.scores["agreement_with_teacher_ci_high"] == 1.0
+
+
+def test_headline_ratio_interval_resamples_both_models_together() -> None:
+    gold = np.arange(212) % 4
+    teacher_pred = _noisy(gold, 0.15, 4)
+    # the same predictions: every paired resample gives ratio 1; resampling the two models'
+    # test sentences independently would spread it (about ±0.08 here)
+    same = {"s": _result("s", teacher_pred, gold, 0.1, 0.5),
+            "t": _result("t", teacher_pred, gold)}
+    h = benchmarking.headline(same, gold, student="s", teacher="t", params=BOOT)
+    assert h["macro_f1_ratio"] == 1.0
+    assert h["macro_f1_ratio_ci_low"] == pytest.approx(1.0)
+    assert h["macro_f1_ratio_ci_high"] == pytest.approx(1.0)
+    # a worse student: the interval holds the point ratio and lies below 1
+    worse = {"s": _result("s", _noisy(teacher_pred, 0.2, 5), gold, 0.1, 0.5),
+             "t": _result("t", teacher_pred, gold)}
+    h = benchmarking.headline(worse, gold, student="s", teacher="t", params=BOOT)
+    assert h["macro_f1_ratio_ci_low"] < h["macro_f1_ratio"] < h["macro_f1_ratio_ci_high"] < 1.0
+    assert h["size_ratio"] == pytest.approx(0.1) and h["p50_speedup"] == pytest.approx(2.0)
+    assert h["macro_f1_target_met"] is False  # judged on the point estimate
+
+
+def test_headline_ratio_interval_is_null_where_the_teacher_can_score_zero() -> None:
+    gold = np.arange(8) % 4
+    teacher_pred = (gold + 1) % 4
+    teacher_pred[0] = gold[0]  # one right answer: a resample without it scores macro-F1 0
+    results = {"s": _result("s", gold, gold), "t": _result("t", teacher_pred, gold)}
+    h = benchmarking.headline(results, gold, student="s", teacher="t", params=BOOT)
+    assert h["macro_f1_ratio"] > 1 and h["macro_f1_ratio_ci_low"] is None
+    assert h["macro_f1_ratio_ci_high"] is None
+
+
+# --- classical baseline ----------------------------------------------------------------------
+
+BASELINE_PARAMS = params.BaselineParams(c_values=(1.0, 10.0), max_iter=200)
+
+
+def _split(per_label: int, start: int = 0) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    for label_id, label in enumerate(LABELS):
+        for text in sentences(label, 12)[start : start + per_label]:
+            texts.append(text)
+            labels.append(label_id)
+    return texts, labels
+
+
+def test_baseline_learns_saves_and_loads_the_same_model(tmp_path) -> None:
+    model, info = baseline.fit(_split(8), _split(2, 8), len(LABELS), BASELINE_PARAMS)
+    assert info["c"] in (1.0, 10.0) and info["validation.macro_f1"] == 1.0  # template cues
+    assert info["features"] == sum(len(v.vocabulary_) for _, v in model[0].transformer_list)
+    clf = model[-1]
+    assert baseline.count_parameters(model) == (
+        info["features"] + clf.coef_.size + clf.intercept_.size)
+    test_texts, test_labels = _split(2, 10)
+    probs = baseline.probabilities(model, test_texts, len(LABELS))
+    assert probs.shape == (8, 4) and np.allclose(probs.sum(-1), 1.0)
+    assert evaluation.accuracy(np.asarray(test_labels), probs.argmax(-1)) == 1.0
+    path = tmp_path / baseline.MODEL_FILE
+    baseline.save(model, path)
+    np.testing.assert_array_equal(
+        baseline.probabilities(baseline.load(path), test_texts, len(LABELS)), probs)
+    variant = benchmarking.baseline_variant("baseline.x", path, n_labels=len(LABELS))
+    assert variant.size_mb == pytest.approx(path.stat().st_size / 1e6)
+    assert not variant.returns_logits
+    np.testing.assert_array_equal(variant.predict_one(test_texts[0]), probs[0])
+
+
+def test_baseline_gives_a_label_missing_from_train_probability_zero() -> None:
+    texts, labels = _split(4)
+    keep = [i for i, y in enumerate(labels) if y != 2]  # no 'notice' rows
+    model = baseline.build(BASELINE_PARAMS, 1.0).fit([texts[i] for i in keep],
+                                                     [labels[i] for i in keep])
+    probs = baseline.probabilities(model, texts[:3], 4)
+    assert probs.shape == (3, 4) and (probs[:, 2] == 0).all()
+    np.testing.assert_allclose(probs.sum(-1), 1.0)
+
+
+def test_baseline_load_names_the_file_and_the_fix(tmp_path) -> None:
+    with pytest.raises(ModelError, match=r"model\.pkl: baseline model not found; .*dvc repro"):
+        baseline.load(tmp_path / "model.pkl")
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"not a pickle")
+    with pytest.raises(ModelError, match=r"bad\.pkl: cannot load the baseline model"):
+        baseline.load(bad)
+
+
+def test_baseline_stage_writes_model_labels_params_and_numeric_metrics(tiny_world) -> None:
+    from stages import baseline as stage
+
+    w = tiny_world
+    m = stage.main(["--params", str(w["params"]), "--tokenize", str(w["tokenize"]),
+                    "--out", str(w["root"] / "baseline"),
+                    "--metrics", str(w["root"] / "baseline.json")])
+    out = w["root"] / "baseline"
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "model.pkl", "params.yaml"]
+    assert m["train_rows"] == 32 and m["validation.macro_f1"] == 1.0
+    assert m["size_mb"] == pytest.approx((out / "model.pkl").stat().st_size / 1e6)
+    assert all(isinstance(v, int | float) for v in m.values())
+    assert json.loads((w["root"] / "baseline.json").read_text()) == m
+
+
+def test_bad_baseline_params_name_the_key() -> None:
+    with pytest.raises(ParamsError, match=r"baseline\.char_ngram_min"):
+        params.BaselineParams(char_ngram_min=6, char_ngram_max=5)
+    with pytest.raises(ParamsError, match=r"baseline\.c_values"):
+        params.BaselineParams(c_values=(1.0, 0.0))
+    with pytest.raises(ParamsError, match=r"benchmark\.confidence_level"):
+        params.BenchmarkParams(confidence_level=95)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -127,6 +130,58 @@ def _too_many_cells(tmp_path, make_csv, rows):
     return path, {}, ["line 42", "more cells than the header"]
 
 
+def _zero_width_text(tmp_path, make_csv, rows):
+    rows[2]["text"] = "\u200b\u200b"  # line 4: the issue's row; str.strip() keeps it
+    return make_csv(rows), {}, ["sentences.csv", "line 4", "column 'text'",
+                                "empty after normalisation", "U+200B ZERO WIDTH SPACE"]
+
+
+def _control_text(tmp_path, make_csv, rows):
+    rows[5]["text"] = "\x00\x01"  # line 7
+    return make_csv(rows), {}, ["line 7", "empty after normalisation", "U+0000 (control)",
+                                "U+0001 (control)"]
+
+
+def _format_and_mark_text(tmp_path, make_csv, rows):
+    rows[8]["text"] = "\ufeff \u2060\u0301 \u00ad"  # line 10: BOM, word joiner, lone accent
+    return make_csv(rows), {}, ["line 10", "empty after normalisation",
+                                "U+FEFF ZERO WIDTH NO-BREAK SPACE", "U+2060 WORD JOINER",
+                                "U+0301 COMBINING ACUTE ACCENT", "and 1 more"]
+
+
+def _semicolon_header_without_text(tmp_path, make_csv, rows):
+    path = tmp_path / "raw" / "export.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("Sentence;Category\nThe door is open;notice\n", encoding="utf-8")
+    return path, {}, ["export.csv", "no 'text' column", "['Sentence', 'Category']",
+                      "read as semicolon-separated", "commas, semicolons or tabs"]
+
+
+def _too_many_cells_semicolon(tmp_path, make_csv, rows):
+    path = make_csv(rows)
+    path.write_text(path.read_text(encoding="utf-8").replace(",", ";") +
+                    "Stop; then wait;notice;2\n", encoding="utf-8")  # line 42
+    return path, {}, ["line 42", "more cells than the header", "quote texts that contain "
+                      "semicolons"]
+
+
+def _encoded(encoding: str, bom: bytes):
+    def case(tmp_path, make_csv, rows):
+        path = make_csv(rows)
+        path.write_bytes(bom + path.read_text(encoding="utf-8").encode(encoding))
+        name = encoding[:6].upper()
+        return path, {}, ["sentences.csv", f"the file is {name}", "byte-order mark",
+                          "re-save it as UTF-8", f"iconv -f {name} -t UTF-8"]
+    return case
+
+
+def _utf16_without_bom(tmp_path, make_csv, rows):
+    path = make_csv(rows)
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-16-le"))
+    return path, {}, ["sentences.csv", "looks like UTF-16 or UTF-32 without a byte-order mark",
+                      "re-save it as UTF-8"]
+
+
 CASES = {
     "missing file": _missing_file,
     "empty file": _empty_file,
@@ -144,6 +199,15 @@ CASES = {
     "label_id not an integer": _bad_label_id,
     "label_id inf": _infinite_label_id,
     "too many cells": _too_many_cells,
+    "zero-width text": _zero_width_text,
+    "control-character text": _control_text,
+    "format characters and a lone accent": _format_and_mark_text,
+    "semicolon header without text": _semicolon_header_without_text,
+    "too many cells, semicolon-separated": _too_many_cells_semicolon,
+    "UTF-16 LE with BOM": _encoded("utf-16-le", codecs.BOM_UTF16_LE),
+    "UTF-16 BE with BOM": _encoded("utf-16-be", codecs.BOM_UTF16_BE),
+    "UTF-32 LE with BOM": _encoded("utf-32-le", codecs.BOM_UTF32_LE),
+    "UTF-16 without BOM": _utf16_without_bom,
 }
 
 
@@ -247,6 +311,98 @@ def test_non_utf8_line_is_counted_after_a_bom(tmp_path):
     with pytest.raises(DataError, match=r"bom\.csv: line 3 has bytes that are not UTF-8 "
                                         r"\(byte 29: b'\\xe9'\)"):
         dataset.load_csv(path, LABELS)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_semicolon_and_tab_separated_files_load_like_the_comma_file(delimiter, tmp_path,
+                                                                   make_csv, make_rows):
+    rows = make_rows(10)
+    rows[0]["text"] = "If it rains, stay in; then wait"  # both separators inside a text
+    comma = make_csv(rows)
+    other = make_csv(rows, name="other.csv")
+    with other.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter=delimiter)
+        writer.writerow(["text", "label", "label_id"])
+        writer.writerows([r["text"], r["label"], r["label_id"]] for r in rows)
+    assert delimiter in other.read_text(encoding="utf-8").splitlines()[0]
+    assert dataset.load_csv(other, LABELS) == dataset.load_csv(comma, LABELS)
+
+
+def test_the_issue_semicolon_header_is_read(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("text;label\nThe door is open, mind the step;notice\n"
+                    "\"If it rains; stay in\";condition\n", encoding="utf-8")
+    report = dataset.load_csv(path, LABELS)
+    assert [(e.text, e.label, e.line) for e in report.examples] == [
+        ("The door is open, mind the step", "notice", 2), ("If it rains; stay in", "condition", 3)]
+
+
+def test_comma_file_with_semicolons_in_every_text_stays_comma_separated(tmp_path):
+    # unquoted semicolons outnumber the commas: the header decides, not the counts
+    path = tmp_path / "semis.csv"
+    path.write_text("text,label\n" + "".join(f"step {i}; then {i + 1}; done,process\n"
+                                             for i in range(8)), encoding="utf-8")
+    assert [e.text for e in dataset.load_csv(path, LABELS).examples][:2] == [
+        "step 0; then 1; done", "step 1; then 2; done"]
+
+
+def test_unlabelled_csv_follows_the_same_rules(tmp_path):
+    path = tmp_path / "unlabelled.csv"
+    path.write_text("text;domain\nOpen the valve, then wait;plant\n\u200b;plant\n",
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 3, column 'text' is empty after normalisation"):
+        dataset.load_unlabelled_csv(path)
+    path.write_text("text;domain\nOpen the valve, then wait;plant\n", encoding="utf-8")
+    assert dataset.load_unlabelled_csv(path) == (["Open the valve, then wait"], 0)
+    path.write_bytes(codecs.BOM_UTF16_LE + "text\nOpen it\n".encode("utf-16-le"))
+    with pytest.raises(DataError, match="the file is UTF-16"):
+        dataset.load_unlabelled_csv(path)
+
+
+def test_words_without_visible_characters_are_dropped_from_the_text(tmp_path):
+    # "Stop \u200b": deleting "Stop" in augmentation would leave a text of nothing
+    path = tmp_path / "zw.csv"
+    path.write_text("text,label\nStop \u200b,notice\n\u2060 Turn\u200bleft \ufeff,process\n",
+                    encoding="utf-8")
+    assert [e.text for e in dataset.load_csv(path, LABELS).examples] == [
+        "Stop", "Turn\u200bleft"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("\u200b\u200b", "only U+200B ZERO WIDTH SPACE"),
+    ("\x00\x01", "only U+0000 (control), U+0001 (control)"),
+    ("\u2028 \ufffd", "only U+2028 LINE SEPARATOR, U+FFFD REPLACEMENT CHARACTER"),
+    (" \u3000\t", "empty"),
+    ("\ue000\U000e0001", "only U+E000 (private use), U+E0001 LANGUAGE TAG"),
+    ("ok", None), ("\u200bok\u200b", None), ("e\u0301", None), ("?", None), ("\U0001f44d", None),
+    ("中", None), ("٣", None),
+])
+def test_blank_reason(text, expected):
+    assert dataset.blank_reason(text) == expected
+
+
+def test_every_character_blank_reason_keeps_survives_the_bert_normaliser():
+    # blank_reason's rule against the tokenizer's own code: every letter, digit, punctuation
+    # mark and symbol it calls visible is kept by BERT's normaliser and pre-tokenizer, cased
+    # and uncased, so a text that passes the loader never encodes to [CLS] [SEP] alone
+    from tokenizers import normalizers, pre_tokenizers
+
+    visible = [chr(cp) for cp in range(sys.maxunicode + 1)
+               if not 0xD800 <= cp <= 0xDFFF and dataset.blank_reason(chr(cp)) is None]
+    assert len(visible) > 100_000
+    words = pre_tokenizers.BertPreTokenizer()
+    for lowercase in (False, True):
+        normaliser = normalizers.BertNormalizer(lowercase=lowercase)
+        for start in range(0, len(visible), 5000):
+            chunk = visible[start:start + 5000]
+            # one character per word: each one kept gives exactly one pre-token
+            kept = words.pre_tokenize_str(normaliser.normalize_str(" ".join(chunk)))
+            assert len(kept) == len(chunk), (lowercase, start)
+    # and what it calls blank is what the normaliser deletes (the issue's characters)
+    normaliser = normalizers.BertNormalizer(lowercase=True)
+    for text in ("\u200b\u200b", "\x00\x01", "\ufeff\u2060\u00ad", "\u0301"):
+        assert dataset.blank_reason(text) is not None
+        assert words.pre_tokenize_str(normaliser.normalize_str(text)) == []
 
 
 # ---- the split -----------------------------------------------------------------------------------

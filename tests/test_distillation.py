@@ -69,3 +69,48 @@ def test_collator_pads_per_batch_and_carries_teacher_logits() -> None:
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["labels"].tolist() == [1, 0]
     assert batch["teacher_logits"].shape == (2, 2)
+
+
+def test_unlabelled_rows_enter_the_kd_term_only() -> None:
+    from pocketbert.distillation import UNLABELLED
+
+    torch.manual_seed(2)
+    student = torch.randn(6, 4, requires_grad=True)
+    teacher = torch.randn(6, 4)
+    labels = torch.tensor([0, 1, UNLABELLED, 3, UNLABELLED, 2])
+    t, alpha = 2.0, 0.6
+    labelled = labels != UNLABELLED
+    kd = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1),
+                  reduction="batchmean", log_target=True) * t * t
+    expected = alpha * kd + (1 - alpha) * F.cross_entropy(student[labelled], labels[labelled])
+    loss = distillation_loss(student, teacher, labels, t, alpha)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    # an unlabelled row's gradient is the KD term's alone, whatever label it might have had
+    loss.backward()
+    kd_only = torch.randn(6, 4).copy_(student.detach()).requires_grad_(True)
+    (alpha * F.kl_div(F.log_softmax(kd_only / t, -1), F.log_softmax(teacher / t, -1),
+                      reduction="batchmean", log_target=True) * t * t).backward()
+    for row in (2, 4):
+        assert torch.allclose(student.grad[row], kd_only.grad[row], atol=1e-7)
+    assert not torch.allclose(student.grad[0], kd_only.grad[0], atol=1e-4)
+
+
+def test_a_batch_of_unlabelled_rows_only_is_pure_kd() -> None:
+    from pocketbert.distillation import UNLABELLED
+
+    student, teacher = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[3.0, 1.0, 0.0]])
+    labels = torch.tensor([UNLABELLED])
+    got = distillation_loss(student, teacher, labels, 2.0, 0.5).item()
+    kd = _kl(_softmax([3.0, 1.0, 0.0], 2.0), _softmax([1.0, 0.0, -1.0], 2.0)) * 4.0
+    assert got == pytest.approx(0.5 * kd, rel=1e-5)
+    assert distillation_loss(student, teacher, labels, 2.0, 0.0).item() == 0.0
+
+
+def test_collator_keeps_the_unlabelled_marker() -> None:
+    from pocketbert.distillation import UNLABELLED
+
+    batch = Collator(pad_id=0)([
+        {"input_ids": [2, 5, 3], "label": UNLABELLED, "teacher_logits": [0.1, 0.2]},
+        {"input_ids": [2, 3], "label": 1, "teacher_logits": [0.3, 0.4]},
+    ])
+    assert batch["labels"].tolist() == [UNLABELLED, 1]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import LABELS, tiny_tokenizer
 
-from pocketbert import coreml, modeling, onnx_export, tokenization
+from pocketbert import contract, coreml, modeling, onnx_export, tokenization
 from stages import bundle, convert, export
 
 
@@ -30,6 +30,10 @@ def test_onnx_export_matches_pytorch_and_quantizes(tiny_world) -> None:
     assert m["fp32.test.macro_f1"] == pytest.approx(m["pytorch.test.macro_f1"])
     assert 0.0 <= m["int8.top1_agreement_with_fp32"] <= 1.0
     assert m["int8.size_mb"] < m["fp32.size_mb"]
+    assert m["int8.texts_per_call"] == 1  # measured as predict and the app run it
+    cpu = {k: v for k, v in m.items() if k.startswith("cpu.")}
+    assert {"cpu.avx2", "cpu.avx512_vnni", "cpu.vnni"} <= set(cpu)
+    assert all(v is None or isinstance(v, bool) for v in cpu.values())  # metrics stay numeric
     import onnx
 
     graph = onnx.load(str(out / "model.onnx")).graph
@@ -60,16 +64,25 @@ def test_broken_export_fails_the_parity_check(tiny_world, monkeypatch, capsys) -
     assert not (tiny_world["root"] / "broken.json").exists()
 
 
+def _convert_args(w: dict[str, Path], out: str = "coreml") -> list[str]:
+    return ["--params", str(w["params"]), "--model", str(w["given_teacher"]), "--tokenize",
+            str(w["tokenize"]), "--out", str(w["root"] / out),
+            "--metrics", str(w["root"] / f"{out}.json")]
+
+
 def test_coreml_conversion_states_labels_inputs_and_metadata(tiny_world) -> None:
-    m = convert.main(["--params", str(tiny_world["params"]), "--model",
-                      str(tiny_world["given_teacher"]), "--tokenize", str(tiny_world["tokenize"]),
-                      "--out", str(tiny_world["root"] / "coreml"),
-                      "--metrics", str(tiny_world["root"] / "coreml.json")])
+    with pytest.warns(UserWarning, match=r"convert.buckets \[64, 128\] exceed"):
+        m = convert.main(_convert_args(tiny_world))  # default buckets, tokenize.max_length 32
     out = tiny_world["root"] / "coreml"
     info = coreml.read_back(out / "fp16.mlpackage")
     assert info["is_mlprogram"]
     assert info["classify_labels"] == list(LABELS)
-    assert info["inputs"]["input_ids"]["ranges"] == [(1, 1), (1, 32)]  # tokenize.max_length
+    # one input, the enumerated lengths up to max_length; the largest is the default shape
+    assert list(info["inputs"]) == ["input_ids"]
+    assert info["inputs"]["input_ids"]["shapes"] == [(1, 16), (1, 32)]
+    assert info["inputs"]["input_ids"]["default"] == (1, 32)
+    assert json.loads(info["metadata"]["buckets"]) == [16, 32]
+    assert "pad with [PAD] (id 0) to the next" in info["input_descriptions"]["input_ids"]
     assert set(info["outputs"]) == {"classLabel", "classLabel_probs"}
     assert json.loads(info["metadata"]["labels"]) == list(LABELS)
     assert info["metadata"]["do_lower_case"] == "true"
@@ -80,25 +93,84 @@ def test_coreml_conversion_states_labels_inputs_and_metadata(tiny_world) -> None
         assert m[f"{variant}.size_mb"] < m["fp16.size_mb"], variant
         assert m[f"{variant}.spec_checked"] is True
     assert m["fp16.size_mb"] < m["fp32.size_mb"]
-    if not coreml.can_predict():
-        assert m["fp16.test.macro_f1"] == coreml.NOT_MEASURED
+    # every variant, every text at every bucket that holds it, against unpadded PyTorch
+    assert m["buckets"] == 2
+    for variant, tolerance in (("fp32", 1e-4), ("fp16", 1e-2), ("int8", 0.02),
+                               ("palette6", 0.05), ("palette4", 0.15)):
+        assert m[f"{variant}.bucket_cases"] > len(tokenization.EDGE_CASES) + 8, variant
+        assert m[f"{variant}.bucket_nonfinite"] == 0
+        assert m[f"{variant}.bucket_max_abs_prob_diff"] <= tolerance, variant
+        # padding never moves a label, nor a probability beyond float32 sums (fp16: 1 ulp)
+        assert m[f"{variant}.padding_label_changes"] == 0, variant
+        assert m[f"{variant}.padding_max_abs_prob_diff"] <= 1e-3, variant
+    assert m["fp32.bucket_label_agreement"] == m["fp16.bucket_label_agreement"] == 1.0
+    # 4-bit weights of a random tiny model flip near ties (measured 0.94 here), padding does not
+    assert m["palette4.bucket_label_agreement"] >= 0.9
+    if not coreml.can_predict():  # metrics stay numeric: absent, and a note says why
+        assert "fp16.test.macro_f1" not in m and "measured_by" not in m
+        assert contract.NOT_MEASURED_NOTE in m["note"]
+    assert all(isinstance(v, int | float) for k, v in m.items() if k not in ("note",
+                                                                             "measured_by"))
+
+
+def test_range_shapes_stay_a_choice(tiny_world) -> None:
+    raw = yaml.safe_load(tiny_world["params"].read_text())
+    raw["convert"] = {"variants": ["fp16"], "shapes": "range"}
+    tiny_world["params"].write_text(yaml.safe_dump(raw))
+    m = convert.main(_convert_args(tiny_world, "range"))
+    info = coreml.read_back(tiny_world["root"] / "range" / "fp16.mlpackage")
+    assert list(info["inputs"]) == ["input_ids"]
+    assert info["inputs"]["input_ids"]["ranges"] == [(1, 1), (1, 32)]  # tokenize.max_length
+    assert info["inputs"]["input_ids"]["shapes"] == [] and "buckets" not in info["metadata"]
+    assert "[1, 1..32]" in info["input_descriptions"]["input_ids"]
+    # each text unpadded and padded to max_length
+    assert m["buckets"] == 0 and m["fp16.bucket_nonfinite"] == 0
+    assert m["fp16.bucket_max_abs_prob_diff"] <= 1e-2
+
+
+def test_bad_buckets_are_refused_naming_the_key(tiny_world, capsys) -> None:
+    raw = yaml.safe_load(tiny_world["params"].read_text())
+    raw["convert"] = {"buckets": [32, 16]}
+    tiny_world["params"].write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit) as exc:
+        convert.main(_convert_args(tiny_world, "bad"))
+    assert exc.value.code == 2
+    assert "'convert.buckets'" in capsys.readouterr().err
+    assert not (tiny_world["root"] / "bad").exists()
 
 
 def test_check_spec_names_what_is_wrong(tiny_world, tmp_path) -> None:
     tok = tiny_tokenizer()
     model = modeling.load_classifier(tiny_world["given_teacher"], LABELS)
-    mlmodel = coreml.convert(model, LABELS, 16, "fp16", "iOS16")
+    mlmodel = coreml.convert(model, labels=LABELS, max_length=16, precision="fp16",
+                             target="iOS16", buckets=(8, 16), pad_id=tok.pad_token_id)
     path = tmp_path / "m.mlpackage"
     mlmodel.save(str(path))
     info = coreml.read_back(path)
     with pytest.raises(Exception, match="max_length metadata missing"):
-        coreml.check_spec(info, LABELS, 16, path)
-    coreml.set_metadata(mlmodel, LABELS, 16, coreml.tokenizer_config(tok, 16), "d", "l", "1",
-                        "fp16")
+        coreml.check_spec(info, LABELS, 16, path, (8, 16))
+    coreml.set_metadata(mlmodel, labels=LABELS, max_length=16,
+                        wordpiece=tokenization.wordpiece_settings(tok, 16), description="d",
+                        license_text="l", version="1", variant="fp16", buckets=(8, 16))
     mlmodel.save(str(path))
-    coreml.check_spec(coreml.read_back(path), LABELS, 16, path)  # now complete
-    with pytest.raises(Exception, match=r"ranges .* != \[1, 1..32\]"):
-        coreml.check_spec(coreml.read_back(path), LABELS, 32, path)
+    coreml.check_spec(coreml.read_back(path), LABELS, 16, path, (8, 16))  # now complete
+    with pytest.raises(Exception, match=r"shapes \[\(1, 8\), \(1, 16\)\] != \[\(1, 4\)"):
+        coreml.check_spec(coreml.read_back(path), LABELS, 16, path, (4, 16))
+    with pytest.raises(Exception, match=r"ranges \[\] != \[1, 1..16\]"):
+        coreml.check_spec(coreml.read_back(path), LABELS, 16, path)  # expected a range model
+
+
+def test_app_input_pads_to_the_next_bucket() -> None:
+    metadata = {"buckets": "[4, 8]", "special_token_ids": json.dumps({"pad": 1})}
+    assert coreml.app_input([2, 9, 3], metadata).tolist() == [[2, 9, 3, 1]]
+    assert coreml.app_input([2, 9, 9, 9, 3], metadata).tolist() == [[2, 9, 9, 9, 3, 1, 1, 1]]
+    assert coreml.app_input([2, 9, 9, 3], metadata).dtype == np.int32
+    with pytest.raises(Exception, match="9 tokens do not fit the largest Core ML input length 8"):
+        coreml.app_input([2] * 9, metadata)
+    range_model = {"special_token_ids": json.dumps({"pad": 0})}
+    assert coreml.app_input([2, 9, 3], range_model).tolist() == [[2, 9, 3]]
+    assert coreml.sequence_buckets([16, 32], 128) == (16, 32, 128)
+    assert coreml.sequence_buckets([16, 128], 128) == (16, 128)
 
 
 def test_parity_vectors_regenerate_identically_and_cover_edge_cases() -> None:
@@ -149,6 +221,10 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
     parity = json.loads((app / "tokenizer_parity.json").read_text(encoding="utf-8"))
     assert max(i for c in parity["cases"] for i in c["input_ids"]) < len(vocab)
     assert json.loads((app / "labels.json").read_text())["labels"] == list(LABELS)
+    wordpiece = json.loads((app / "wordpiece.json").read_text())
+    assert wordpiece["buckets"] == [16, 32]  # the app model's metadata, what the app pads to
+    assert wordpiece["buckets"] == json.loads(coreml.read_back(
+        app / "PocketBert.mlpackage")["metadata"]["buckets"])
     config = json.loads((app / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "BertTokenizer" and config["do_lower_case"] is True
     assert result["size_mb"] == pytest.approx(sum(
@@ -166,17 +242,37 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
                   "--metrics", str(r / "ct.json")])
     raw["benchmark"].update({"warmup": 1, "batch_size": 4})
     w["params"].write_text(yaml.safe_dump(raw))
+    from stages import baseline
+
+    baseline.main(["--params", p, "--tokenize", str(w["tokenize"]), "--out", str(r / "baseline"),
+                   "--metrics", str(r / "baseline.json")])
     m = benchmark.main([
         "--params", p, "--teacher", str(r / "teacher"), "--student", str(r / "student"),
         "--export-teacher", str(r / "onnx_teacher"), "--export-student", str(r / "onnx_student"),
         "--convert-teacher", str(r / "coreml_teacher"), "--convert-student", str(r / "coreml"),
-        "--tokenize", str(w["tokenize"]), "--metrics", str(r / "bench.json"),
-        "--plots", str(r / "bench_plots")])
+        "--tokenize", str(w["tokenize"]), "--baseline", str(r / "baseline"),
+        "--metrics", str(r / "bench.json"), "--plots", str(r / "bench_plots")])
     assert m["test_rows"] == 8
-    for variant in ("teacher.pytorch_fp32", "teacher.onnx_fp32", "student.pytorch_fp32",
-                    "student.onnx_fp32", "student.onnx_int8", "student.coreml_fp16"):
-        for key in ("size_mb", "accuracy", "macro_f1", "ece", "agreement_with_teacher"):
+    for variant in ("teacher.pytorch_fp32", "teacher.onnx_fp32", "teacher.onnx_int8",
+                    "student.pytorch_fp32", "student.onnx_fp32", "student.onnx_int8",
+                    "student.coreml_fp16", "baseline.tfidf_logreg"):
+        for key in ("size_mb", "accuracy", "macro_f1", "ece", "agreement_with_teacher",
+                    "macro_f1_ci_low", "macro_f1_ci_high", "agreement_with_teacher_ci_low",
+                    "agreement_with_teacher_ci_high"):
             assert isinstance(m[f"{variant}.{key}"], float), (variant, key)
+        assert (m[f"{variant}.macro_f1_ci_low"] <= m[f"{variant}.macro_f1"]
+                <= m[f"{variant}.macro_f1_ci_high"]), variant
+    # the baseline: measured in the same run like every variant, its size the pickle's
+    assert m["baseline.tfidf_logreg.size_mb"] == pytest.approx(
+        (r / "baseline" / "model.pkl").stat().st_size / 1e6)
+    assert m["baseline.tfidf_logreg.latency_p95_ms"] >= m["baseline.tfidf_logreg.latency_p50_ms"]
+    assert m["baseline.tfidf_logreg.latency_p50_ms"] > 0
+    assert m["baseline.tfidf_logreg.throughput"] > 0
+    assert isinstance(m["baseline.tfidf_logreg.parameters"], int)
+    # eight test sentences and a random teacher: some resamples leave the teacher at macro-F1
+    # 0, where the ratio is undefined, and then both bounds are null
+    low, high = m["headline.macro_f1_ratio_ci_low"], m["headline.macro_f1_ratio_ci_high"]
+    assert (low is None and high is None) or low <= m["headline.macro_f1_ratio"] <= high
     assert m["teacher.pytorch_fp32.agreement_with_teacher"] == 1.0
     assert m["teacher.onnx_fp32.accuracy"] == m["teacher.pytorch_fp32.accuracy"]
     assert m["student.onnx_int8.latency_p95_ms"] >= m["student.onnx_int8.latency_p50_ms"] > 0
@@ -184,13 +280,15 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
         m["student.onnx_int8.size_mb"] / m["teacher.pytorch_fp32.size_mb"])
     if not coreml.can_predict():
         assert m["student.coreml_int8.measured_by"] == "reference executor"
-        assert m["student.coreml_int8.latency_p50_ms"] == coreml.NOT_MEASURED
-        assert m["teacher.coreml_fp16.measured_by"] == coreml.NOT_MEASURED  # size only
+        assert m["student.coreml_int8.latency_p50_ms"] is None  # numeric or null, no text
+        assert "accuracy" not in m["teacher.coreml_fp16.note"]  # size only, said in a note
+        assert "teacher.coreml_fp16.accuracy" not in m
     # the student Core ML fp16 program agrees with the student in PyTorch on these inputs
     assert m["student.coreml_fp16.top1_agreement_with_pytorch"] == 1.0
     plots = r / "bench_plots"
     confusion = json.loads((plots / "confusion_student.json").read_text())
     assert len(confusion) == 8 and set(confusion[0]) == {"actual", "predicted"}
     tradeoff = json.loads((plots / "tradeoff.json").read_text())
-    assert {row["variant"] for row in tradeoff} >= {"teacher.pytorch_fp32", "student.onnx_int8"}
+    assert {row["variant"] for row in tradeoff} >= {"teacher.pytorch_fp32", "student.onnx_int8",
+                                                    "teacher.onnx_int8", "baseline.tfidf_logreg"}
     assert json.loads((r / "bench.json").read_text()) == m

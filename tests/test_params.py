@@ -139,8 +139,16 @@ def test_load_key_checks_the_section_as_written(write_params) -> None:
     assert params.load_key(path, "convert.app_variant") == "fp32"
 
 
-def test_committed_params_are_the_documented_defaults() -> None:
-    # README's params table shows the dataclass defaults; params.yaml must not drift from them
-    raw = params.read_yaml(ROOT / "params.yaml")
-    for name, cls in params.SECTIONS.items():
-        assert params.as_dict(params.parse_section(name, raw.get(name))) == params.as_dict(cls())
+def test_params_view_raises_on_an_undeclared_key(write_params):
+    from pocketbert import stage
+
+    p = stage.Params.load(write_params(tokenize={"max_length": 48}),
+                          ("export", "tokenize.max_length"))
+    assert p.tokenize.max_length == 48 and p.export == params.ExportParams()
+    with pytest.raises(stage.UndeclaredParamError, match=r"'convert' .*PARAMS.*dvc\.yaml"):
+        _ = p.convert
+    p = stage.Params({"convert": {"variants": ("fp16",)}})
+    assert p.convert.variants == ("fp16",)
+    with pytest.raises(stage.UndeclaredParamError, match=r"'convert\.app_variant'"):
+        _ = p.convert.app_variant
+    assert p.resolved() == {"convert": {"variants": ("fp16",)}}

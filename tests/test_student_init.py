@@ -66,16 +66,9 @@ def test_impossible_distillation_params(key: str, value: float) -> None:
         TrainStudentParams(**{key: value})
 
 
-def test_labels_differing_from_params_are_rejected(tmp_path) -> None:
-    model = tiny_classifier(80, labels=("a", "b", "c", "d"))
-    model.save_pretrained(str(tmp_path))
-    with pytest.raises(ModelError, match=r"labels \['a', 'b', 'c', 'd'\] differ"):
-        modeling.load_classifier(tmp_path, LABELS)
-
-
-def test_non_bert_folder_is_rejected(tmp_path) -> None:
-    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
-    with pytest.raises(ModelError, match="not a BERT-family model"):
+def test_folder_without_weights_is_rejected(tmp_path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ModelError, match="no weights"):
         modeling.load_classifier(tmp_path, LABELS)
     with pytest.raises(ModelError, match="no config.json"):
         modeling.load_classifier(tmp_path / "missing", LABELS)
@@ -146,3 +139,25 @@ def test_vocab_txt_lists_tokens_in_id_order(tmp_path) -> None:
     vocabulary.write_vocab_txt(small, tmp_path / "vocab.txt")
     lines = (tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines()
     assert lines == small.convert_ids_to_tokens(list(range(len(small))))
+
+
+def test_unlabelled_texts_join_train_without_a_gold_label(tiny_world) -> None:
+    import numpy as np
+
+    from pocketbert import student, tokenization
+    from pocketbert.distillation import UNLABELLED
+
+    data = tokenization.load(tiny_world["tokenize"], tiny_world["augmented"])
+    soft = {split: np.zeros((len(data[split]), 4), dtype=np.float32)
+            for split in ("train", "validation", "test")}
+    soft["unlabelled"] = np.ones((2, 4), dtype=np.float32)
+    texts = ["Unplug the gate first.", "The pump hums."]
+    splits = student.student_splits(data, soft, tiny_tokenizer(), 32, texts)
+    train = splits["train"]
+    assert len(train) == len(data["train"]) + 2
+    assert train["label"][-2:] == [UNLABELLED, UNLABELLED]
+    assert train["text"][-2:] == texts
+    assert train["teacher_logits"][-1] == [1.0] * 4
+    assert UNLABELLED not in [*splits["validation"]["label"], *splits["test"]["label"]]
+    assert train["input_ids"][-1] == tiny_tokenizer()(texts[1], truncation=True,
+                                                      max_length=32)["input_ids"]

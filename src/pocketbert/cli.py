@@ -3,38 +3,42 @@
     pocketbert predict "Please note that the lift is out of order."
     pocketbert predict --file sentences.txt --json
     cat sentences.txt | pocketbert predict --model models/export/teacher/model.onnx
+    pocketbert serve models/teacher --port 8000
 
 `predict` runs an exported ONNX model (the export stage's output) the way the device app does:
 the model's own WordPiece tokenizer, onnxruntime, and every label's probability. It starts fast
 because it never imports torch or transformers: only tokenizers, onnxruntime and numpy.
+`serve` answers HTTP requests from a PyTorch classifier folder (pocketbert.serving).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pocketbert import __version__
+from pocketbert import __version__, contract
+from pocketbert.errors import PocketbertError
 
 if TYPE_CHECKING:
     import numpy as np
 
-DEFAULT_MODEL = Path("models/export/student/model.int8.onnx")
+DEFAULT_MODEL = Path("models/export/student") / contract.ONNX_INT8_FILE
 DEFAULT_MAX_LENGTH = 128
 "tokenize.max_length's default; used when ./params.yaml is absent or does not set it"
-BATCH_SIZE = 32
-"texts per onnxruntime call; padding is per batch, so long batches only cost memory"
+BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+"errors of binding a listening socket that the user fixes with another --host or --port"
 TEXT_WIDTH = 48
 "characters of each text shown in the table (--json shows the whole text)"
 
 
-class CliError(Exception):
+class CliError(PocketbertError):
     """Bad input the user can fix: printed as one 'error:' line, exit status 2."""
 
 
@@ -45,9 +49,26 @@ def fail(message: str) -> NoReturn:
 # --- input -------------------------------------------------------------------------------------
 
 
-def non_blank(lines: Sequence[str]) -> list[str]:
-    """Lines without their line ending; blank lines dropped."""
-    return [line.rstrip("\r") for line in lines if line.strip()]
+def non_blank(lines: Sequence[str], source: str, unit: str = "line") -> list[str]:
+    """Lines without their line ending; blank lines dropped.
+
+    Raises CliError naming ``source`` and the 1-based ``unit`` number ("line" of a file,
+    "argument" of the command line) when a line that is not blank holds no character the
+    tokenizer keeps (zero-width or control characters only: dataset.blank_reason), since it
+    would be classified from [CLS] [SEP] alone."""
+    from pocketbert import dataset
+
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        reason = dataset.blank_reason(line)
+        if reason is not None:
+            fail(f"{source} {unit} {number}: the text is empty after normalisation: it holds "
+                 f"{reason}; write a sentence or delete the {unit}")
+        texts.append(line)
+    return texts
 
 
 def read_text_file(path: Path) -> str:
@@ -87,13 +108,13 @@ def gather_texts(args: argparse.Namespace) -> list[str]:
     if args.file is not None:
         source = "standard input" if args.file == "-" else str(args.file)
         raw = read_stdin() if args.file == "-" else read_text_file(Path(args.file))
-        texts = non_blank(raw.split("\n"))
+        texts = non_blank(raw.split("\n"), source)
     elif not args.texts or args.texts == ["-"]:
         source = "standard input"
-        texts = non_blank(read_stdin().split("\n"))
+        texts = non_blank(read_stdin().split("\n"), source)
     else:
         source = "the arguments"
-        texts = [t for t in args.texts if t.strip()]
+        texts = non_blank(args.texts, "the command line", "argument")
     if not texts:
         fail(f"no texts to classify: {source} held none (blank lines are skipped)")
     return texts
@@ -104,139 +125,11 @@ def default_max_length(params_file: Path = Path("params.yaml")) -> int:
     if not params_file.is_file():
         return DEFAULT_MAX_LENGTH
     from pocketbert import params
-    from pocketbert.errors import PocketbertError
 
     try:
         return int(params.load_key(params_file, "tokenize.max_length"))
     except PocketbertError as exc:
         fail(f"{exc} (or pass --max-length to skip params.yaml)")
-
-
-# --- model -------------------------------------------------------------------------------------
-
-
-def dvc_target(path: Path) -> str | None:
-    """The `dvc repro` target that writes a file under models/export/<teacher|student>/."""
-    parts = path.absolute().parts
-    for part, item in zip(parts, parts[1:], strict=False):
-        if part == "export" and item in ("teacher", "student"):
-            return f"export@{item}"
-    return None
-
-
-def missing(path: Path, what: str, model: Path) -> NoReturn:
-    target = dvc_target(model)
-    hint = (f"build it with `dvc repro {target}`" if target
-            else "pass --model with an exported model (a folder written by the export stage)")
-    if what == "model" and model.name == "model.int8.onnx" and model.with_name(
-            "model.onnx").is_file():
-        hint = (f"the int8 model was not written (export.int8: false in params.yaml?); use "
-                f"--model {model.with_name('model.onnx')} for fp32, or set export.int8: true "
-                + (f"and run `dvc repro {target}`" if target else "and export again"))
-    fail(f"{path}: {what} not found; {hint}")
-
-
-@dataclass
-class Classifier:
-    session: Any  # onnxruntime.InferenceSession
-    tokenizer: Any  # tokenizers.Tokenizer
-    labels: list[str]
-    pad_id: int
-
-    def logits(self, texts: list[str]) -> np.ndarray:
-        """Logits [n, labels] in input order; length-sorted batches padded per batch."""
-        import numpy as np
-
-        encodings = [e.ids for e in self.tokenizer.encode_batch(texts)]
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i]))
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        inputs = {i.name: i.type for i in self.session.get_inputs()}
-        for lo in range(0, len(order), BATCH_SIZE):
-            idx = order[lo: lo + BATCH_SIZE]
-            longest = max(len(encodings[i]) for i in idx)
-            ids = np.full((len(idx), longest), self.pad_id, dtype=np.int64)  # [batch, seq]
-            mask = np.zeros((len(idx), longest), dtype=np.int64)  # [batch, seq]
-            for row, i in enumerate(idx):
-                ids[row, : len(encodings[i])] = encodings[i]
-                mask[row, : len(encodings[i])] = 1
-            arrays = {"input_ids": ids, "attention_mask": mask,
-                      "token_type_ids": np.zeros_like(ids)}
-            feed = {name: arrays[name].astype(np.int32 if kind == "tensor(int32)" else np.int64)
-                    for name, kind in inputs.items()}
-            try:
-                out[idx] = self.session.run(None, feed)[0]
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                fail(f"the model failed on {len(idx)} text(s) of up to {longest} tokens "
-                     f"({str(exc).splitlines()[0]}); if max_length exceeds the model's "
-                     "position table, pass a smaller --max-length")
-        return out
-
-
-def load_classifier(model: Path, max_length: int) -> Classifier:
-    """The ONNX model, and the tokenizer and labels.json from the model file's folder."""
-    if model.is_dir():
-        model = model / "model.int8.onnx"
-    if not model.is_file():
-        missing(model, "model", model)
-    folder = model.parent
-    for name in ("tokenizer.json", "labels.json"):
-        if not (folder / name).is_file():
-            missing(folder / name, f"{name} (written beside the model by the export stage)",
-                    model)
-
-    try:
-        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))["labels"]
-        assert isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
-        fail(f"{folder / 'labels.json'}: expected {{\"labels\": [name, ...]}}; export again")
-
-    from tokenizers import Tokenizer
-
-    try:
-        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
-        fail(f"{folder / 'tokenizer.json'}: cannot load it ({exc})")
-    # the saved file may carry the truncation or padding state it was saved with: set ours
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_length)
-
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # fatal only: load warnings are noise, and run errors come back as exceptions we report
-    options.log_severity_level = 4
-    try:
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's load errors share no useful base class
-        fail(f"{model}: cannot load the ONNX model ({str(exc).splitlines()[0]})")
-    names = {i.name for i in session.get_inputs()}
-    unknown = names - {"input_ids", "attention_mask", "token_type_ids"}
-    if unknown or "input_ids" not in names:
-        fail(f"{model}: unexpected model inputs {sorted(names)}; expected input_ids and "
-             "attention_mask (the export stage's model)")
-    outputs = session.get_outputs()[0].shape
-    if len(outputs) == 2 and isinstance(outputs[1], int) and outputs[1] != len(labels):
-        fail(f"{model}: {outputs[1]} outputs, but {folder / 'labels.json'} names {len(labels)} "
-             "labels; the folder mixes two exports, export again")
-    return Classifier(session, tokenizer, labels, pad_token_id(folder, tokenizer))
-
-
-def pad_token_id(folder: Path, tokenizer: Any) -> int:
-    """The pad id: tokenizer_config.json's pad_token, else the tokenizer's own, else [PAD]."""
-    name: Any = None
-    config = folder / "tokenizer_config.json"
-    if config.is_file():
-        try:
-            name = json.loads(config.read_text(encoding="utf-8")).get("pad_token")
-        except (OSError, ValueError, AttributeError):
-            name = None
-        if isinstance(name, dict):  # older transformers save AddedToken as a dict
-            name = name.get("content")
-    for candidate in (name, "[PAD]"):
-        if isinstance(candidate, str) and tokenizer.token_to_id(candidate) is not None:
-            return int(tokenizer.token_to_id(candidate))
-    # padded positions are masked out, so any id gives the same logits
-    return 0
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -284,12 +177,38 @@ def max_length_arg(value: str) -> int:
     return number
 
 
+def port_arg(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a TCP port: use 0 to 65535")
+    return number
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """`pocketbert serve`: serving.serve until Ctrl-C; a port that cannot be bound is one
+    error line (exit status 2)."""
+    from pocketbert import serving  # torch and transformers: only this command needs them
+
+    max_length = args.max_length or default_max_length()
+    try:
+        serving.serve(args.model_dir, args.host, args.port, max_length)
+    except OSError as exc:  # the model loads first: an OSError here is from binding the port
+        if not isinstance(exc, socket.gaierror) and exc.errno not in BIND_ERRORS:
+            raise
+        fail(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); pick another "
+             "--port, or stop the program that holds it")
+    return 0
+
+
 def predict(args: argparse.Namespace) -> int:
-    from pocketbert import evaluation  # numpy only
+    from pocketbert import evaluation, predictor  # numpy, onnxruntime, tokenizers: no torch
 
     texts = gather_texts(args)
     max_length = args.max_length or default_max_length()
-    classifier = load_classifier(Path(args.model), max_length)
+    classifier = predictor.load_classifier(Path(args.model), max_length)
     probs = evaluation.softmax(classifier.logits(texts))  # [n, labels]
     rows = results(texts, classifier.labels, probs)
     if args.json:
@@ -302,7 +221,8 @@ def predict(args: argparse.Namespace) -> int:
 PREDICT_EPILOG = """\
 input:
   Texts come from the arguments, from --file (one text per line), or from standard input when
-  neither is given (or when the only argument is '-'). Blank lines are skipped.
+  neither is given (or when the only argument is '-'). Blank lines are skipped; a line of
+  only zero-width or control characters (empty to the tokenizer) is an error.
 
 examples:
   pocketbert predict "If the boiler starts to rattle, switch it off at once."
@@ -346,6 +266,22 @@ def build_parser() -> argparse.ArgumentParser:
                         f"tokenize.max_length from ./params.yaml, else {DEFAULT_MAX_LENGTH})")
     p.set_defaults(handler=predict)
 
+    v = commands.add_parser(
+        "serve", help="answer classifier requests over HTTP from a model folder",
+        description="Serve a sequence classifier folder (config.json, weights, tokenizer; e.g. "
+                    "models/teacher) over HTTP: POST {\"texts\": [...]} is answered with "
+                    "labels, logits and probabilities (the endpoint teacher.mode: api reads). "
+                    "Ctrl-C stops it.")
+    v.add_argument("model_dir", metavar="MODEL_DIR", help="the classifier folder to serve")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only)")
+    v.add_argument("--port", type=port_arg, default=8000,
+                   help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
+    v.add_argument("--max-length", type=max_length_arg, metavar="N",
+                   help="tokens per text after truncation, [CLS] and [SEP] included (default: "
+                        f"tokenize.max_length from ./params.yaml, else {DEFAULT_MAX_LENGTH})")
+    v.set_defaults(handler=serve_command)
+
     r = commands.add_parser(
         "report", help="metrics and params diff between two git revisions (markdown)",
         description="Print `dvc metrics diff --md` and `dvc params diff --md` between two git "
@@ -358,9 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser(
         "results", help="rewrite README's generated tables (results, params)",
         description="Regenerate README.md's results table from metrics/benchmark.json and its "
-                    "params table from pocketbert.params (never typed by hand).")
+                    "params table from params.yaml and the field docs in pocketbert.params "
+                    "(never typed by hand).")
     t.add_argument("--metrics", default="metrics/benchmark.json", metavar="PATH")
     t.add_argument("--readme", default="README.md", metavar="PATH")
+    t.add_argument("--params", default="params.yaml", metavar="PATH",
+                   help="the params file whose values the params table shows")
     t.add_argument("--check", action="store_true",
                    help="exit 1 if README's tables are stale, change nothing")
     t.set_defaults(handler=results_command)
@@ -387,10 +326,10 @@ def results_command(args: argparse.Namespace) -> int:
     readme = Path(args.readme)
     try:
         if args.check:
-            same = report.readme_is_current(readme, metrics)
+            same = report.readme_is_current(readme, metrics, args.params)
             print(f"{readme}: generated tables are {'up to date' if same else 'stale'}")
             return 0 if same else 1
-        changed = report.update_readme(readme, metrics)
+        changed = report.update_readme(readme, metrics, args.params)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     print(f"{readme}: generated tables {'updated' if changed else 'already up to date'}")
@@ -406,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(2)
     try:
         return args.handler(args)
-    except CliError as exc:
+    except PocketbertError as exc:  # CliError, and the predictor's errors
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except BrokenPipeError:  # `pocketbert predict ... | head`: the reader left, nothing to say

@@ -3,6 +3,8 @@
 Loss = alpha * T^2 * KL(softmax(teacher_logits / T) || softmax(student_logits / T))
      + (1 - alpha) * cross-entropy(student_logits, gold label)
 
+Unlabelled transfer texts (label UNLABELLED) enter the KL term only.
+
 The T^2 factor keeps the gradient scale of the soft term independent of T (Hinton et al. 2015).
 alpha = 0 is plain fine-tuning on gold labels (the no-distillation baseline); the teacher stage
 trains with exactly that. Runs unchanged under ``torchrun --nproc_per_node N`` (DDP): Trainer
@@ -24,11 +26,19 @@ import torch.nn.functional as F
 from pocketbert import evaluation
 from pocketbert.inference import pad_batch
 
+UNLABELLED = -100
+"label id of a transfer text without a gold label: it is learnt through the KD term only"
+
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                       labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
-    """Hinton-style KD loss; logits are [batch, num_labels], labels [batch]."""
-    hard = F.cross_entropy(student_logits, labels)
+    """Hinton-style KD loss; logits are [batch, num_labels], labels [batch].
+
+    Rows labelled UNLABELLED take part in the KD term only: the cross-entropy averages over the
+    labelled rows (0 when a batch has none), the KD term over every row."""
+    labelled = labels != UNLABELLED  # [batch]
+    hard = (F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any()
+            else student_logits.sum() * 0.0)  # keeps the graph for a batch of transfer texts
     if alpha == 0 or teacher_logits is None:
         return hard
     t = temperature

@@ -16,3 +16,7 @@ class DataError(PocketbertError):
 
 class ModelError(PocketbertError):
     """A model folder is missing, of the wrong family, or does not match the labels."""
+
+
+class ApiError(PocketbertError):
+    """A teacher endpoint (teacher.mode api) is unreachable or answered something unusable."""

@@ -49,16 +49,34 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
     return float(ece)
 
 
+def scores(outputs: np.ndarray, y_true: np.ndarray, labels: tuple[str, ...]) -> dict:
+    """{'accuracy', 'macro_f1', 'f1': {label: F1}} of the top-1 predictions.
+
+    ``outputs``: logits or probabilities [n, labels] (the same argmax either way)."""
+    y_pred = np.asarray(outputs).argmax(axis=-1)
+    f1 = per_class_f1(y_true, y_pred, len(labels))
+    return {
+        "accuracy": accuracy(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred, len(labels)),
+        "f1": {label: float(v) for label, v in zip(labels, f1, strict=True)},
+    }
+
+
+def flatten(prefix: str, nested: dict) -> dict:
+    """Nested dicts as one flat dict with dotted keys (DVC's metrics key form):
+    ``flatten("test", {"f1": {"notice": 0.9}}) == {"test.f1.notice": 0.9}``."""
+    out = {}
+    for key, value in nested.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten(full, value) if isinstance(value, dict) else {full: value})
+    return out
+
+
 def report(logits: np.ndarray, y_true: np.ndarray, labels: tuple[str, ...], prefix: str,
            reference_logits: np.ndarray | None = None) -> dict[str, float]:
     """Flat metrics prefix.accuracy, prefix.macro_f1, prefix.f1.<label> (+ agreement)."""
-    y_pred = logits.argmax(axis=-1)
-    out = {
-        f"{prefix}.accuracy": accuracy(y_true, y_pred),
-        f"{prefix}.macro_f1": macro_f1(y_true, y_pred, len(labels)),
-    }
-    for label, f1 in zip(labels, per_class_f1(y_true, y_pred, len(labels)), strict=True):
-        out[f"{prefix}.f1.{label}"] = float(f1)
+    out = flatten(prefix, scores(logits, y_true, labels))
     if reference_logits is not None:
-        out[f"{prefix}.agreement_with_teacher"] = accuracy(reference_logits.argmax(-1), y_pred)
+        out[f"{prefix}.agreement_with_teacher"] = accuracy(reference_logits.argmax(-1),
+                                                           logits.argmax(-1))
     return out

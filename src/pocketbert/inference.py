@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pocketbert import batching
+
 
 def pick_device() -> torch.device:
     if torch.cuda.is_available():
@@ -18,31 +20,28 @@ def pick_device() -> torch.device:
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """input_ids and attention_mask, both [batch, longest sequence in the batch]."""
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    """input_ids and attention_mask as int64 tensors, both [batch, longest sequence in the
+    batch] (pocketbert.batching.pad)."""
+    ids, mask = batching.pad(sequences, pad_id)
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
 
-def predict_logits(model, sequences: list[list[int]], batch_size: int, pad_id: int,
+def predict_logits(model, sequences: list[list[int]], batch_size: int, pad_id: int, *,
                    device: torch.device | None = None, desc: str = "predict",
-                   ) -> tuple[np.ndarray, float]:
-    """Logits [n, num_labels] in the input order, and the throughput in examples/s."""
+                   progress: bool = True) -> tuple[np.ndarray, float]:
+    """Logits [n, num_labels] in the input order, and the throughput in examples/s.
+
+    ``progress=False`` hides the progress bar (a server answering many small requests)."""
     device = device or pick_device()
     model.to(device).eval()
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
+    batches = batching.length_sorted_batches(sequences, batch_size, pad_id)
     start = time.perf_counter()
     with torch.inference_mode():
-        for lo in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch",
-                       mininterval=2):
-            idx = order[lo : lo + batch_size]
-            batch = {k: v.to(device) for k, v in pad_batch([sequences[i] for i in idx],
-                                                            pad_id).items()}
+        for idx, ids, mask in tqdm(batches, desc=desc, unit="batch", mininterval=2,
+                                   total=-(-len(sequences) // batch_size), disable=not progress):
+            batch = {"input_ids": torch.from_numpy(ids).to(device),
+                     "attention_mask": torch.from_numpy(mask).to(device)}
             out[idx] = model(**batch).logits.float().cpu().numpy()
     elapsed = time.perf_counter() - start
     return out, len(sequences) / max(elapsed, 1e-9)

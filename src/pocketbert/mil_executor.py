@@ -7,7 +7,10 @@ program declares for it (fp16 tensors stay numpy float16, int32 stays int32), co
 weights decompressed as the op definitions state.
 
     executor = Executor("models/convert/student/palette4.mlpackage")
-    executor.predict(input_ids, attention_mask)  # {"classLabel": ..., "classLabel_probs": {...}}
+    executor.predict(input_ids)  # {"classLabel": ..., "classLabel_probs": {...}}
+
+pocketbert's programs take ``input_ids`` alone (the mask is computed inside the program); a
+program that also declares ``attention_mask`` is fed one with ``predict(input_ids, mask)``.
 
 Reading is coremltools' own: ``MLModel(path, skip_model_load=True).get_spec()`` for the MIL
 proto, and coremltools' milproto loader (``_load_value``, which reads ``weights/weight.bin``
@@ -32,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from pocketbert.contract import LABEL_OUTPUT, PROBS_OUTPUT
 from pocketbert.errors import ModelError, PocketbertError
-
-LABEL_OUTPUT, PROBS_OUTPUT = "classLabel", "classLabel_probs"
 
 
 class UnsupportedOpError(PocketbertError):
@@ -112,6 +114,11 @@ def op_equal(x, y):
     return np.equal(x, y)
 
 
+@_op("not_equal")
+def op_not_equal(x, y):
+    return np.not_equal(x, y)
+
+
 @_op("select")
 def op_select(cond, a, b):
     return np.where(cond, a, b)
@@ -120,6 +127,77 @@ def op_select(cond, a, b):
 @_op("tanh")
 def op_tanh(x):
     return np.tanh(x)
+
+
+# Ops of other encoder families (tests/test_architectures.py runs each family's program):
+# RoBERTa and MPNet count positions with cumsum; MPNet buckets relative positions with abs,
+# less, log, minimum, fill_like and range_1d; DeBERTa-v2 uses logical_not and squeeze;
+# DistilBERT's feed-forward uses relu.
+
+@_op("cumsum")
+def op_cumsum(x, axis=0, exclusive=False, reverse=False):
+    x = np.asarray(x)
+    axis = _axis(axis, x.ndim)
+    y = np.flip(x, axis) if reverse else x
+    out = np.cumsum(y, axis=axis, dtype=x.dtype)
+    if exclusive:
+        out = np.concatenate([np.zeros_like(np.take(out, [0], axis=axis)),
+                              np.delete(out, -1, axis=axis)], axis=axis)
+    return np.flip(out, axis) if reverse else out
+
+
+@_op("abs")
+def op_abs(x):
+    return np.abs(x)
+
+
+@_op("relu")
+def op_relu(x):
+    return np.maximum(x, np.zeros((), dtype=np.asarray(x).dtype))
+
+
+@_op("log")
+def op_log(x, epsilon=None):
+    """log(x + epsilon); epsilon defaults to 1e-45 in x's dtype (0 in fp16)."""
+    x = np.asarray(x)
+    eps = x.dtype.type(1e-45) if epsilon is None else epsilon
+    return np.log(x + eps)
+
+
+@_op("less")
+def op_less(x, y):
+    return np.less(x, y)
+
+
+@_op("minimum")
+def op_minimum(x, y):
+    return np.minimum(x, y)
+
+
+@_op("logical_not")
+def op_logical_not(x):
+    return np.logical_not(x)
+
+
+@_op("fill_like")
+def op_fill_like(ref_tensor, value=0.0):
+    """ref_tensor's shape, filled with value (in value's dtype)."""
+    value = np.asarray(value)
+    return np.full(np.shape(ref_tensor), value, dtype=value.dtype)
+
+
+@_op("range_1d")
+def op_range_1d(end, start, step):
+    start = np.asarray(start)
+    return np.arange(start, np.asarray(end), np.asarray(step), dtype=start.dtype)
+
+
+@_op("squeeze")
+def op_squeeze(x, axes=None):
+    x = np.asarray(x)
+    if axes is None:
+        return np.squeeze(x)
+    return np.squeeze(x, axis=tuple(_axis(a, x.ndim) for a in np.atleast_1d(axes)))
 
 
 @_op("cast")
@@ -381,13 +459,6 @@ class Executor:
             spec, weights_dir = model.get_spec(), model.weights_dir
         self._load(spec, weights_dir)
 
-    @classmethod
-    def from_spec(cls, spec, weights_dir: str | Path | None) -> Executor:
-        """From a Model protobuf (e.g. an edited copy) and its package's weights folder."""
-        executor = cls.__new__(cls)
-        executor._load(spec, None if weights_dir is None else str(weights_dir))
-        return executor
-
     # loading ------------------------------------------------------------------------------
 
     def _load(self, spec, weights_dir: str | None) -> None:
@@ -422,6 +493,9 @@ class Executor:
         self.input_ranges = {
             f.name: [(r.lowerBound, r.upperBound)
                      for r in f.type.multiArrayType.shapeRange.sizeRanges]
+            for f in spec.description.input}
+        self.input_shapes = {
+            f.name: sorted(tuple(s.shape) for s in f.type.multiArrayType.enumeratedShapes.shapes)
             for f in spec.description.input}
         self.output_names = list(block.outputs)
         self.constants: dict[str, Any] = {}
@@ -481,7 +555,17 @@ class Executor:
     # running ------------------------------------------------------------------------------
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """All block outputs for the named inputs."""
+        """All block outputs for the named inputs.
+
+        BLAS runs on one thread: the same summation order on every machine, and batch-1
+        matrices are too small to share (OpenBLAS's threads made a 6-layer program ~10x slower
+        on a busy 2-core machine)."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._run(feeds)
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
         values = dict(self.constants)
         for name, declared in self.inputs.items():
             if name not in feeds:
@@ -507,18 +591,34 @@ class Executor:
                 for n, (lo, hi) in zip(value.shape, ranges, strict=True))):
             raise ExecutionError(f"input '{name}' has shape {list(value.shape)}; the program "
                                  f"takes sizes {ranges} (lower, upper) per dimension")
+        shapes = self.input_shapes.get(name) or []
+        if shapes and tuple(value.shape) not in shapes:
+            raise ExecutionError(f"input '{name}' has shape {list(value.shape)}; the program "
+                                 f"takes only the shapes {[list(s) for s in shapes]} (pad to "
+                                 "the next one)")
         return value
 
-    def predict(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, Any]:
-        """What Core ML returns: {'classLabel': label, 'classLabel_probs': {label: p}}."""
-        out = self.run({"input_ids": input_ids, "attention_mask": attention_mask})
+    def predict(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
+                ) -> dict[str, Any]:
+        """What Core ML returns: {'classLabel': label, 'classLabel_probs': {label: p}}.
+
+        ``attention_mask`` only for a program that declares it (ExecutionError otherwise, and
+        when such a program gets none)."""
+        feeds = {"input_ids": input_ids}
+        if attention_mask is not None:
+            if "attention_mask" not in self.inputs:
+                raise ExecutionError("the program takes no attention_mask (it computes the "
+                                     "mask from input_ids != [PAD]); pass input_ids alone")
+            feeds["attention_mask"] = attention_mask
+        out = self.run(feeds)
         if LABEL_OUTPUT not in out or PROBS_OUTPUT not in out:
             raise ModelError(f"the program's outputs are {self.output_names}, not "
                              f"{[LABEL_OUTPUT, PROBS_OUTPUT]}")
         return {LABEL_OUTPUT: out[LABEL_OUTPUT], PROBS_OUTPUT: out[PROBS_OUTPUT]}
 
-    def probabilities(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """[labels] probabilities in the classify op's label order."""
+    def probabilities(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
+                      ) -> np.ndarray:
+        """[labels] probabilities in the classify op's label order (arguments as predict's)."""
         probs = self.predict(input_ids, attention_mask)[PROBS_OUTPUT]
         return np.asarray([probs[label] for label in self.labels], dtype=np.float64)
 
@@ -580,10 +680,3 @@ class _Output:
             raise ExecutionError(f"op '{_op_name(op)}' ({op.type}) produced shape "
                                  f"{list(value.shape)} for '{self.name}', declared {self.shape}")
         return value
-
-
-def decompressed_weights(executor_or_path: Executor | str | Path) -> dict[str, np.ndarray]:
-    """The dense weight of every constexpr op (int8 / palettized variants), by output name."""
-    executor = (executor_or_path if isinstance(executor_or_path, Executor)
-                else Executor(executor_or_path))
-    return {name: executor.constants[name] for name in executor.constexpr_names}

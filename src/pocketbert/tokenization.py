@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +104,24 @@ EDGE_CASES = (
     "", " ", "\t\n", "\u200b", "\u0000\u0001\u0002", "\ufeff",
     "word " * 200,
     "Once the dough has doubled, knead it again. " * 12,
+    # reported against Swift, JS and .NET BERT tokenizers: a word of exactly 100 characters
+    # (BERT's max_input_chars_per_word, still split into pieces) and of 101 (one [UNK])
+    "abcdefghij" * 10, "abcdefghij" * 10 + "k",
+    "first\rsecond", "Cafe\u0301 cre\u0300me bru\u0302le\u0301e",  # lone CR; NFD accents
+    "Zażółć gęślą jaźń, ŁÓDŹ i Łęczyca",  # Polish: ogonek (ą, ę) and stroke (ł, Ł)
+    "ガギグゲゴ がぎぐげご パピプ テ\u3099ータ",  # voiced kana, precomposed and with U+3099
+    "con\u0007trol wo\u001brd tab\u007fle",  # C0 controls and DEL inside words
+    "con\u0085trol wo\u009frd na\u0080me",  # C1 controls (U+0085 is also Unicode whitespace)
 )
+
+
+def edge_cases(max_length: int) -> list[str]:
+    """EDGE_CASES plus texts of max_length - 1, max_length and max_length + 1 tokens.
+
+    Each "a" is one token in BERT vocabularies (and kept by vocabulary trimming, which keeps
+    ASCII characters); [CLS] and [SEP] make the other two."""
+    return [*EDGE_CASES, *(" ".join(["a"] * (n - 2)) for n in
+                           (max_length - 1, max_length, max_length + 1))]
 
 
 def parity_vectors(tokenizer, texts: list[str], max_length: int) -> list[dict]:
@@ -108,3 +129,51 @@ def parity_vectors(tokenizer, texts: list[str], max_length: int) -> list[dict]:
     enc = tokenizer(texts, truncation=True, max_length=max_length)
     return [{"text": t, "input_ids": ids, "attention_mask": mask}
             for t, ids, mask in zip(texts, enc["input_ids"], enc["attention_mask"], strict=True)]
+
+
+def wordpiece_settings(tokenizer, max_length: int) -> dict[str, Any]:
+    """What a hand-written device WordPiece tokenizer needs to match the pipeline's: casing,
+    accent stripping, special tokens and their ids, max_length (written as wordpiece.json and
+    into the Core ML metadata). BERT's accent stripping follows lowercasing when unset
+    (transformers' BertNormalizer)."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    norm = spec.get("normalizer") or {}
+    lowercase = bool(norm.get("lowercase", False))
+    strip = norm.get("strip_accents")
+    return {
+        "type": "WordPiece",
+        "do_lower_case": lowercase,
+        "strip_accents": lowercase if strip is None else bool(strip),
+        "tokenize_chinese_chars": bool(norm.get("handle_chinese_chars", True)),
+        "clean_text": bool(norm.get("clean_text", True)),
+        "continuing_subword_prefix": spec["model"].get("continuing_subword_prefix", "##"),
+        "max_input_chars_per_word": spec["model"].get("max_input_chars_per_word", 100),
+        "max_length": max_length,
+        "vocab_size": len(tokenizer),
+        "special_tokens": {
+            name: {"token": getattr(tokenizer, f"{name}_token"),
+                   "id": getattr(tokenizer, f"{name}_token_id")}
+            for name in ("cls", "sep", "pad", "unk", "mask")
+        },
+    }
+
+
+def save_device_tokenizer(tokenizer, folder: Path, max_length: int) -> dict[str, Any]:
+    """Write tokenizer.json and tokenizer_config.json into ``folder`` for device libraries
+    (swift-transformers); return the wordpiece_settings they were written with.
+
+    transformers 5 names its generic backend as tokenizer_class; swift-transformers picks the
+    algorithm by this class name, and WordPiece is BertTokenizer, so the config says so, with
+    the casing and max_length spelled out."""
+    settings = wordpiece_settings(tokenizer, max_length)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        tokenizer.save_pretrained(tmp)
+        shutil.move(Path(tmp) / "tokenizer.json", folder / "tokenizer.json")
+        config = json.loads((Path(tmp) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.update({"tokenizer_class": "BertTokenizer",
+                   "do_lower_case": settings["do_lower_case"],
+                   "strip_accents": settings["strip_accents"],
+                   "model_max_length": max_length})
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n",
+                                                  encoding="utf-8")
+    return settings

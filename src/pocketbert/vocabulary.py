@@ -11,11 +11,17 @@ of the corpus: their WordNet synonyms ("hebdomadal") are words a device will rar
 The trimmed tokenizer is the teacher's tokenizer (same normaliser and pre-tokenizer) with the
 smaller vocabulary: on words whose pieces were all kept it gives the same pieces, since greedy
 longest-match cannot find a longer piece in a subset; a word it cannot cover becomes [UNK].
+
+vocab.txt gives a token's id by its line number, so a token that a line-based reader would split
+or alter (one containing U+2028 LINE SEPARATOR, say, from another teacher's vocabulary) would
+shift every id after it on the device. Trimming leaves such tokens out when the tokenizer
+can never produce them; write_vocab_txt refuses any that remain.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,13 +29,61 @@ import torch
 
 from pocketbert.errors import ModelError
 
+# Where line-based readers end a line: the boundaries of Python's str.splitlines, a superset of
+# Swift's CharacterSet.newlines (U+000A-U+000D, U+0085, U+2028, U+2029) and of Java's and
+# JavaScript's line readers (\n, \r).
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+# What str.strip() removes (all of Unicode's whitespace lies below U+3001); includes LINE_BREAKS.
+WHITESPACE = frozenset(c for c in map(chr, range(0x3001)) if c.isspace())
+
+
+def line_problem(token: str) -> str | None:
+    """Why ``token`` cannot be one line of vocab.txt, or None when it can.
+
+    A token must not contain a LINE_BREAKS character (the reader would split it and shift every
+    later id), be empty (readers that skip blank lines drop it) or start or end with whitespace
+    (readers strip lines: transformers' load_vocab strips the newline, tokenizers' WordPiece
+    reader trims the line's end)."""
+    breaks = [c for c in token if c in LINE_BREAKS]
+    if breaks:
+        name = unicodedata.name(breaks[0], "(control)")
+        return f"contains U+{ord(breaks[0]):04X} {name}, which line-based readers split on"
+    if not token:
+        return "is empty, and readers that skip blank lines would drop its line"
+    if token != token.strip():
+        return "starts or ends with whitespace, which line-based readers strip"
+    return None
+
+
+def never_split_by_lines(tokenizer) -> bool:
+    """True when no text can produce a token that line_problem refuses: the tokenizer's
+    normaliser and pre-tokenizer leave no whitespace (line breaks included) inside a word
+    (BERT's turn it into separators or delete it), and WordPiece never yields an empty piece."""
+    backend = tokenizer.backend_tokenizer
+    for c in sorted(WHITESPACE):
+        text = f"a{c}b"
+        if backend.normalizer is not None:
+            text = backend.normalizer.normalize_str(text)
+        words = ([w for w, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
+                 if backend.pre_tokenizer is not None else [text])
+        if any(c in word for word in words):
+            return False
+    return True
+
 
 def kept_token_ids(tokenizer, corpus_ids: Iterable[Iterable[int]], reserve: int) -> list[int]:
-    """Old ids to keep, ascending (so [PAD]=0 and the special tokens keep their order)."""
+    """Old ids to keep, ascending (so [PAD]=0 and the special tokens keep their order).
+
+    Tokens that vocab.txt cannot hold (line_problem) are left out when the tokenizer can never
+    produce them (never_split_by_lines); special tokens are always kept."""
     vocab: dict[str, int] = tokenizer.get_vocab()
     keep = set(tokenizer.all_special_ids)
+    unusable = ({idx for token, idx in vocab.items() if line_problem(token)}
+                if never_split_by_lines(tokenizer) else set()) - keep
     words = []
     for token, idx in vocab.items():
+        if idx in unusable:
+            continue
         bare = token[2:] if token.startswith("##") else token
         if len(bare) == 1:
             if bare.isascii():
@@ -76,11 +130,21 @@ def trimmed_tokenizer(tokenizer, kept: list[int]):
 
 
 def write_vocab_txt(tokenizer, path: str | Path) -> None:
-    """vocab.txt (one token per line, line number = id) for device-side WordPiece tokenizers."""
+    """vocab.txt (one token per line, line number = id) for device-side WordPiece tokenizers.
+
+    Raises ModelError, naming the token and its id, when a token cannot be one line
+    (line_problem) or the ids are not contiguous."""
     vocab = tokenizer.get_vocab()
     tokens = sorted(vocab, key=vocab.__getitem__)
     if [vocab[t] for t in tokens] != list(range(len(tokens))):
         raise ModelError("tokenizer ids are not contiguous; cannot write vocab.txt")
+    for idx, token in enumerate(tokens):
+        if problem := line_problem(token):
+            raise ModelError(
+                f"{path}: token {idx} ({token!r}) {problem}, so vocab.txt would give the "
+                f"wrong id to every token after it; set train_student.trim_vocab: true (it "
+                "leaves out tokens no text can produce) or remove the token from the teacher's "
+                "vocabulary")
     Path(path).write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
 
 

@@ -1,0 +1,229 @@
+"""The web page served on 127.0.0.1 and driven in headless Chromium (playwright-core).
+
+Serve a built folder (the web stage's models/web) and print its address (`make web`):
+
+    python -m pocketbert.browser serve models/web [--port 8000]
+
+Latency (p50 per prediction) in headless Chromium over the test sentences, the browser
+tokenizer against the bundle's parity vectors, a screenshot after a prediction, and the page's
+probabilities against the same model run natively (as `pocketbert predict` runs it):
+
+    python -m pocketbert.browser measure models/web --texts data/split/test.csv \
+        --parity models/app/tokenizer_parity.json --screenshot docs/web.png \
+        --reference models/export/student/model.int8.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pocketbert.artifacts import read_json
+from pocketbert.errors import PocketbertError
+from pocketbert.web import PAGE_DIR, WebError
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by `make setup` (as root, with apt)
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    # browsers refuse a module script or streamed WebAssembly served with the wrong type
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".mjs": "text/javascript", ".js": "text/javascript",
+                      ".wasm": "application/wasm", ".onnx": "application/octet-stream"}
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        if self.server.verbose:  # type: ignore[attr-defined]
+            super().log_message(format, *args)
+
+
+def server(folder: Path, port: int = 0, verbose: bool = False) -> http.server.ThreadingHTTPServer:
+    """A static file server for ``folder`` on 127.0.0.1 (``port`` 0: any free port).
+
+    Raises WebError when ``folder`` has no index.html."""
+    if not (folder / "index.html").is_file():
+        raise WebError(f"{folder / 'index.html'}: not found; build the page first "
+                       "(`dvc repro web`)")
+    handler = functools.partial(_Handler, directory=str(folder))
+    try:
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:
+        raise WebError(f"127.0.0.1:{port}: cannot listen ({exc.strerror}); pass another "
+                       "--port") from None
+    httpd.verbose = verbose  # type: ignore[attr-defined]
+    return httpd
+
+
+@contextlib.contextmanager
+def serving(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` from a background thread; yields its address http://127.0.0.1:PORT/."""
+    httpd = server(folder)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+# --- driving the page in Chromium ----------------------------------------------------------------
+
+
+def chromium() -> str:
+    """The Chromium executable: $POCKETBERT_CHROMIUM, else Debian's /usr/bin/chromium.
+
+    Raises WebError when there is none."""
+    path = os.environ.get("POCKETBERT_CHROMIUM") or shutil.which("chromium") or CHROMIUM
+    if not Path(path).is_file():
+        raise WebError(f"{path}: no Chromium; `make setup` installs Debian's chromium when run "
+                       "as root with apt, or set POCKETBERT_CHROMIUM to a Chromium binary")
+    return path
+
+
+def drive(folder: Path, request: dict[str, Any], page_dir: Path = PAGE_DIR,
+          timeout_s: float = 300) -> dict[str, Any]:
+    """Serve ``folder`` and run web/browser.mjs (playwright-core, headless Chromium) on it.
+
+    ``request`` holds what to do (see browser.mjs: ``type``, ``encode``, ``predict``, ``latency``,
+    ``screenshot``); the result lists every request the page made, those blocked (not
+    127.0.0.1), page errors, and the answers. Raises WebError when node or the driver fails.
+    """
+    node = shutil.which("node")
+    if node is None:
+        raise WebError("node: not found; install Node.js (20 or newer) to drive the page")
+    if not (page_dir / "node_modules" / "playwright-core").is_dir():
+        raise WebError(f"{page_dir / 'node_modules' / 'playwright-core'}: not found; run "
+                       f"`make setup` (or `npm ci` in {page_dir})")
+    with serving(folder) as url:
+        payload = json.dumps({**request, "url": url, "executable": chromium()})
+        done = subprocess.run([node, str(page_dir / "browser.mjs")], input=payload, text=True,
+                              capture_output=True, cwd=page_dir, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        raise WebError(f"{page_dir / 'browser.mjs'} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def read_texts(path: Path) -> list[str]:
+    """The ``text`` column of a CSV (a split file), or the non-blank lines of a text file."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        if path.suffix == ".csv":
+            reader = csv.DictReader(fh)
+            if "text" not in (reader.fieldnames or []):
+                raise WebError(f"{path}: no 'text' column")
+            return [row["text"] for row in reader]
+        return [line.strip() for line in fh if line.strip()]
+
+
+def measure(folder: Path, texts: list[str], parity: list[dict] | None = None,
+            screenshot: Path | None = None, reference: Path | None = None, warmup: int = 10,
+            rounds: int = 3) -> dict[str, Any]:
+    """Check and time a built page in headless Chromium; the figures README reports.
+
+    Latency: ms per prediction (tokenize + model, batch 1) from the page's own
+    ``performance.now()`` (which Chromium rounds to 0.1 ms on a page without cross-origin
+    isolation), over ``rounds`` passes of ``texts`` after ``warmup`` untimed ones.
+    ``parity``: tokenizer_parity.json cases, each compared with the page's token ids.
+    ``screenshot``: the page after classifying ``texts[0]`` with its form, as a PNG.
+    ``reference``: an .onnx model (the one the page ships) run natively, one text per call as
+    `pocketbert predict` runs it; the page's labels and probabilities are compared with it.
+    Raises WebError when the page does not load or reports an error.
+    """
+    request: dict[str, Any] = {
+        "latency": {"texts": texts, "warmup": warmup, "rounds": rounds},
+        "encode": [case["text"] for case in parity or []],
+        "predict": texts if reference is not None else []}
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        request.update(type=texts[:1], screenshot=str(screenshot.absolute()))
+    result = drive(folder, request)
+    if result.get("ready") != "true" or result["errors"]:
+        raise WebError(f"{folder}: the page did not run: {result.get('status')} "
+                       f"{result['errors']}")
+    import numpy as np
+
+    from pocketbert.benchmarking import latency_summary
+
+    report: dict[str, Any] = {
+        "predictions": len(result["latency_ms"]),
+        **latency_summary(np.asarray(result["latency_ms"])),
+        "requests": len(result["requests"]), "blocked_requests": result["blocked"]}
+    if reference is not None:
+        from pocketbert import evaluation, predictor
+
+        max_length = read_json(folder / "model" / "web.json")["max_length"]
+        native = predictor.load_classifier(reference, max_length)
+        expected = np.stack([evaluation.softmax(native.logits([t]))[0] for t in texts])
+        page = np.asarray([p["probabilities"] for p in result["predicted"]])  # [texts, labels]
+        diff = np.abs(page - expected).max(axis=1)
+        report.update({
+            "reference.texts": len(texts),
+            "reference.label_agreement": float((page.argmax(1) == expected.argmax(1)).mean()),
+            "reference.max_abs_probability_diff": float(diff.max()),
+            "reference.texts_over_1e-3": int((diff > 1e-3).sum())})
+    if parity is not None:
+        report["parity_cases"] = len(parity)
+        report["parity_mismatches"] = [
+            {"text": case["text"], "pipeline": case["input_ids"], "browser": ids}
+            for case, ids in zip(parity, result["encoded"], strict=True)
+            if ids != case["input_ids"]]
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pocketbert.browser",
+                                     description=(__doc__ or "").split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve a built page on 127.0.0.1")
+    serve.add_argument("folder", type=Path, nargs="?", default=Path("models/web"))
+    serve.add_argument("--port", type=int, default=8000, help="0: any free port")
+    check = commands.add_parser("measure", help="latency, tokenizer parity and a screenshot "
+                                "of a built page in headless Chromium")
+    check.add_argument("folder", type=Path, nargs="?", default=Path("models/web"))
+    check.add_argument("--texts", type=Path, default=Path("data/split/test.csv"),
+                       help="CSV with a text column, or one text per line")
+    check.add_argument("--parity", type=Path, help="tokenizer_parity.json (bundle stage)")
+    check.add_argument("--screenshot", type=Path, help="PNG of the page after a prediction")
+    check.add_argument("--reference", type=Path,
+                       help="the .onnx model run natively to compare probabilities with")
+    check.add_argument("--rounds", type=int, default=3, help="timed passes over the texts")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "measure":
+            for path in (args.texts, args.parity, args.reference):
+                if path is not None and not path.is_file():
+                    raise WebError(f"{path}: not found")
+            parity = read_json(args.parity)["cases"] if args.parity else None
+            report = measure(args.folder, read_texts(args.texts), parity, args.screenshot,
+                             args.reference, rounds=args.rounds)
+            print(json.dumps(report, indent=2, ensure_ascii=False))
+            return 0
+        httpd = server(args.folder, args.port, verbose=True)
+    except PocketbertError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Serving {args.folder} at http://127.0.0.1:{httpd.server_address[1]}/ "
+          "(Ctrl+C stops)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        httpd.serve_forever()
+    httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""The device contract: what every exported model takes and returns, and where it is written.
+
+Export, convert, bundle, benchmark, ``pocketbert predict`` and the tests read these names
+from here and nowhere else. Torch-free (plain constants), so the predict command can import it.
+"""
+
+from __future__ import annotations
+
+# --- model inputs and outputs ---------------------------------------------------------------
+INPUT_NAMES = ("input_ids", "attention_mask")
+"the ONNX model's inputs: token ids and the 1/0 attention mask, both int64 [batch, sequence]"
+COREML_INPUT = INPUT_NAMES[0]
+"the Core ML model's one input, int32 [1, sequence]; its mask is input_ids != [PAD], in-graph"
+LOGITS_OUTPUT = "logits"
+"the ONNX model's output, [batch, labels] float32"
+DYNAMIC_AXES = {0: "batch", 1: "sequence"}
+"the dynamic axes of every ONNX input, by position"
+LABEL_OUTPUT, PROBS_OUTPUT = "classLabel", "classLabel_probs"
+"the Core ML classifier's outputs: the best label, and {label: probability} for every label"
+
+# --- variants ---------------------------------------------------------------------------------
+COREML_VARIANTS = ("fp32", "fp16", "int8", "palette6", "palette4")
+"Core ML variants convert can write (convert.variants picks among them)"
+COREML_BASE_PRECISIONS = ("fp32", "fp16")
+"variants converted from PyTorch directly; the others are compressed from the fp16 program"
+
+# --- artifact file names (folders come from dvc.yaml) -------------------------------------------
+WEIGHTS_FILE = "model.safetensors"
+"a PyTorch model folder's weights (models/teacher, models/student)"
+LABELS_FILE = "labels.json"
+"label names in output order: {'labels': [...]}"
+VOCAB_FILE = "vocab.txt"
+"a WordPiece vocabulary, line number = token id"
+ONNX_FP32_FILE = "model.onnx"
+"the fp32 ONNX model in an export folder"
+ONNX_INT8_FILE = "model.int8.onnx"
+"the int8 ONNX model in an export folder (export.int8)"
+APP_MODEL_FILE = "PocketBert.mlpackage"
+"the Core ML model in the app bundle (models/app)"
+WORDPIECE_FILE = "wordpiece.json"
+"the settings a hand-written WordPiece tokenizer needs (models/app)"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+"the Hugging Face tokenizer files an app or `pocketbert predict` loads"
+
+NOT_MEASURED_NOTE = "not measured here"
+"shown (README, logs) where a number needs hardware this machine lacks; never a metric value"
+
+
+def coreml_file(variant: str) -> str:
+    """The .mlpackage name of a Core ML variant in a convert folder, e.g. 'fp16.mlpackage'."""
+    return f"{variant}.mlpackage"

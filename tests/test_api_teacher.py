@@ -1,0 +1,466 @@
+"""teacher.mode api against real HTTP servers on 127.0.0.1: pocketbert's own classifier server
+(serving.py, a tiny in-process BERT) and a scripted server that misbehaves on cue."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
+
+from pocketbert import api_teacher, params, serving
+from pocketbert.errors import ApiError, ModelError, ParamsError
+
+TEXTS = [text for label in LABELS for text in sentences(label)]  # 40 distinct texts
+BATCH = 4
+SECRET = "s3cr3t-Token-9f8e7d"  # an API key that must never reach a file, a log or an error
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> serving.Classifier:
+    folder = tmp_path_factory.mktemp("served")
+    tokenizer = tiny_tokenizer()
+    tiny_classifier(len(tokenizer)).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return serving.Classifier(folder, max_length=32)
+
+
+@pytest.fixture(scope="module")
+def table(classifier: serving.Classifier) -> dict[str, dict]:
+    """text -> the classifier server's answer entries for it (the scripted server's 'ok')."""
+    answer = classifier.answer(TEXTS)
+    return {text: {"probabilities": answer["probabilities"][i], "logits": answer["logits"][i]}
+            for i, text in enumerate(TEXTS)}
+
+
+def local_log_softmax(classifier: serving.Classifier, texts: list[str]) -> np.ndarray:
+    """The reference: the model run directly, unbatched by the server, log-softmaxed."""
+    encoded = classifier.tokenizer(texts, padding=True, truncation=True, max_length=32,
+                                   return_tensors="pt")
+    with torch.inference_mode():
+        logits = classifier.model(**encoded).logits  # [texts, labels]
+    return torch.log_softmax(logits.double(), dim=-1).numpy()
+
+
+def api(url: str, **overrides) -> params.TeacherParams:
+    """Params for a fast test run: small batches, short waits, no pacing to speak of."""
+    values = {"mode": "api", "api_url": url, "api_batch_size": BATCH, "api_concurrency": 2,
+              "api_requests_per_second": 1000.0, "api_timeout_s": 5.0, "api_max_retries": 2,
+              "api_backoff_s": 0.01, "api_max_wait_s": 2.0}
+    return params.TeacherParams(**{**values, **overrides})
+
+
+class Served:
+    """Run a server's serve_forever in a thread for the duration of a with-block."""
+
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self.server = server
+        host, port = server.server_address[:2]
+        self.port, self.url = port, f"http://{host}:{port}/predict"
+
+    def __enter__(self) -> Served:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- the scripted server: each request takes the next action, then 'ok' ------------------------
+
+Action = Callable[[BaseHTTPRequestHandler, list[str]], None]
+
+
+def send(handler: BaseHTTPRequestHandler, status: int, body: bytes,
+         headers: dict[str, str] | None = None) -> None:
+    handler.send_response(status)
+    for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def ok(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
+    rows = [handler.server.table[t] for t in texts]
+    send(handler, 200, json.dumps({"probabilities": [r["probabilities"] for r in rows],
+                                   "logits": [r["logits"] for r in rows]}).encode())
+
+
+def status(code: int, body: str = '{"error": "busy"}', **headers: str) -> Action:
+    return lambda handler, texts: send(handler, code, body.encode(),
+                                       {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def slow(seconds: float) -> Action:
+    def act(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
+        time.sleep(seconds)
+        with contextlib.suppress(OSError):  # the client may have given up waiting
+            ok(handler, texts)
+    return act
+
+
+def die(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
+    """Drop this request unanswered and close the server for good."""
+    server = handler.server
+    threading.Thread(target=lambda: (server.shutdown(), server.server_close())).start()
+    handler.close_connection = True
+
+
+class ScriptedServer(ThreadingHTTPServer):
+    """Answers each POST with the next scripted action ('ok' once the script is used up) and
+    records the request's headers and body."""
+
+    daemon_threads = True
+
+    def __init__(self, table: dict[str, dict], script: list[Action]) -> None:
+        self.table, self.script, self.requests = table, script, []
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), ScriptedHandler)
+
+
+class ScriptedHandler(BaseHTTPRequestHandler):
+    server: ScriptedServer
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            self.server.requests.append({"headers": dict(self.headers), "body": body})
+            action = self.server.script.pop(0) if self.server.script else ok
+        action(self, body["texts"])
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def scripted(table: dict[str, dict], *script: Action) -> Served:
+    return Served(ScriptedServer(table, list(script)))
+
+
+# --- a healthy endpoint ------------------------------------------------------------------------
+
+
+def test_healthy_server_gives_the_local_teachers_log_probabilities(classifier, tmp_path):
+    texts = [*TEXTS, TEXTS[0]]  # a repeated text is asked once
+    with Served(serving.make_server(classifier, port=0)) as served:
+        logits, stats = api_teacher.teacher_logits(texts, LABELS, api(served.url), tmp_path)
+        again, stats2 = api_teacher.teacher_logits(texts, LABELS, api(served.url), tmp_path)
+    reference = local_log_softmax(classifier, texts)
+    assert logits.shape == (41, 4) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, reference, atol=1e-5, rtol=0)
+    # stored rows are logits for distillation: their softmax is the API's probabilities
+    np.testing.assert_allclose(np.exp(logits).sum(axis=1), 1.0, atol=1e-5)
+    assert stats.metrics() == {"api.calls": 10, "api.retries": 0, "api.cache_hits": 0,
+                               "api.texts_sent": 40}
+    assert (stats2.calls, stats2.cache_hits, stats2.texts_sent) == (0, 40, 0)
+    np.testing.assert_array_equal(again, logits)
+
+
+@pytest.mark.parametrize("form", ["probabilities keyed by name", "logits in declared order"])
+def test_answers_are_reordered_into_the_pipelines_label_order(classifier, tmp_path, form):
+    pipeline_labels = tuple(reversed(LABELS))  # the server answers in LABELS order
+    kw = ({} if form.startswith("probabilities") else
+          {"api_answer_field": "logits", "api_scores": "logits", "api_labels": LABELS})
+    with Served(serving.make_server(classifier, port=0)) as served:
+        logits, _ = api_teacher.teacher_logits(TEXTS, pipeline_labels, api(served.url, **kw),
+                                               tmp_path)
+    reference = local_log_softmax(classifier, TEXTS)[:, ::-1]
+    if kw:  # raw logits: compare after log-softmax
+        logits = torch.log_softmax(torch.from_numpy(logits).double(), -1).numpy()
+    np.testing.assert_allclose(logits, reference, atol=1e-5, rtol=0)
+
+
+def test_hugging_face_label_score_lists_and_rounded_probabilities_are_read():
+    p = api("http://127.0.0.1:9/")
+    entry = [{"label": "notice", "score": 0.5}, {"label": "condition", "score": 0.25},
+             {"label": "process", "score": 0.25}, {"label": "constraint", "score": 0.0}]
+    row = api_teacher.scores_row(entry, LABELS, p)
+    assert row[0] == pytest.approx(math.log(0.25)) and row[2] == pytest.approx(math.log(0.5))
+    assert row[1] == pytest.approx(math.log(api_teacher.MIN_PROBABILITY))  # finite, not -inf
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+
+def test_resume_after_the_server_dies_asks_only_for_the_rest(classifier, table, tmp_path):
+    with scripted(table, ok, ok, ok, die) as first:
+        p = api(first.url, api_concurrency=1, api_timeout_s=2.0)
+        with pytest.raises(ApiError) as info:
+            api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{first.url}: cannot reach the endpoint")
+    assert "after 3 tries; start the endpoint, or fix teacher.api_url" in message
+    cache = api_teacher.AnswerCache(tmp_path, first.url, "texts", "probabilities")
+    assert sorted(cache.get(TEXTS)) == sorted(TEXTS[:12])  # the three answered batches
+    cache.close()
+    # the same endpoint back up (pocketbert's own server, same address)
+    with Served(serving.make_server(classifier, port=first.port)) as second:
+        logits, stats = api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
+    assert (stats.cache_hits, stats.texts_sent, stats.calls) == (12, 28, 7)
+    np.testing.assert_allclose(logits, local_log_softmax(classifier, TEXTS), atol=1e-5, rtol=0)
+    assert second.url == first.url
+
+
+def test_429_waits_as_long_as_retry_after_says(table, tmp_path):
+    with scripted(table, status(429, Retry_After="1")) as served:
+        start = time.monotonic()
+        _, stats = api_teacher.teacher_logits(TEXTS[:8], LABELS,
+                                              api(served.url, api_concurrency=1), tmp_path)
+        waited = time.monotonic() - start
+    assert waited >= 1.0  # back-off alone would have waited 0.01 s
+    assert (stats.calls, stats.retries, stats.texts_sent) == (3, 1, 8)
+
+
+def test_retry_after_longer_than_allowed_stops_at_once(table, tmp_path):
+    with scripted(table, status(429, Retry_After="120")) as served, pytest.raises(
+            ApiError, match=r"HTTP 429: .*asks to wait 120 s \(Retry-After\), more than "
+                            r"teacher.api_max_wait_s=2.0"):
+        api_teacher.teacher_logits(TEXTS[:4], LABELS, api(served.url), tmp_path)
+
+
+def test_500_then_success(table, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="pocketbert.api_teacher")
+    with scripted(table, status(500), status(503)) as served:
+        logits, stats = api_teacher.teacher_logits(TEXTS[:4], LABELS,
+                                                   api(served.url, api_concurrency=1), tmp_path)
+    assert (stats.calls, stats.retries) == (3, 2)
+    assert np.isfinite(logits).all()
+    assert "HTTP 500" in caplog.text and "retry 2 of 2" in caplog.text
+
+
+def test_5xx_that_persists_names_url_status_body_and_fix(table, tmp_path):
+    failing = status(502, "<html>upstream gone " + "x" * 500 + "</html>")
+    with scripted(table, failing, failing, failing) as served, pytest.raises(ApiError) as info:
+        api_teacher.teacher_logits(TEXTS[:4], LABELS, api(served.url), tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{served.url}: HTTP 502: '<html>upstream gone xxx")
+    assert "...', after 3 tries; the endpoint keeps failing" in message
+    assert len(message) < 500 and "\n" not in message
+
+
+def test_slow_server_past_the_timeout_is_retried(table, tmp_path):
+    with scripted(table, slow(1.5)) as served:
+        _, stats = api_teacher.teacher_logits(
+            TEXTS[:4], LABELS, api(served.url, api_timeout_s=0.4), tmp_path)
+    assert (stats.calls, stats.retries, stats.texts_sent) == (2, 1, 4)
+
+
+def test_server_slow_every_time_fails_with_the_timeout_fix(table, tmp_path):
+    with scripted(table, slow(1.0), slow(1.0)) as served, pytest.raises(
+            ApiError, match=r"no answer within teacher.api_timeout_s=0.3 s, after 2 tries; "
+                            r"raise teacher.api_timeout_s"):
+        api_teacher.teacher_logits(TEXTS[:4], LABELS,
+                                   api(served.url, api_timeout_s=0.3, api_max_retries=1), tmp_path)
+
+
+def test_wrong_label_names_are_one_clear_error(classifier, tmp_path):
+    labels = ("condition", "constraint", "notice", "warning")
+    with Served(serving.make_server(classifier, port=0)) as served, pytest.raises(
+            ApiError) as info:
+        api_teacher.teacher_logits(TEXTS, labels, api(served.url), tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{served.url}: HTTP 200, but the answer for the text ")
+    assert "do not match split.labels" in message and "(missing ['warning'], unknown " \
+        "['process'])" in message and "labels are matched by name" in message
+    assert not api_teacher.AnswerCache(tmp_path, served.url, "texts", "probabilities") \
+        .get(TEXTS)  # a wrong answer is never cached
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("<html>Service Unavailable</html>",
+     "HTTP 200, but the body is not JSON: '<html>Service Unavailable</html>'; check that "
+     "teacher.api_url is the classifier endpoint"),
+    ('{"scores": []}', "HTTP 200, but the answer has no 'probabilities' (found ['scores'])"),
+    ('{"probabilities": []}', "but 'probabilities' holds 0 entries for 1 texts"),
+    ('{"probabilities": [[0.1, 0.2, 0.3, 0.4]]}', "has a list without label names: "
+     "'{\"probabilities\": [[0.1, 0.2, 0.3, 0.4]]}'; set teacher.api_labels"),
+])
+def test_malformed_answers_name_the_problem(table, tmp_path, body, expected):
+    with scripted(table, status(200, body)) as served, pytest.raises(ApiError) as info:
+        api_teacher.teacher_logits(TEXTS[:1], LABELS, api(served.url), tmp_path)
+    assert str(info.value).startswith(f"{served.url}: ") and expected in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "shown"), [("NaN", "nan"), ("Infinity", "inf"),
+                                             ("-Infinity", "-inf")])
+def test_non_finite_numbers_are_refused(table, tmp_path, value, shown):
+    body = ('{"probabilities": [{"condition": VALUE, "constraint": 0.1, "notice": 0.2, '
+            '"process": 0.3}]}').replace("VALUE", value)  # JSON as Python's json module writes
+    with scripted(table, status(200, body)) as served, pytest.raises(
+            ApiError, match=rf"has the non-finite number {shown} for label 'condition': .*; "
+                            r"fix the endpoint"):
+        api_teacher.teacher_logits(TEXTS[:1], LABELS, api(served.url, api_scores="logits"),
+                                   tmp_path)
+
+
+def test_probabilities_that_are_not_a_distribution_are_refused():
+    p = api("http://127.0.0.1:9/")
+    with pytest.raises(api_teacher._BadEntry, match="not probabilities summing to 1"):
+        api_teacher.scores_row({n: 0.9 for n in LABELS}, LABELS, p)
+    with pytest.raises(api_teacher._BadEntry, match="a list without label names") as info:
+        api_teacher.scores_row([0.1, 0.2, 0.3, 0.4], LABELS, p)
+    assert "set teacher.api_labels" in info.value.fix
+
+
+def test_client_errors_are_not_retried(table, tmp_path):
+    with scripted(table, status(404, '{"detail": "Not Found"}')) as served:
+        with pytest.raises(ApiError) as info:
+            api_teacher.teacher_logits(TEXTS[:4], LABELS, api(served.url), tmp_path)
+        assert len(served.server.requests) == 1
+    assert str(info.value) == (f"{served.url}: HTTP 404: '{{\"detail\": \"Not Found\"}}'; "
+                               "check teacher.api_url (the path, and that it takes POST)")
+
+
+def test_call_cap_stops_the_run_and_keeps_what_was_answered(table, tmp_path):
+    with scripted(table) as served:
+        p = api(served.url, api_concurrency=1, api_max_calls=3)
+        with pytest.raises(ApiError, match=r"stopped at teacher.api_max_calls=3 requests; the "
+                                           r"answers so far are cached"):
+            api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
+        assert len(served.server.requests) == 3
+        _, stats = api_teacher.teacher_logits(TEXTS[:16], LABELS, p, tmp_path)
+    assert (stats.cache_hits, stats.calls) == (12, 1)
+
+
+def test_api_key_goes_only_into_the_request(table, tmp_path, caplog, capfd):
+    caplog.set_level(logging.DEBUG)  # httpx's and httpcore's own logs included
+    env = {"POCKETBERT_TEST_KEY": SECRET}
+    echo = status(401, json.dumps({"error": f"invalid token Bearer {SECRET}"}))
+    with scripted(table, echo) as served:
+        p = api(served.url, api_headers={"Authorization": "Bearer ${POCKETBERT_TEST_KEY}"})
+        with pytest.raises(ApiError) as refused:
+            api_teacher.teacher_logits(TEXTS[:4], LABELS, p, tmp_path / "cache", env=env)
+        api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path / "cache", env=env)
+        sent = {r["headers"]["Authorization"] for r in served.server.requests}
+    assert sent == {f"Bearer {SECRET}"}  # the header was sent
+    assert SECRET not in str(refused.value) and "invalid token Bearer ***" in str(refused.value)
+    assert "check teacher.api_headers" in str(refused.value)
+    assert SECRET not in caplog.text
+    out, err = capfd.readouterr()
+    assert SECRET not in out + err
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert files and all(SECRET.encode() not in f.read_bytes() for f in files)
+    assert "POCKETBERT_TEST_KEY" in str(p.api_headers) and SECRET not in str(p)
+
+
+def test_a_missing_environment_variable_is_named(tmp_path):
+    p = api("http://127.0.0.1:9/", api_headers={"X-Api-Key": "${POCKETBERT_UNSET_KEY}"})
+    with pytest.raises(ApiError, match=r"teacher.api_headers.X-Api-Key needs the environment "
+                                       r"variable POCKETBERT_UNSET_KEY, which is not set"):
+        api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path, env={})
+
+
+def cached_rows(db: Path) -> int:
+    """Answers in the cache file; 0 while the writer has not created its table yet."""
+    with contextlib.closing(sqlite3.connect(db, timeout=5)) as con:
+        try:
+            return con.execute("SELECT count(*) FROM answers").fetchone()[0]
+        except sqlite3.OperationalError:  # no such table (yet)
+            return 0
+
+
+def test_a_killed_run_leaves_a_sound_cache_to_resume_from(table, tmp_path):
+    child = ("import sys; from pathlib import Path; from pocketbert import api_teacher, params;"
+             "p = params.TeacherParams(mode='api', api_url=sys.argv[1], api_batch_size=4,"
+             " api_concurrency=1, api_requests_per_second=1000.0);"
+             "api_teacher.teacher_logits(sys.argv[3:], params.LABELS, p, Path(sys.argv[2]))")
+    db = tmp_path / api_teacher.CACHE_FILE
+    with scripted(table, *[slow(0.3)] * 10) as served:
+        proc = subprocess.Popen([sys.executable, "-c", child, served.url, str(tmp_path), *TEXTS])
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if db.is_file() and cached_rows(db) >= 8:
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, "the run ended before it could be killed"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait()
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        done = cached_rows(db)
+        assert 8 <= done < 40 and done % 4 == 0  # whole batches only
+        _, stats = api_teacher.teacher_logits(TEXTS, LABELS, api(served.url), tmp_path)
+    assert (stats.cache_hits, stats.texts_sent) == (done, 40 - done)
+
+
+# --- params and the server ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"mode": "api"}, "'teacher.api_url': give the endpoint's http:// or https:// URL"),
+    ({"mode": "api", "api_url": "https://user:key@api.example/v1"}, "without user:password@"),
+    ({"api_headers": {"Authorization": "Bearer sk-live-123"}},
+     "'teacher.api_headers.Authorization': reference the secret's environment variable as "
+     "${NAME}"),
+    ({"api_headers": {"Bad Header": "${KEY}"}}, "'teacher.api_headers.Bad Header'"),
+    ({"api_headers": ["Authorization"]}, "'teacher.api_headers' must be a mapping"),
+    ({"api_scores": "softmax"}, "'teacher.api_scores' is 'softmax'; use one of"),
+    ({"api_concurrency": 0}, "'teacher.api_concurrency': use a positive integer"),
+    ({"api_labels": ["notice", "notice"]}, "'teacher.api_labels': remove the repeated label"),
+])
+def test_api_params_are_checked_by_full_key(raw, message):
+    with pytest.raises(ParamsError) as info:
+        params.parse_section("teacher", raw)
+    assert message in str(info.value)
+
+
+def test_api_labels_must_name_the_pipelines_labels(tmp_path):
+    p = api("http://127.0.0.1:9/", api_labels=("a", "b", "c", "d"))
+    with pytest.raises(ParamsError, match=r"'teacher.api_labels' \['a', 'b', 'c', 'd'\] must "
+                                          r"name the labels of split.labels"):
+        api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
+
+
+def test_server_refuses_bad_requests_with_a_reason(classifier):
+    with Served(serving.make_server(classifier, port=0)) as served, httpx.Client(
+            timeout=10) as client:
+        info = client.get(served.url).json()
+        wrong = client.post(served.url, json={"text": "one"})
+        not_strings = client.post(served.url, json={"texts": [1, 2]})
+        too_many = client.post(served.url, json={"texts": ["a"] * (serving.MAX_TEXTS + 1)})
+        empty = client.post(served.url, json={"texts": []}).json()
+    assert info["labels"] == list(LABELS)
+    assert wrong.status_code == 400 and "texts" in wrong.json()["error"]
+    assert not_strings.status_code == 400
+    assert too_many.status_code == 413 and "at most 1024" in too_many.json()["error"]
+    assert empty == {"labels": list(LABELS), "logits": [], "probabilities": []}
+
+
+def test_cache_that_is_not_a_database_is_named(tmp_path):
+    (tmp_path / api_teacher.CACHE_FILE).write_bytes(b"not sqlite" * 100)
+    with pytest.raises(ApiError, match=r"answers.sqlite: not a usable answer cache .*delete the "
+                                       r"file"):
+        api_teacher.AnswerCache(tmp_path, "http://127.0.0.1:9/", "texts", "probabilities")
+
+
+def test_server_loads_only_a_usable_classifier_folder(classifier, tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        serving.Classifier(tmp_path)
+    folder = tmp_path / "gap"
+    shutil.copytree(classifier.folder, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["id2label"] = {"0": "condition", "1": "constraint", "2": "notice", "4": "process"}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ModelError, match=r"config.json: id2label has ids \[0, 1, 2, 4\]: ids "
+                                         r"\[3\] are missing"):
+        serving.Classifier(folder)

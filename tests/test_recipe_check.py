@@ -1,0 +1,162 @@
+"""The variants driver (pocketbert.recipe_check): its data sets, arguments, measurement and
+table. The dvc runs themselves are what `make variants` does; here each piece runs on its own."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import LABELS, default_params, sentences, tiny_classifier, tiny_tokenizer
+
+from pocketbert import dataset, evaluation, recipe_check
+
+
+def _source_rows(tmp_path: Path) -> list[dict[str, str]]:
+    path = tmp_path / "sentences.csv"
+    domains = ["cooking", "travel", recipe_check.HELD_OUT_DOMAIN]
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label", "label_id", "domain"])
+        for i in range(120):
+            writer.writerow([f"sentence number {i}", LABELS[i % 4], i % 4, domains[i % 3]])
+    return recipe_check.read_source_rows(path)
+
+
+def _workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "params.yaml").write_text(yaml.safe_dump(default_params()), encoding="utf-8")
+    return ws
+
+
+def test_regrouped_variant_merges_labels_and_marks_rows_minus_one(tmp_path) -> None:
+    ws = _workspace(tmp_path)
+    overrides = recipe_check.VARIANTS["regrouped"].build(_source_rows(tmp_path), ws)
+    assert overrides["split.labels"] == ["rule", "notice", "process"]
+    report = dataset.load_csv(ws / overrides["split.csv"], tuple(overrides["split.labels"]))
+    marked = round(recipe_check.MINUS_ONE_SHARE * 120)
+    assert report.dropped_label_id_minus_one == marked
+    counts = Counter(e.label for e in report.examples)
+    assert sum(counts.values()) == 120 - marked
+    # rule = condition + constraint (60 rows) less the rows marked -1 among them
+    assert 60 - marked <= counts["rule"] <= 60
+    assert set(counts) == {"rule", "notice", "process"}
+
+
+def test_two_label_variant(tmp_path) -> None:
+    ws = _workspace(tmp_path)
+    overrides = recipe_check.VARIANTS["two_label"].build(_source_rows(tmp_path), ws)
+    report = dataset.load_csv(ws / overrides["split.csv"], tuple(overrides["split.labels"]))
+    assert Counter(e.label for e in report.examples) == {"directive": 90, "notice": 30}
+
+
+def test_held_out_variant_tests_only_on_the_unseen_domain(tmp_path) -> None:
+    ws = _workspace(tmp_path)
+    rows = _source_rows(tmp_path)
+    assert recipe_check.VARIANTS["held_out"].build(rows, ws) == {}
+    parts = {s: dataset.read_examples(ws / f"data/split/{s}.csv")
+             for s in ("train", "validation", "test")}
+    held = {r["text"] for r in rows if r["domain"] == recipe_check.HELD_OUT_DOMAIN}
+    assert {e.text for e in parts["test"]} == held
+    assert not held & {e.text for e in parts["train"] + parts["validation"]}
+    assert len(parts["train"]) + len(parts["validation"]) == 80
+    assert {e.label for e in parts["validation"]} == set(LABELS)
+    assert json.loads((ws / "data/split/labels.json").read_text())["labels"] == list(LABELS)
+
+
+def test_small_variant_keeps_a_stratified_third(tmp_path) -> None:
+    split = tmp_path / "data/split"
+    rows = [dataset.Example(f"text {i}", LABELS[i % 4], i + 2) for i in range(60)]
+    dataset.write_examples(split / "train.csv", rows)
+    recipe_check.VARIANTS["small"].after_split(tmp_path)
+    kept = dataset.read_examples(split / "train.csv")
+    assert Counter(e.label for e in kept) == {label: 5 for label in LABELS}
+    assert [e.line for e in kept] == sorted(e.line for e in kept)
+
+
+def test_overrides_are_read_as_yaml_and_bad_ones_name_the_fix() -> None:
+    assert recipe_check.parse_override("train_student.learning_rate=0.0001") == (
+        "train_student.learning_rate", 0.0001)
+    assert recipe_check.parse_override("split.labels=[a, b]") == ("split.labels", ["a", "b"])
+    with pytest.raises(recipe_check.RecipeCheckError, match="section.key=value"):
+        recipe_check.parse_override("alpha=0.5")
+
+
+def test_unknown_variant_and_missing_column_exit_2(tmp_path, monkeypatch, capsys) -> None:
+    assert recipe_check.main(["--variants", "default,tiny"]) == 2
+    assert "unknown ['tiny']" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/sentences.csv").write_text("text,label\na,b\n", encoding="utf-8")
+    assert recipe_check.main(["--variants", "default"]) == 2
+    assert "missing column(s) ['domain']" in capsys.readouterr().err
+
+
+def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
+    """A workspace as the stages leave it; the teacher's stored logits disagree with the
+    student on exactly one test row, so agreement is (n - 1) / n."""
+    from datasets import DatasetDict
+
+    from pocketbert import predictor, tokenization
+    from stages import export
+
+    ws = _workspace(tmp_path)
+    data = default_params()
+    data["tokenize"]["max_length"] = 32
+    data["benchmark"]["bootstrap_resamples"] = 200
+    (ws / "params.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    tokenizer = tiny_tokenizer()
+    model_dir = tmp_path / "student"
+    tiny_classifier(len(tokenizer)).save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    rows = {name: [] for name in ("train", "validation", "test")}
+    for label in LABELS:
+        for i, text in enumerate(sentences(label, 12)):
+            rows["train" if i < 8 else "validation" if i < 10 else "test"].append(
+                dataset.Example(text, label, i + 2))
+    tok_dir = ws / "data/tokenize/written"
+    DatasetDict({k: tokenization.to_dataset(tokenizer, v, LABELS, 32)
+                 for k, v in rows.items()}).save_to_disk(str(tok_dir / "dataset"))
+    dataset.write_labels(tok_dir / "labels.json", LABELS)
+    dataset.write_examples(ws / "data/split/train.csv", rows["train"])
+    export.main(["--params", str(ws / "params.yaml"), "--model", str(model_dir),
+                 "--tokenize", str(tok_dir), "--out", str(ws / "models/export/student"),
+                 "--metrics", str(tmp_path / "export.json")])
+    (ws / "metrics").mkdir()
+    (ws / "metrics/train_student.json").write_text('{"epochs_run": 3.0}', encoding="utf-8")
+    texts = [r.text for r in rows["test"]]
+    onnx = predictor.load_classifier(ws / "models/export/student/model.int8.onnx", 32)
+    student = np.stack([onnx.logits([t])[0] for t in texts]).argmax(-1)
+    teacher_pred = student.copy()
+    teacher_pred[0] = (teacher_pred[0] + 1) % len(LABELS)
+    (ws / "data/soft_label").mkdir(parents=True)
+    np.save(ws / "data/soft_label/test_logits.npy", np.eye(len(LABELS))[teacher_pred] * 5.0)
+
+    got = recipe_check.measure(ws)
+    gold = np.array([LABELS.index(r.label) for r in rows["test"]])
+    n = len(texts)
+    assert got["test_rows"] == n and got["train_rows"] == len(rows["train"])
+    assert got["agreement"] == pytest.approx((n - 1) / n)
+    assert got["student_int8_macro_f1"] == pytest.approx(
+        evaluation.macro_f1(gold, student, len(LABELS)))
+    assert got["teacher_macro_f1"] == pytest.approx(
+        evaluation.macro_f1(gold, teacher_pred, len(LABELS)))
+    assert got["ratio"] == pytest.approx(got["student_int8_macro_f1"] / got["teacher_macro_f1"])
+    assert got["agreement_ci"][0] <= got["agreement"] <= got["agreement_ci"][1]
+    assert got["epochs_run"] == 3.0
+
+
+def test_table_lists_every_variant_with_intervals() -> None:
+    row = {"test_rows": 212, "teacher_macro_f1": 0.976, "student_int8_macro_f1": 0.967,
+           "ratio": 0.99, "ratio_ci": (0.97, 1.01), "agreement": 0.98,
+           "agreement_ci": (0.96, 0.99), "epochs_run": 6.0}
+    lines = recipe_check.table({"default": row, "small": row}).splitlines()
+    assert len(lines) == 4
+    assert lines[3] == ("| `small` | 212 | 0.976 | 0.967 | 0.990 (0.970–1.010) | "
+                        "0.980 (0.960–0.990) | 6 |")

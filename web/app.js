@@ -1,0 +1,109 @@
+// pocketbert in the browser: tokenize with tokenizers.js, run the int8 student with
+// onnxruntime-web (WebAssembly, one thread), show every label's probability.
+// Everything is loaded from this folder (no CDN): see pocketbert.web.build for the layout.
+import * as ort from "./vendor/ort.wasm.min.mjs";
+import { Tokenizer } from "./vendor/tokenizers.min.mjs";
+
+// One thread: no SharedArrayBuffer, so the page needs no cross-origin isolation headers.
+ort.env.wasm.numThreads = 1;
+ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
+
+const $ = (id) => document.getElementById(id);
+
+async function fetchJson(path) {
+  const response = await fetch(path);
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+async function load() {
+  const [settings, tokenizerJson, tokenizerConfig] = await Promise.all([
+    fetchJson("model/web.json"), fetchJson("model/tokenizer.json"),
+    fetchJson("model/tokenizer_config.json")]);
+  const tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
+  const session = await ort.InferenceSession.create("model/model.int8.onnx",
+    { executionProviders: ["wasm"] });
+  return { settings, tokenizer, session };
+}
+
+// Token ids as the pipeline makes them: [CLS] ... [SEP], truncated to max_length by dropping
+// tokens before the final [SEP] (transformers' truncation=True for one sequence).
+function encode(model, text) {
+  const ids = model.tokenizer.encode(text).ids;
+  const max = model.settings.max_length;
+  return ids.length > max ? [...ids.slice(0, max - 1), ids[ids.length - 1]] : ids;
+}
+
+function softmax(logits) {
+  const top = Math.max(...logits);
+  const exps = logits.map((x) => Math.exp(x - top));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((x) => x / sum);
+}
+
+// One text per call, no padding (batch 1): what the app does with the int8 model, whose
+// dynamic quantization scales depend on every value in the batch.
+async function predict(model, text) {
+  const start = performance.now();
+  const ids = encode(model, text);
+  const shape = [1, ids.length];
+  const tensors = {
+    input_ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), shape),
+    attention_mask: new ort.Tensor("int64", new BigInt64Array(ids.length).fill(1n), shape),
+    token_type_ids: new ort.Tensor("int64", new BigInt64Array(ids.length), shape),
+  };
+  const feeds = Object.fromEntries(model.session.inputNames.map((n) => [n, tensors[n]]));
+  const output = await model.session.run(feeds);
+  const probabilities = softmax(Array.from(output[model.session.outputNames[0]].data));
+  const ms = performance.now() - start;
+  const labels = model.settings.labels;
+  const best = probabilities.indexOf(Math.max(...probabilities));
+  return { label: labels[best], confidence: probabilities[best], probabilities, ms, ids };
+}
+
+function show(model, result) {
+  $("label").textContent = result.label;
+  $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}%`;
+  const rows = model.settings.labels.map((name, i) => {
+    const p = result.probabilities[i];
+    const tr = document.createElement("tr");
+    tr.dataset.label = name;
+    if (name === result.label) tr.className = "best";
+    tr.innerHTML = `<td class="name"></td><td class="p"></td><td class="barcell"><div class="bar"></div></td>`;
+    tr.querySelector(".name").textContent = name;
+    tr.querySelector(".p").textContent = p.toFixed(4);
+    tr.querySelector(".bar").style.width = `${(100 * p).toFixed(1)}%`;
+    return tr;
+  });
+  $("probabilities").replaceChildren(...rows);
+  $("timing").textContent = `${result.ms.toFixed(1)} ms (tokenize + model, ${result.ids.length} tokens)`;
+  $("result").hidden = false;
+}
+
+async function main() {
+  try {
+    const model = await load();
+    // for the browser tests and the measurements (pocketbert.browser): the page's own functions
+    window.pocketbert = { encode: (text) => encode(model, text), predict: (text) => predict(model, text) };
+    const button = $("classify");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        show(model, await predict(model, $("text").value));
+        $("status").textContent = "";
+      } catch (error) {
+        $("status").textContent = `Prediction failed: ${error.message}`;
+      } finally {
+        button.disabled = false;
+      }
+    });
+    button.disabled = false;
+    $("status").textContent = `Ready: ${model.settings.labels.length} labels, up to ${model.settings.max_length} tokens.`;
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    $("status").textContent = `Could not load the model: ${error.message}`;
+    document.body.dataset.ready = "error";
+  }
+}
+
+main();
