@@ -188,7 +188,7 @@ def _api_teacher(inputs: stage.Paths, gold: np.ndarray, labels: tuple[str, ...],
         raise DataError(f"{folder}: no stored test answers of the API for these {len(gold)} "
                         f"test rows and labels {list(labels)}; run 'dvc repro soft_label'")
     variant = benchmarking.Variant(API_TEACHER, None, None, lambda i: logits[i], timed=False,
-                                   measured_by="the API's answers stored by soft_label")
+                                   measured_by="API's answers (stored soft labels)")
     result = benchmarking.measure(variant, range(len(gold)), gold, labels=labels, warmup=0,
                                   batch_size=b.batch_size, ece_bins=b.ece_bins)
     result.scores["agreement_with_teacher"] = 1.0

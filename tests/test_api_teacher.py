@@ -439,7 +439,13 @@ def test_server_refuses_bad_requests_with_a_reason(classifier):
         not_strings = client.post(served.url, json={"texts": [1, 2]})
         too_many = client.post(served.url, json={"texts": ["a"] * (serving.MAX_TEXTS + 1)})
         empty = client.post(served.url, json={"texts": []}).json()
+        blank = client.post(served.url, json={"texts": ["fine", "\u200b\u200b"]})
+        control = client.post(served.url, json={"texts": ["\x00\x01"]})
     assert info["labels"] == list(LABELS)
+    assert blank.status_code == 400
+    assert '"texts"[1] is empty after normalisation' in blank.json()["error"]
+    assert "U+200B ZERO WIDTH SPACE" in blank.json()["error"]
+    assert control.status_code == 400 and '"texts"[0]' in control.json()["error"]
     assert wrong.status_code == 400 and "texts" in wrong.json()["error"]
     assert not_strings.status_code == 400
     assert too_many.status_code == 413 and "at most 1024" in too_many.json()["error"]

@@ -121,3 +121,16 @@ def test_duplicate_keys_are_refused_in_one_line(tmp_path) -> None:
         params.read_yaml(path)
     assert str(info.value) == (f"{path}: not valid YAML: found duplicate key \"seed\" with "
                                "value \"2\" (original value: \"1\") at line 3, column 3")
+
+
+def test_a_misspelt_section_is_named_instead_of_running_on_defaults(tmp_path) -> None:
+    text = Path("params.yaml").read_text(encoding="utf-8")
+    misspelt = tmp_path / "params.yaml"
+    misspelt.write_text(text.replace("train_student:", "train_studnet:", 1), encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"unknown section 'train_studnet' \(did you mean "
+                                          r"'train_student'\?\)"):
+        params.load(misspelt, "split")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(text + "\nzzz:\n  a: 1\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"unknown section 'zzz' \(known: split, "):
+        params.load_key(extra, "tokenize.max_length")

@@ -8,6 +8,7 @@ full key (``train_student.alpha``) and the fix, before a stage does any work.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import string
@@ -532,7 +533,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     unquoted ``no``. PyYAML's YAML 1.1 rules would read those as the string '5e-05' and the
     boolean False, so pocketbert uses the same reader as DVC: the values a stage runs with are
     the values dvc.lock records. Raises ParamsError for a missing file, invalid YAML (duplicate
-    keys included) or a top level that is not a mapping.
+    keys included), a top level that is not a mapping, or an unknown (misspelt) section.
     """
     path = Path(path)
     if not path.is_file():
@@ -543,6 +544,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: must be a mapping of stage sections")
+    for name in data:
+        if name not in SECTIONS:  # a misspelt section would otherwise run on the defaults
+            close = difflib.get_close_matches(str(name), SECTIONS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(SECTIONS)}"
+            raise ParamsError(f"{path}: unknown section '{name}' ({hint})")
     return data
 
 

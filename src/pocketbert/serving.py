@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketbert import checkpoints, evaluation, modeling, tokenization
+from pocketbert import checkpoints, dataset, evaluation, modeling, tokenization
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,12 @@ class _Handler(BaseHTTPRequestHandler):
                            'send a JSON body {"texts": [text, ...]}') from None
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise _Refused(HTTPStatus.BAD_REQUEST, '"texts" must be a list of strings')
+        for i, text in enumerate(texts):  # the same rule as the CSV loader and predict
+            reason = dataset.blank_reason(text)
+            if reason is not None:
+                raise _Refused(HTTPStatus.BAD_REQUEST,
+                               f'"texts"[{i}] is empty after normalisation: it holds {reason}; '
+                               "send a sentence or leave it out")
         if len(texts) > MAX_TEXTS:
             raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                            f"{len(texts)} texts; send at most {MAX_TEXTS} per request")
