@@ -109,7 +109,8 @@ def _live_callback(live_dir: str | None):
     from transformers import TrainerCallback
 
     class LiveCallback(TrainerCallback):
-        """Training curves for dvc plots: train loss, validation loss and macro-F1 per epoch."""
+        """Training curves for dvc plots: train loss, validation loss and macro-F1 per epoch
+        (and agreement with the teacher and KL to it when the validation rows carry its logits)."""
 
         def __init__(self) -> None:
             self.live = None
@@ -131,6 +132,9 @@ def _live_callback(live_dir: str | None):
                 self.live.log_metric("train/loss", self.train_loss)
             self.live.log_metric("validation/loss", float(metrics["eval_loss"]))
             self.live.log_metric("validation/macro_f1", float(metrics["eval_macro_f1"]))
+            for name in ("agreement", "kl"):
+                if f"eval_{name}" in metrics:
+                    self.live.log_metric(f"validation/{name}", float(metrics[f"eval_{name}"]))
             self.live.next_step()
 
         def on_train_end(self, args, state, control, **kwargs):
@@ -140,19 +144,35 @@ def _live_callback(live_dir: str | None):
     return LiveCallback()
 
 
+def teacher_kl(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
+    """Mean KL(softmax(teacher) || softmax(student)) at T = 1, in nats; logits [n, labels]."""
+    log_p, log_q = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float64), dim=-1)
+                    for x in (teacher_logits, student_logits))
+    return float((log_p.exp() * (log_p - log_q)).sum(dim=-1).mean())
+
+
 def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: str | Path,
           live_dir: str | None = None) -> dict[str, Any]:
     """Train with early stopping on validation macro-F1; the best epoch's weights end in
-    ``model``. ``scratch`` holds checkpoints (shared by all DDP processes) and is removed.
+    ``model``. When ``eval_ds`` has a ``teacher_logits`` column, every evaluation also reports
+    the agreement with the teacher and teacher_kl (logged, not used to choose the epoch).
+    ``scratch`` holds checkpoints (shared by all DDP processes) and is removed.
     Returns the log history and the best epoch's validation macro-F1."""
     from transformers import EarlyStoppingCallback, TrainingArguments
 
     n_labels = model.config.num_labels
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # validation rows are evaluated in order (no shuffling), so they line up with these logits
+    eval_teacher = (np.asarray(eval_ds["teacher_logits"])
+                    if "teacher_logits" in eval_ds.column_names else None)
 
     def compute_metrics(pred) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        return {"macro_f1": evaluation.macro_f1(pred.label_ids, logits.argmax(-1), n_labels)}
+        out = {"macro_f1": evaluation.macro_f1(pred.label_ids, logits.argmax(-1), n_labels)}
+        if eval_teacher is not None:
+            out["agreement"] = evaluation.accuracy(eval_teacher.argmax(-1), logits.argmax(-1))
+            out["kl"] = teacher_kl(logits, eval_teacher)
+        return out
 
     try:
         args = TrainingArguments(

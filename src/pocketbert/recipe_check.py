@@ -17,8 +17,10 @@ rows of the 14th: the driver writes that split itself, since the split stage dra
 at random, and runs the stages after split).
 
 Workspaces live under ``--workspace`` (one ``git clone`` of this repository per variant, with this
-working tree's files copied over it) and share one DVC cache, so a re-run after a change to the
-student's params or code reuses every upstream stage. The int8 student is run one sentence at a
+working tree's files copied over it) and share one DVC cache. Workspaces are kept, so a re-run
+after a change to ``train_student`` params re-runs only train_student and export@student (a change
+to a file the teacher stage depends on, such as distillation.py, re-trains every variant's
+teacher). The int8 student is run one sentence at a
 time (onnxruntime's dynamic int8 scales activations per call, so batch-1 is the device's view);
 teacher predictions are the stored ``soft_label`` test logits. Intervals are the benchmark's
 paired bootstrap intervals over the test sentences (``benchmarking.bootstrap_interval`` with the
@@ -315,8 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path,
                         default=Path(tempfile.gettempdir()) / "pocketbert-variants",
                         help="folder of the per-variant workspaces and their shared DVC cache")
-    parser.add_argument("--out", type=Path, default=Path("recipe_check.json"),
-                        help="JSON results file (a markdown table is printed)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON results file (default: recipe_check.json in --workspace); "
+                        "a markdown table is printed")
     args = parser.parse_args(argv)
     try:
         names = [n.strip() for n in args.variants.split(",") if n.strip()]
@@ -328,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (source / "dvc.yaml").is_file():
             raise RecipeCheckError(f"{source}: no dvc.yaml; run from the repository root")
         rows = read_source_rows(source / SOURCE_CSV)
-        results = {}
+        out = args.out or args.workspace / "recipe_check.json"
+        results: dict[str, dict] = {}
         for name in names:
             start = time.monotonic()
             print(f"[{name}] {VARIANTS[name].description}", flush=True)
@@ -336,8 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[name] = measure(ws)
             results[name]["seconds"] = round(time.monotonic() - start, 1)
             print(f"[{name}] done in {results[name]['seconds']:.0f} s", flush=True)
-        report = {"overrides": dict((k, v) for k, v in overrides), "variants": results}
-        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            # written after every variant: a later failure keeps the variants measured so far
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"overrides": dict(overrides), "variants": results},
+                                      indent=2) + "\n", encoding="utf-8")
         print(table(results))
     except PocketbertError as exc:
         print(f"error: {exc}", file=sys.stderr)
