@@ -57,6 +57,25 @@ def default_params() -> dict[str, dict[str, Any]]:
     return {name: params.as_dict(cls()) for name, cls in params.SECTIONS.items()}
 
 
+def write_tokenized_splits(tok_dir: Path, tokenizer, max_length: int = 32,
+                           per_label: int = 12) -> dict[str, list]:
+    """The tokenize stage's written output for tiny splits (8 train, 2 validation, 2 test rows
+    per label at per_label=12) in ``tok_dir``; returns the rows by split."""
+    from datasets import DatasetDict
+
+    from pocketbert import dataset, tokenization
+
+    rows: dict[str, list] = {name: [] for name in ("train", "validation", "test")}
+    for label in LABELS:
+        for i, text in enumerate(sentences(label, per_label)):
+            split = "train" if i < 8 else "validation" if i < 10 else "test"
+            rows[split].append(dataset.Example(text, label, i + 2))
+    DatasetDict({k: tokenization.to_dataset(tokenizer, v, LABELS, max_length)
+                 for k, v in rows.items()}).save_to_disk(str(tok_dir / "dataset"))
+    dataset.write_labels(tok_dir / "labels.json", LABELS)
+    return rows
+
+
 @pytest.fixture
 def make_rows() -> Callable[..., list[dict[str, Any]]]:
     """Factory: ``make_rows(per_label=10)`` gives rows for the CSV format."""

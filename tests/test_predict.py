@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import LABELS, default_params, sentences, tiny_classifier, tiny_tokenizer
+from conftest import (
+    LABELS,
+    default_params,
+    sentences,
+    tiny_classifier,
+    tiny_tokenizer,
+    write_tokenized_splits,
+)
 
 from pocketbert import cli
 
@@ -22,9 +29,6 @@ LONG = " ".join(sentences("process", 12))  # ~150 tokens: beyond the tiny model'
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project folder: params.yaml (tokenize.max_length 32) and models/export/student/."""
-    from datasets import DatasetDict
-
-    from pocketbert import dataset, tokenization
     from stages import export
 
     root = tmp_path_factory.mktemp("project")
@@ -32,15 +36,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     teacher_dir = root / "given_teacher"
     tiny_classifier(len(tokenizer)).save_pretrained(str(teacher_dir))
     tokenizer.save_pretrained(str(teacher_dir))
-    rows = {name: [] for name in ("train", "validation", "test")}
-    for label in LABELS:
-        for i, text in enumerate(sentences(label, 12)):
-            split = "train" if i < 8 else "validation" if i < 10 else "test"
-            rows[split].append(dataset.Example(text, label, i + 2))
     tok_dir = root / "tokenize"
-    parts = {k: tokenization.to_dataset(tokenizer, v, LABELS, 32) for k, v in rows.items()}
-    DatasetDict(parts).save_to_disk(str(tok_dir / "dataset"))
-    dataset.write_labels(tok_dir / "labels.json", LABELS)
+    write_tokenized_splits(tok_dir, tokenizer)
     data = default_params()
     data["tokenize"]["max_length"] = 32
     (root / "params.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")

@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import LABELS, default_params, sentences, tiny_classifier, tiny_tokenizer
+from conftest import (
+    LABELS,
+    default_params,
+    tiny_classifier,
+    tiny_tokenizer,
+    write_tokenized_splits,
+)
 
 from pocketbert import dataset, evaluation, recipe_check
 
@@ -101,9 +107,7 @@ def test_unknown_variant_and_missing_column_exit_2(tmp_path, monkeypatch, capsys
 def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     """A workspace as the stages leave it; the teacher's stored logits disagree with the
     student on exactly one test row, so agreement is (n - 1) / n."""
-    from datasets import DatasetDict
-
-    from pocketbert import predictor, tokenization
+    from pocketbert import predictor
     from stages import export
 
     ws = _workspace(tmp_path)
@@ -115,15 +119,8 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     model_dir = tmp_path / "student"
     tiny_classifier(len(tokenizer)).save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
-    rows = {name: [] for name in ("train", "validation", "test")}
-    for label in LABELS:
-        for i, text in enumerate(sentences(label, 12)):
-            rows["train" if i < 8 else "validation" if i < 10 else "test"].append(
-                dataset.Example(text, label, i + 2))
     tok_dir = ws / "data/tokenize/written"
-    DatasetDict({k: tokenization.to_dataset(tokenizer, v, LABELS, 32)
-                 for k, v in rows.items()}).save_to_disk(str(tok_dir / "dataset"))
-    dataset.write_labels(tok_dir / "labels.json", LABELS)
+    rows = write_tokenized_splits(tok_dir, tokenizer)
     dataset.write_examples(ws / "data/split/train.csv", rows["train"])
     export.main(["--params", str(ws / "params.yaml"), "--model", str(model_dir),
                  "--tokenize", str(tok_dir), "--out", str(ws / "models/export/student"),
