@@ -5,18 +5,18 @@ Run per model (dvc foreach: teacher, student):
 --out models/convert/student --metrics metrics/convert_student.json``.
 Each variant is saved, read back and checked: one int32 input ``input_ids`` of the enumerated
 lengths (convert.buckets) or of 1..max_length (convert.shapes range), classLabel +
-classLabel_probs outputs, the labels and the metadata (labels, max_length, buckets,
-lowercasing, special token ids). Every variant is then run by the reference executor
+classLabel_probs outputs, the labels and the metadata (labels, max_length, buckets, lowercasing,
+special token ids). Every variant is then run by the reference executor
 (pocketbert.mil_executor) on the tokenizer edge cases and the first convert.bucket_check_texts
-texts of the test split, each text padded to
-every bucket that holds it, against the unpadded PyTorch model (``<variant>.bucket_*``
-metrics); a NaN or infinite probability fails the stage. On macOS every variant also predicts
-the test split in Core ML; elsewhere those metrics are absent and a note says why. A teacher
-whose architecture the converter cannot take is recorded, not fatal: one warning line, an output
-folder holding only unsupported.json (step, model_type, reason), ``supported: false`` in the
-metrics, exit 0; the benchmark then leaves the teacher's Core ML rows out. The student must
-convert.
-"""
+texts of the test split, each text padded to every bucket that holds it, against the unpadded
+PyTorch model (``<variant>.bucket_*`` metrics); a NaN or infinite probability fails the stage. A
+model of more than convert.bucket_check_max_parameters parameters skips that check
+(``bucket_checked: false``): the executor runs in numpy, minutes per variant at BERT-large size.
+On macOS every variant also predicts the test split in Core ML; elsewhere those metrics are
+absent and a note says why. A teacher whose architecture the converter cannot take is recorded,
+not fatal: one warning line, an output folder holding only unsupported.json (step, model_type,
+reason), ``supported: false`` in the metrics, exit 0; the benchmark then leaves the teacher's
+Core ML rows out. The student must convert."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from pocketbert.errors import ModelError
 # Not convert.app_variant: choosing the app's variant must not re-convert every model.
 PARAMS = ("convert.variants", "convert.minimum_deployment_target", "convert.license",
           "convert.shapes", "convert.buckets", "convert.bucket_check_texts",
-          "tokenize.max_length")
+          "convert.bucket_check_max_parameters", "tokenize.max_length")
 INPUTS = ("model", "tokenize")
 OUTPUTS = ("out", "metrics")
 NOT_MEASURED_NOTE = (f"test accuracy {contract.NOT_MEASURED_NOTE}: Core ML predicts only on "
@@ -59,10 +59,13 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                if params.convert.shapes == "enumerated" else None)
     test = _TestSplit.load(inputs["tokenize"], tokenizer, model, max_length) \
         if coreml.can_predict() else None
+    limit = params.convert.bucket_check_max_parameters
+    checked = limit is None or sum(p.numel() for p in model.parameters()) <= limit
     parity = _BucketParity.load(inputs["tokenize"], tokenizer, model, max_length,
-                                params.convert.bucket_check_texts)
+                                params.convert.bucket_check_texts) if checked else None
     metrics: dict = ({"measured_by": "Core ML"} if test else {"note": NOT_MEASURED_NOTE})
     metrics["buckets"] = len(buckets or ())
+    metrics["bucket_checked"] = checked
     try:
         metrics.update(_convert(params, inputs, outputs["out"], model=model, labels=labels,
                                 tokenizer=tokenizer, buckets=buckets, parity=parity, test=test))
@@ -74,7 +77,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
 
 
 def _convert(params: stage.Params, inputs: stage.Paths, out, *, model, labels, tokenizer,
-             buckets, parity: _BucketParity, test: _TestSplit | None) -> dict:
+             buckets, parity: _BucketParity | None, test: _TestSplit | None) -> dict:
     """Write every variant of convert.variants to ``out``, each read back and checked, and
     return their metrics. Raises ModelError on a failed check, and
     modeling.UnsupportedArchitectureError when the architecture does not convert."""
@@ -97,7 +100,8 @@ def _convert(params: stage.Params, inputs: stage.Paths, out, *, model, labels, t
             coreml.check_spec(coreml.read_back(path), labels, max_length, path, buckets)
             metrics[f"{variant}.size_mb"] = size_mb(path)
             metrics[f"{variant}.spec_checked"] = True
-            metrics.update(parity.scores(variant, path, buckets or (max_length,), pad_id))
+            if parity:
+                metrics.update(parity.scores(variant, path, buckets or (max_length,), pad_id))
             if test:
                 metrics.update(test.scores(variant, mlmodel, labels))
     return metrics

@@ -5,8 +5,10 @@ its own tokenizer, or from a fresh config (pocketbert.student); keeps only the v
 needs; and learns from the teacher's stored logits (KL at temperature T, weight alpha) plus the
 gold labels (weight 1 - alpha). Unlabelled transfer texts labelled by soft_label enter the KL
 term only. With teacher.mode api there are no teacher weights: init must be pretrained, and the
-teacher's scores in the metrics are the API's answers stored by soft_label. Early stopping on
-validation macro-F1; curves go to dvclive.
+teacher's scores in the metrics are the API's answers stored by soft_label. The weights kept
+follow train_student.select_by: the mean of the last average_last epochs (default), or the
+epoch with the best validation macro-F1, agreement or KL with early stopping; curves (with
+validation agreement and KL) go to dvclive.
 The same command runs under ``torchrun --nproc_per_node N -m stages.train_student ...`` (DDP).
 
     python -m stages.train_student --teacher models/teacher --tokenize data/tokenize/written \

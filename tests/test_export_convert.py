@@ -128,6 +128,19 @@ def test_range_shapes_stay_a_choice(tiny_world) -> None:
     assert m["fp16.bucket_max_abs_prob_diff"] <= 1e-2
 
 
+def test_a_model_over_the_parameter_limit_skips_the_executor_check(tiny_world) -> None:
+    raw = yaml.safe_load(tiny_world["params"].read_text())
+    raw["convert"] = {"variants": ["fp16"], "bucket_check_max_parameters": 1000}
+    tiny_world["params"].write_text(yaml.safe_dump(raw))
+    m = convert.main(_convert_args(tiny_world, "big"))
+    assert m["bucket_checked"] is False
+    assert m["fp16.spec_checked"] and not any(".bucket_" in k for k in m)
+    raw["convert"]["bucket_check_max_parameters"] = None  # null: every model is checked
+    tiny_world["params"].write_text(yaml.safe_dump(raw))
+    m = convert.main(_convert_args(tiny_world, "checked"))
+    assert m["bucket_checked"] is True and m["fp16.bucket_nonfinite"] == 0
+
+
 def test_bad_buckets_are_refused_naming_the_key(tiny_world, capsys) -> None:
     raw = yaml.safe_load(tiny_world["params"].read_text())
     raw["convert"] = {"buckets": [32, 16]}

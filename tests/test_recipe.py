@@ -20,27 +20,39 @@ def test_teacher_kl_by_hand() -> None:
     assert teacher_kl(teacher + 5.0, teacher) == pytest.approx(0.0, abs=1e-12)  # shift-free
 
 
-def test_training_logs_agreement_and_kl_per_epoch(tmp_path) -> None:
-    from datasets import Dataset
+def _tiny_model():
     from transformers import BertConfig, BertForSequenceClassification, set_seed
 
     set_seed(0)
-    model = BertForSequenceClassification(BertConfig(
+    return BertForSequenceClassification(BertConfig(
         vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, num_labels=3, max_position_embeddings=16))
-    rng = np.random.default_rng(0)
 
-    def rows(n: int) -> Dataset:
-        labels = rng.integers(0, 3, n)
-        ids = [[1, 5 + 3 * int(y), *rng.integers(20, 40, 3).tolist(), 2] for y in labels]
-        teacher = np.eye(3)[labels] * 4.0 + rng.normal(0, 1, (n, 3))
-        return Dataset.from_dict({"input_ids": ids, "label": labels.tolist(),
-                                  "teacher_logits": teacher.tolist()})
 
-    config = distillation.TrainConfig(epochs=3, learning_rate=5e-3, batch_size=8,
-                                      weight_decay=0.0, warmup_ratio=0.0,
-                                      early_stopping_patience=3, seed=0, temperature=2.0,
-                                      alpha=0.7)
+def _rows(n: int, seed: int = 0, teacher: bool = True):
+    """n tiny labelled rows whose second token gives the label; teacher logits [n, 3]."""
+    from datasets import Dataset
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    ids = [[1, 5 + 3 * int(y), *rng.integers(20, 40, 3).tolist(), 2] for y in labels]
+    columns = {"input_ids": ids, "label": labels.tolist()}
+    if teacher:
+        columns["teacher_logits"] = (np.eye(3)[labels] * 4.0 + rng.normal(0, 1, (n, 3))).tolist()
+    return Dataset.from_dict(columns)
+
+
+def _config(**changes) -> distillation.TrainConfig:
+    settings = dict(epochs=3, learning_rate=5e-3, batch_size=8, weight_decay=0.0,
+                    warmup_ratio=0.0, early_stopping_patience=3, seed=0, temperature=2.0,
+                    alpha=0.7)
+    return distillation.TrainConfig(**{**settings, **changes})
+
+
+def test_training_logs_agreement_and_kl_per_epoch(tmp_path) -> None:
+    model = _tiny_model()
+    rows = lambda n: _rows(n, seed=n)  # noqa: E731
+    config = _config()
     eval_ds = rows(24)
     live = tmp_path / "curves"
     result = distillation.train(model, rows(48), eval_ds, config, pad_id=0,
@@ -53,3 +65,47 @@ def test_training_logs_agreement_and_kl_per_epoch(tmp_path) -> None:
         assert len(curve) == 1 + 3  # header + one row per epoch
         logged = [float(line.split("\t")[1]) for line in curve[1:]]
         assert logged == pytest.approx([h[f"eval_{name}"] for h in evals])
+
+
+def test_average_keeps_the_mean_of_the_last_epochs_weights(tmp_path, monkeypatch) -> None:
+    """select_by average: the kept weights are the mean of the weights at the end of the last
+    average_last epochs (recorded here by a callback that runs beside it), not any one epoch."""
+    import torch
+    from transformers import TrainerCallback
+
+    seen: list[dict[str, torch.Tensor]] = []
+
+    class Record(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    original = distillation._live_callback
+    monkeypatch.setattr(distillation, "_live_callback", lambda d: [original(d), Record()][1])
+    model = _tiny_model()
+    result = distillation.train(model, _rows(48, 1), _rows(24, 2),
+                                _config(epochs=4, select_by="average", average_last=2),
+                                pad_id=0, scratch=tmp_path / "scratch")
+    assert result["epochs_run"] == 4 and result["best_metric"] is None
+    assert len(seen) == 4
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    expected = (seen[2][key] + seen[3][key]) / 2
+    kept = model.state_dict()[key]
+    assert torch.allclose(kept, expected, atol=1e-6)
+    assert not torch.allclose(kept, seen[3][key], atol=1e-6)  # not simply the last epoch
+
+
+@pytest.mark.parametrize(("select_by", "best"), [("kl", min), ("agreement", max),
+                                                 ("macro_f1", max)])
+def test_select_by_keeps_the_best_epoch_of_that_score(tmp_path, select_by, best) -> None:
+    model = _tiny_model()
+    result = distillation.train(model, _rows(48, 1), _rows(24, 2),
+                                _config(epochs=4, select_by=select_by, learning_rate=2e-2),
+                                pad_id=0, scratch=tmp_path / "scratch")
+    scores = [h[f"eval_{select_by}"] for h in result["history"] if f"eval_{select_by}" in h]
+    assert result["best_metric"] == pytest.approx(best(scores))
+
+
+def test_select_by_the_teacher_needs_its_validation_logits(tmp_path) -> None:
+    with pytest.raises(ValueError, match="select_by kl needs the teacher"):
+        distillation.train(_tiny_model(), _rows(16, 1), _rows(8, 2, teacher=False),
+                           _config(select_by="kl"), pad_id=0, scratch=tmp_path / "s")

@@ -64,7 +64,15 @@ def test_two_label_variant(tmp_path) -> None:
 def test_held_out_variant_tests_only_on_the_unseen_domain(tmp_path) -> None:
     ws = _workspace(tmp_path)
     rows = _source_rows(tmp_path)
-    assert recipe_check.VARIANTS["held_out"].build(rows, ws) == {}
+    unlabelled = ws / recipe_check.UNLABELLED_CSV
+    unlabelled.parent.mkdir(parents=True)
+    unlabelled.write_text("text,domain\nA lease ends in May.,legal/contracts\n"
+                          "Water the roses weekly.,gardening\n", encoding="utf-8")
+    assert recipe_check.VARIANTS["held_out"].build(rows, ws) == {
+        "soft_label.unlabelled_csv": str(recipe_check.VARIANT_UNLABELLED_CSV)}
+    # no text of the held-out domain reaches training, unlabelled transfer text included
+    kept = (ws / recipe_check.VARIANT_UNLABELLED_CSV).read_text(encoding="utf-8").splitlines()
+    assert kept == ["text,domain", "Water the roses weekly.,gardening"]
     parts = {s: dataset.read_examples(ws / f"data/split/{s}.csv")
              for s in ("train", "validation", "test")}
     held = {r["text"] for r in rows if r["domain"] == recipe_check.HELD_OUT_DOMAIN}
@@ -147,13 +155,17 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     assert got["ratio"] == pytest.approx(got["student_int8_macro_f1"] / got["teacher_macro_f1"])
     assert got["agreement_ci"][0] <= got["agreement"] <= got["agreement_ci"][1]
     assert got["epochs_run"] == 3.0
+    assert got["disagreements"] == 1
+    assert got["teacher_wrong"] == int((teacher_pred != gold).sum())
+    assert got["disagreements_where_teacher_wrong"] == int(teacher_pred[0] != gold[0])
 
 
 def test_table_lists_every_variant_with_intervals() -> None:
     row = {"test_rows": 212, "teacher_macro_f1": 0.976, "student_int8_macro_f1": 0.967,
            "ratio": 0.99, "ratio_ci": (0.97, 1.01), "agreement": 0.98,
-           "agreement_ci": (0.96, 0.99), "epochs_run": 6.0}
+           "agreement_ci": (0.96, 0.99), "epochs_run": 6.0, "disagreements": 4,
+           "disagreements_where_teacher_wrong": 3}
     lines = recipe_check.table({"default": row, "small": row}).splitlines()
     assert len(lines) == 4
     assert lines[3] == ("| `small` | 212 | 0.976 | 0.967 | 0.990 (0.970–1.010) | "
-                        "0.980 (0.960–0.990) | 6 |")
+                        "0.980 (0.960–0.990) | 4 (3) | 6 |")

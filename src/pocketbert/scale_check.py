@@ -11,6 +11,9 @@ The machinery, not the accuracy, is under test: the teacher's weights are random
 
 ``--layers/--hidden/--heads/--intermediate`` shrink the teacher for a quick check of the
 machinery; ``--set section.key=value`` changes any other key of the scratch params.yaml.
+``--teacher NAME`` builds nothing: the pipeline fine-tunes ``NAME`` (a packaged model such as
+``all-mpnet-base-v2``, or a model folder) as its teacher, the same real case with real weights
+(``make mpnet-run``).
 """
 
 from __future__ import annotations
@@ -114,17 +117,19 @@ def parse_overrides(items: Sequence[str]) -> dict[tuple[str, str], object]:
     return out
 
 
-def configure(repo: Path, teacher: Path, overrides: dict[tuple[str, str], object]) -> None:
-    """Set the scratch params.yaml: ``teacher`` as a given teacher, a pre-trained student.
+def configure(repo: Path, teacher: Path | str, overrides: dict[tuple[str, str], object], *,
+              mode: str = "given") -> None:
+    """Set the scratch params.yaml: ``teacher`` as the teacher, a pre-trained student.
 
-    teacher.mode given, teacher.model ``teacher``, train_student.init pretrained on the
-    packaged MiniLM backbone, then ``overrides``. Comments and order are kept (ruamel)."""
+    teacher.mode ``mode`` (given, or fine_tune), teacher.model ``teacher``, train_student.init
+    pretrained on the packaged MiniLM backbone, then ``overrides``. Comments and order are kept
+    (ruamel)."""
     from ruamel.yaml import YAML
 
     yaml = YAML()
     path = repo / "params.yaml"
     doc = yaml.load(path.read_text(encoding="utf-8"))
-    settings = {("teacher", "mode"): "given", ("teacher", "model"): str(teacher),
+    settings = {("teacher", "mode"): mode, ("teacher", "model"): str(teacher),
                 ("train_student", "init"): "pretrained",
                 ("train_student", "backbone"): params.PACKAGED_BACKBONE, **overrides}
     for (section, key), value in settings.items():
@@ -164,9 +169,12 @@ def measure(command: Sequence[str], *, cwd: Path, env: dict[str, str] | None,
 def markdown(report: dict) -> str:
     """The report as a markdown table per stage plus the Core ML size line."""
     shape = report["teacher"]
-    lines = [f"Teacher: {shape['layers']} layers x hidden {shape['hidden']}, {shape['heads']} "
-             f"heads, FFN {shape['intermediate']}, {shape['parameters']:,} parameters "
-             f"(random weights, built in {report['build_s']} s).", "",
+    teacher = (f"Teacher: {shape['model']}, fine-tuned by the teacher stage." if "model" in shape
+               else f"Teacher: {shape['layers']} layers x hidden {shape['hidden']}, "
+                    f"{shape['heads']} heads, FFN {shape['intermediate']}, "
+                    f"{shape['parameters']:,} parameters (random weights, built in "
+                    f"{report['build_s']} s).")
+    lines = [teacher, "",
              "| stage | wall time (s) | peak RSS (GiB) | |", "|---|---:|---:|---|"]
     for row in report["stages"]:
         flag = "failed" if row["returncode"] else ("over 16 GiB" if row["over_limit"] else "")
@@ -180,17 +188,24 @@ def markdown(report: dict) -> str:
 
 
 def run(workdir: Path, *, source: Path, shape: dict[str, int], seed: int,
-        overrides: dict[tuple[str, str], object]) -> dict:
-    """Make the scratch repository, build the teacher, run and measure every stage.
+        overrides: dict[tuple[str, str], object], teacher_model: str | None = None) -> dict:
+    """Make the scratch repository, build the teacher (or fine-tune ``teacher_model``), run
+    and measure every stage.
 
     Stops at the first failing stage (its log is in ``workdir/logs``). Returns the report,
-    also written to ``workdir/scale_check.json`` and ``.md``."""
+    also written to ``workdir/scale_check.json`` and ``.md``; the scratch repository's
+    metrics are copied to ``workdir/metrics``."""
     repo = scratch_repo(source, workdir / "repo")
-    teacher = workdir / "teacher"
-    configure(repo, teacher, overrides)
     start = time.perf_counter()
-    labels = params.load_key(repo / "params.yaml", "split.labels")
-    parameters = build_teacher(teacher, labels, seed=seed, **shape)
+    if teacher_model:
+        configure(repo, teacher_model, overrides, mode="fine_tune")
+        teacher_info: dict = {"model": teacher_model}
+    else:
+        teacher = workdir / "teacher"
+        configure(repo, teacher, overrides)
+        labels = params.load_key(repo / "params.yaml", "split.labels")
+        parameters = build_teacher(teacher, labels, seed=seed, **shape)
+        teacher_info = {**shape, "parameters": parameters, "seed": seed}
     build_s = round(time.perf_counter() - start, 1)
     env = dict(os.environ, HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(repo / "src"), str(repo)]),
@@ -208,7 +223,7 @@ def run(workdir: Path, *, source: Path, shape: dict[str, int], seed: int,
         if row["returncode"]:
             break
     report = {
-        "teacher": {**shape, "parameters": parameters, "seed": seed},
+        "teacher": teacher_info,
         "build_s": build_s,
         "overrides": {f"{s}.{k}": v for (s, k), v in overrides.items()},
         "cpus": os.cpu_count(),
@@ -223,6 +238,8 @@ def run(workdir: Path, *, source: Path, shape: dict[str, int], seed: int,
     if any(row["stage"] == "convert@teacher" and not row["returncode"] for row in rows):
         metrics = read_json(repo / "metrics" / "convert_teacher.json")
         report["teacher_coreml_fp16_mb"] = metrics.get("fp16.size_mb")
+    if report["completed"]:
+        shutil.copytree(repo / "metrics", workdir / "metrics", dirs_exist_ok=True)
     write_json(workdir / REPORT_JSON, report)
     (workdir / REPORT_MD).write_text(markdown(report), encoding="utf-8")
     return report
@@ -242,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--intermediate", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random teacher weights")
+    parser.add_argument("--teacher", default=None, metavar="MODEL",
+                        help="build nothing; fine-tune MODEL (a packaged name such as "
+                             "all-mpnet-base-v2, or a model folder) as the teacher")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE", help="change a scratch params.yaml key")
     args = parser.parse_args(argv)
@@ -254,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shape = {"layers": args.layers, "hidden": args.hidden, "heads": args.heads,
                  "intermediate": args.intermediate}
         report = run(workdir.resolve(), source=args.source.resolve(), shape=shape,
-                     seed=args.seed, overrides=overrides)
+                     seed=args.seed, overrides=overrides, teacher_model=args.teacher)
     except PocketbertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
