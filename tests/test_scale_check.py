@@ -65,6 +65,32 @@ def test_scratch_repo_carries_uncommitted_changes(tmp_path) -> None:
     assert not (dest / "ignored.txt").exists()
 
 
+def test_configure_sets_a_given_or_a_fine_tuned_teacher_and_keeps_comments(tmp_path) -> None:
+    from ruamel.yaml import YAML
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    scale_check.configure(tmp_path, "all-mpnet-base-v2", {("train_student", "epochs"): 3},
+                          mode="fine_tune")
+    text = (tmp_path / "params.yaml").read_text(encoding="utf-8")
+    doc = YAML().load(text)
+    assert (doc["teacher"]["mode"], doc["teacher"]["model"]) == ("fine_tune", "all-mpnet-base-v2")
+    assert doc["train_student"]["init"] == "pretrained" and doc["train_student"]["epochs"] == 3
+    assert "# packaged offline MiniLM" in text  # comments kept
+    scale_check.configure(tmp_path, tmp_path / "big", {})
+    doc = YAML().load((tmp_path / "params.yaml").read_text(encoding="utf-8"))
+    assert (doc["teacher"]["mode"], doc["teacher"]["model"]) == ("given", str(tmp_path / "big"))
+
+
+def test_the_report_names_a_fine_tuned_teacher() -> None:
+    report = {"teacher": {"model": "all-mpnet-base-v2"}, "build_s": 0.0, "total_s": 3.0,
+              "peak_rss_gib": 1.5, "stages": [{"stage": "split", "wall_s": 3.0,
+                                                "peak_rss_gib": 1.5, "returncode": 0,
+                                                "over_limit": False}]}
+    table = scale_check.markdown(report)
+    assert table.startswith("Teacher: all-mpnet-base-v2, fine-tuned by the teacher stage.")
+    assert "| split | 3.0 | 1.5 |  |" in table
+
+
 def test_measure_sees_the_memory_of_a_grandchild(tmp_path) -> None:
     # the stage's Python runs under dvc: the peak must include a child's child
     grandchild = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"
