@@ -285,9 +285,9 @@ class ConvertParams:
     "with shapes enumerated: input lengths the app pads to; tokenize.max_length is always one"
     bucket_check_texts: int = 32
     "test texts run by the reference executor at every bucket per variant, beside the edge cases"
-    bucket_check_max_parameters: int | None = 200_000_000
-    ("models with more parameters skip the reference-executor check (minutes per variant at "
-     "BERT-large size); null: check every model")
+    bucket_check_max_parameters: int | None = 50_000_000
+    ("models with more parameters skip the reference-executor check (minutes per variant "
+     "from 100 M parameters); null: check every model")
     models: tuple[str, ...] = ("teacher", "student")
     "models converted (dvc.yaml's foreach); with teacher.mode api only student (no weights)"
 
