@@ -101,6 +101,14 @@ def test_measure_sees_the_memory_of_a_grandchild(tmp_path) -> None:
     assert 0.29 < row["peak_rss_gib"] < 2
 
 
+def test_a_missing_teacher_model_is_named_before_any_work(tmp_path, capsys) -> None:
+    work = tmp_path / "work"
+    assert scale_check.main(["--workdir", str(work), "--teacher", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert f"--teacher '{tmp_path / 'nope'}'" in err and "not found" in err
+    assert not work.exists()
+
+
 def test_a_used_workdir_is_refused(tmp_path, capsys) -> None:
     (tmp_path / "old.txt").write_text("x")
     assert scale_check.main(["--workdir", str(tmp_path), "--layers", "1"]) == 2

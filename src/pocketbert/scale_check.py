@@ -267,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.overrides)
+        if args.teacher:  # before any copying: a missing model is named at once
+            checkpoints.resolve(args.teacher, origin=f"--teacher {args.teacher!r}")
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pocketbert-scale-"))
         if workdir.exists() and any(workdir.iterdir()):
             raise ParamsError(f"--workdir {workdir} is not empty; name a new or empty folder")
