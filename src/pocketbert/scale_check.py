@@ -254,10 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "and the report (default: a new folder under the temp directory)")
     parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[2],
                         help="repository to copy (default: this checkout)")
-    parser.add_argument("--layers", type=int, default=24)
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--heads", type=int, default=16)
-    parser.add_argument("--intermediate", type=int, default=4096)
+    parser.add_argument("--layers", type=int, default=24,
+                        help="teacher layers (default: 24, BERT-large)")
+    parser.add_argument("--hidden", type=int, default=1024,
+                        help="teacher hidden size (default: 1024)")
+    parser.add_argument("--heads", type=int, default=16,
+                        help="teacher attention heads (default: 16)")
+    parser.add_argument("--intermediate", type=int, default=4096,
+                        help="teacher feed-forward size (default: 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random teacher weights")
     parser.add_argument("--teacher", default=None, metavar="MODEL",
                         help="build nothing; fine-tune MODEL (a packaged name such as "
@@ -268,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = parse_overrides(args.overrides)
         if args.teacher:  # before any copying: a missing model is named at once
-            checkpoints.resolve(args.teacher, origin=f"--teacher {args.teacher!r}")
+            checkpoints.resolve(args.teacher, origin=(
+                f"--teacher {args.teacher!r} (a model folder, or a packaged name: "
+                f"{params.PACKAGED_BACKBONE}, {params.PACKAGED_MPNET})"))
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pocketbert-scale-"))
         if workdir.exists() and any(workdir.iterdir()):
             raise ParamsError(f"--workdir {workdir} is not empty; name a new or empty folder")
