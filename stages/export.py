@@ -2,8 +2,9 @@
 
 Run per model (dvc foreach: teacher, student). fp32 parity: max |logit difference| over the
 real test sentences must stay within export.atol with identical top-1, or the stage fails and
-names the worst examples. The int8 model (onnxruntime dynamic quantization) is measured one
-text per call, as the app runs it: size, top-1 agreement with fp32, macro-F1 on test, and the
+names the worst examples. The int8 model (onnxruntime dynamic quantization, of the graph after
+onnxruntime's transformer fusions with export.fuse) is measured one text per call, as the app
+runs it: size, top-1 agreement with fp32, macro-F1 on test, and the
 CPU features its int8 kernels were chosen by (cpu.* metrics). A teacher whose architecture
 the exporter cannot take is recorded, not fatal: one warning line, an output folder holding
 only unsupported.json (step, model_type, reason), ``supported: false`` in the metrics, exit 0;
@@ -84,23 +85,30 @@ def _export(params: stage.Params, model, out: Path, *, ids: list[list[int]], pad
         metrics.update(evaluation.report(logits, gold, labels, "fp32.test"))
         if params.export.int8:
             metrics.update(_int8(params.export, fp32, tmp / contract.ONNX_INT8_FILE, ids=ids,
-                                 pad_id=pad_id, fp32_logits=logits, gold=gold, labels=labels))
+                                 pad_id=pad_id, fp32_logits=logits, gold=gold, labels=labels,
+                                 config=model.config))
         tokenizer.save_pretrained(str(tmp))
         dataset.write_labels(tmp / contract.LABELS_FILE, labels)
     return metrics
 
 
 def _int8(p: ExportParams, fp32: Path, int8: Path, *, ids: list[list[int]], pad_id: int,
-          fp32_logits: np.ndarray, gold: np.ndarray, labels: tuple[str, ...]) -> dict:
-    """Quantize, then measure the int8 model against fp32 and the gold labels; warn below
-    export.min_int8_agreement."""
-    onnx_export.quantize_int8(fp32, int8, p.per_channel, p.reduce_range)
+          fp32_logits: np.ndarray, gold: np.ndarray, labels: tuple[str, ...], config) -> dict:
+    """Quantize (after the transformer fusions with export.fuse), then measure the int8 model
+    against fp32 and the gold labels; warn below export.min_int8_agreement."""
+    fused = _fuse(p, fp32, int8.with_name("fused.fp32.onnx"), config, ids=ids, pad_id=pad_id,
+                  fp32_logits=fp32_logits)
+    source = fused.pop("path", fp32)
+    onnx_export.quantize_int8(source, int8, p.per_channel, p.reduce_range)
+    if source != fp32:
+        source.unlink()
     # one text per call, as predict and the app run it: dynamic int8 results depend on the batch
     per_call = predictor.texts_per_call(int8)
     q_logits = predictor.predict_logits(predictor.session(int8), ids, pad_id,
                                         batch_size=per_call)
     q_check = onnx_export.parity(fp32_logits, q_logits)
     metrics = {
+        **fused,
         **predictor.cpu_features(),  # int8 kernels, and so int8 numbers, differ by CPU
         "int8.texts_per_call": per_call,
         "int8.size_mb": size_mb(int8),
@@ -116,6 +124,37 @@ def _int8(p: ExportParams, fp32: Path, int8: Path, *, ids: list[list[int]], pad_
             + ("" if p.per_channel else " or set export.per_channel: true")
             + ("" if p.reduce_range else " or set export.reduce_range: true"), stacklevel=1)
     return metrics
+
+
+def _fuse(p: ExportParams, fp32: Path, target: Path, config, *, ids: list[list[int]],
+          pad_id: int, fp32_logits: np.ndarray) -> dict:
+    """With export.fuse: write ``target`` through onnx_export.fuse_transformer and return
+    {"path": target, "int8.fused": True, "int8.fused.<op>": count}; SkipLayerNormalization is
+    fused only where the sessions keep its optimizer (predictor.DISABLED_OPTIMIZERS). The
+    fused fp32 graph must give the unfused one's logits on the test split (``fp32_logits``)
+    within export.atol with the same top-1; where it does not, or the fusions fail on the
+    graph, the int8 model is quantized unfused, with one warning. Without export.fuse:
+    {"int8.fused": False}."""
+    if not p.fuse:
+        return {"int8.fused": False}
+    skip = "SkipLayerNormFusion" not in predictor.DISABLED_OPTIMIZERS
+    try:
+        counts = onnx_export.fuse_transformer(
+            fp32, target, num_heads=config.num_attention_heads, hidden_size=config.hidden_size,
+            skip_layer_norm=skip)
+        check = onnx_export.parity(
+            fp32_logits, predictor.predict_logits(predictor.session(target), ids, pad_id))
+        if check.max_abs_diff > p.atol or check.top1_agreement < 1.0:
+            raise onnx_export.ParityError(
+                f"max |logit difference| {check.max_abs_diff:.2e} against the unfused graph")
+    except Exception as exc:  # onnxruntime's optimizer raises many types on unknown graphs
+        target.unlink(missing_ok=True)
+        warnings.warn(f"transformer fusions failed ({type(exc).__name__}: {exc}); the int8 "
+                      "model is quantized unfused (export.fuse: false skips the attempt)",
+                      stacklevel=1)
+        return {"int8.fused": False}
+    return {"path": target, "int8.fused": True,
+            **{f"int8.fused.{op}": n for op, n in counts.items()}}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

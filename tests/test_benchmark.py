@@ -166,6 +166,10 @@ def test_readme_table_is_generated_from_the_committed_metrics() -> None:
     assert report.readme_table(ROOT / "README.md", report.PARAMS_START,
                                report.PARAMS_END) == report.params_table(ROOT / "params.yaml"), (
         "README's params table is stale: run `make results`")
+    latency = json.loads((ROOT / "metrics" / "latency.json").read_text(encoding="utf-8"))
+    assert report.readme_table(ROOT / "README.md", report.LATENCY_START,
+                               report.LATENCY_END) == report.latency_table(latency), (
+        "README's latency candidates table is stale: run `make results`")
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path) -> None:

@@ -266,12 +266,13 @@ def torch_variant(name: str, model, *, pad_id: int, size_mb: float, parameters: 
 
 
 def onnx_variant(name: str, path: Path, *, pad_id: int, threads: int,
-                 parameters: int) -> Variant:
-    """An exported ONNX model in onnxruntime (``threads`` intra-op threads), logits out."""
+                 parameters: int, **session: Any) -> Variant:
+    """An exported ONNX model in onnxruntime (``threads`` intra-op threads; ``session``: more
+    predictor.session settings), logits out."""
     from pocketbert import predictor
     from pocketbert.artifacts import size_mb
 
-    sess = predictor.session(path, threads=threads)
+    sess = predictor.session(path, threads=threads, **session)
 
     def one(ids: list[int]) -> np.ndarray:
         ids_, mask = batching.pad([ids], pad_id)

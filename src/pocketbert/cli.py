@@ -292,11 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(handler=report_command)
 
     t = commands.add_parser(
-        "results", help="rewrite README's generated tables (results, params)",
-        description="Regenerate README.md's results table from metrics/benchmark.json and its "
-                    "params table from params.yaml and the field docs in pocketbert.params "
-                    "(never typed by hand).")
+        "results", help="rewrite README's generated tables (results, params, latency)",
+        description="Regenerate README.md's results table from metrics/benchmark.json, its "
+                    "latency candidates table from metrics/latency.json and its params table "
+                    "from params.yaml and the field docs in pocketbert.params (never typed by "
+                    "hand).")
     t.add_argument("--metrics", default="metrics/benchmark.json", metavar="PATH")
+    t.add_argument("--latency", default="metrics/latency.json", metavar="PATH",
+                   help="the latency stage's metrics (its table is left alone when absent)")
     t.add_argument("--readme", default="README.md", metavar="PATH")
     t.add_argument("--params", default="params.yaml", metavar="PATH",
                    help="the params file whose values the params table shows")
@@ -323,13 +326,16 @@ def results_command(args: argparse.Namespace) -> int:
     if not metrics_file.is_file():
         raise CliError(f"{metrics_file} not found; run `dvc repro benchmark` first")
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    latency_file = Path(args.latency)
+    latency = (json.loads(latency_file.read_text(encoding="utf-8"))
+               if latency_file.is_file() else None)
     readme = Path(args.readme)
     try:
         if args.check:
-            same = report.readme_is_current(readme, metrics, args.params)
+            same = report.readme_is_current(readme, metrics, args.params, latency)
             print(f"{readme}: generated tables are {'up to date' if same else 'stale'}")
             return 0 if same else 1
-        changed = report.update_readme(readme, metrics, args.params)
+        changed = report.update_readme(readme, metrics, args.params, latency)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     print(f"{readme}: generated tables {'updated' if changed else 'already up to date'}")

@@ -107,3 +107,91 @@ def quantize_int8(source: Path, target: Path, per_channel: bool, reduce_range: b
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_dynamic(str(prepared), str(target), per_channel=per_channel,
                          reduce_range=reduce_range, weight_type=QuantType.QInt8)
+
+
+FUSED_OPS = ("Attention", "SkipLayerNormalization", "BiasGelu", "LayerNormalization")
+"fused op types counted by fuse_transformer (onnxruntime's contrib ops and LayerNormalization)"
+
+
+def fuse_transformer(source: Path, target: Path, *, num_heads: int, hidden_size: int,
+                     skip_layer_norm: bool = True) -> dict[str, int]:
+    """Write ``target``: ``source`` (an fp32 export of ``export``) through onnxruntime's
+    transformer optimizer, model_type bert, opt_level 0 (its pattern fusions only, no runtime
+    optimizations baked into the file): attention blocks -> ``Attention`` (quantize_int8
+    then writes ``QAttention``), residual add + LayerNorm -> ``SkipLayerNormalization`` (unless
+    ``skip_layer_norm`` is False), bias + GELU -> ``BiasGelu``. Same function, same inputs and
+    output. Returns the count of each op type in FUSED_OPS in the result.
+
+    Two rewrites first, each computing the same values, because the attention pattern of
+    onnxruntime's fusion_attention.py (1.32) misses this exporter's graph: the additive mask
+    is built by one Unsqueeze with axes [1, 2] where the pattern expects two single-axis
+    Unsqueezes, and the scores are scaled by a Mul with 1/sqrt(head size) where, with the
+    mask Add's first Mul parent taken as the mask, the pattern needs a Div; the Mul becomes a
+    Div by sqrt(head size). ``num_heads``/``hidden_size``: the model config's
+    num_attention_heads and hidden_size. Raises onnxruntime's or onnx's own errors."""
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    proto = onnx.load(str(source))
+    graph = proto.graph
+    constants = {init.name: init for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    graph_inputs = {value.name for value in graph.input}
+    nodes = []
+    for node in graph.node:
+        axes = _constant(constants, node.input[1]) if len(node.input) > 1 else None
+        if (node.op_type == "Unsqueeze" and node.input[0] in graph_inputs
+                and axes is not None and axes.size > 1):
+            step = node.input[0]
+            for i, axis in enumerate(axes.tolist()):
+                name = f"{node.name or node.output[0]}_axis{i}"
+                graph.initializer.append(numpy_helper.from_array(np.array([axis], np.int64),
+                                                                 name))
+                out = node.output[0] if i == axes.size - 1 else f"{name}_out"
+                nodes.append(helper.make_node("Unsqueeze", [step, name], [out]))
+                step = out
+            continue
+        parent = producers.get(node.input[0])
+        if (node.op_type == "Mul" and axes is not None and axes.size == 1
+                and parent is not None and parent.op_type == "MatMul"
+                and any(n.op_type == "Softmax" for n in _consumers(graph, node, depth=2))):
+            name = f"{node.input[1]}_reciprocal"
+            graph.initializer.append(numpy_helper.from_array(
+                (1.0 / axes).astype(axes.dtype), name))
+            nodes.append(helper.make_node("Div", [node.input[0], name], list(node.output),
+                                          name=node.name))
+            continue
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = skip_layer_norm
+    with tempfile.TemporaryDirectory() as tmp:
+        rewritten = Path(tmp) / "rewritten.onnx"
+        onnx.save(proto, str(rewritten))
+        with contextlib.redirect_stdout(io.StringIO()):
+            fused = optimizer.optimize_model(str(rewritten), model_type="bert",
+                                             num_heads=num_heads, hidden_size=hidden_size,
+                                             optimization_options=options, opt_level=0)
+    fused.save_model_to_file(str(target))
+    ops = [node.op_type for node in fused.model.graph.node]
+    return {op: ops.count(op) for op in FUSED_OPS}
+
+
+def _constant(constants: dict, name: str) -> np.ndarray | None:
+    """The value of initializer ``name``, or None when it is not one."""
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(constants[name]) if name in constants else None
+
+
+def _consumers(graph, node, depth: int) -> list:
+    """The nodes reading ``node``'s outputs, and theirs, up to ``depth`` steps down."""
+    found, frontier = [], set(node.output)
+    for _ in range(depth):
+        step = [n for n in graph.node if frontier & set(n.input)]
+        found += step
+        frontier = {out for n in step for out in n.output}
+    return found

@@ -254,6 +254,8 @@ class ExportParams:
     "int8 scales per output channel (better agreement than one scale per tensor)"
     reduce_range: bool = True
     "7-bit int8 weights: no int16 saturation on CPUs without VNNI, same labels on every CPU"
+    fuse: bool = True
+    "quantize after onnxruntime's transformer fusions (QAttention, BiasGelu; README latency)"
     min_int8_agreement: float = 0.99
     "top-1 agreement of int8 with fp32 below which the metrics flag the int8 model"
     models: tuple[str, ...] = ("teacher", "student")
@@ -386,6 +388,27 @@ class BenchmarkParams:
                  "use a value in (0, 1), e.g. 0.95")
 
 
+@dataclass(frozen=True)
+class LatencyParams:
+    """Batch-1 latency candidates for the student's int8 ONNX model (stage latency)."""
+
+    rounds: int = 10
+    "timing rounds over the test sentences; each round runs every candidate in turn"
+    warmup: int = 10
+    "untimed calls per candidate before its first round"
+    calibration_texts: int = 256
+    "train sentences whose activation ranges calibrate the static int8 candidate"
+    min_gain: float = 0.05
+    "a candidate wins when its p50 is at least this fraction below plain dynamic int8"
+
+    def __post_init__(self) -> None:
+        _require(self.rounds >= 1, "latency.rounds", "use a positive integer")
+        _require(self.warmup >= 0, "latency.warmup", "use a value >= 0")
+        _require(self.calibration_texts >= 1, "latency.calibration_texts",
+                 "use a positive integer, e.g. 256")
+        _require(0 <= self.min_gain < 1, "latency.min_gain", "use a value in [0, 1), e.g. 0.05")
+
+
 SECTIONS: dict[str, type] = {
     "split": SplitParams,
     "augment": AugmentParams,
@@ -397,6 +420,7 @@ SECTIONS: dict[str, type] = {
     "convert": ConvertParams,
     "baseline": BaselineParams,
     "benchmark": BenchmarkParams,
+    "latency": LatencyParams,
 }
 
 

@@ -37,19 +37,45 @@ class PredictError(ModelError):
     """A model file cannot be loaded, or fails on the given texts."""
 
 
-def session(path: str | Path, *, threads: int = 0, log_severity: int = 3) -> Any:
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+"""onnxruntime graph optimizers every session here turns off. SkipLayerNormFusion merges each
+residual Add with its LayerNormalization into the contrib op SkipLayerNormalization, whose CPU
+kernel (onnxruntime 1.32) is slower than the two ops it replaces at batch 1: measured by the
+latency stage (README "Student latency candidates") on the int8 student, one thread."""
+
+OPTIMIZATION_LEVELS = ("basic", "extended", "all")
+"onnxruntime's graph optimization levels, by name (GraphOptimizationLevel.ORT_ENABLE_*)"
+
+
+def session(path: str | Path, *, threads: int = 0, log_severity: int = 3,
+            optimization_level: str = "all",
+            disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS,
+            memory_arena: bool = True, optimized_model_path: str | Path | None = None) -> Any:
     """An onnxruntime InferenceSession on the CPU.
 
     ``threads``: intra-op threads (0 = onnxruntime's default, all cores). ``log_severity``: 3
     (errors) keeps load warnings about unused initializers out of the logs; 4 (fatal only) for
-    the predict command, which reports run errors itself. Raises onnxruntime's own errors."""
+    the predict command, which reports run errors itself. ``optimization_level``: one of
+    OPTIMIZATION_LEVELS; ``disabled_optimizers``: onnxruntime optimizer names left out;
+    ``memory_arena``: onnxruntime's CPU memory arena; ``optimized_model_path``: where to write
+    the graph as it runs after the optimizations (to see which ops run). Raises ValueError on
+    an unknown level, and onnxruntime's own errors."""
     import onnxruntime as ort
 
+    if optimization_level not in OPTIMIZATION_LEVELS:
+        raise ValueError(f"optimization_level {optimization_level!r}: use one of "
+                         f"{', '.join(OPTIMIZATION_LEVELS)}")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = log_severity
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, f"ORT_ENABLE_{optimization_level.upper()}")
+    options.enable_cpu_mem_arena = memory_arena
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
 
 
 def texts_per_call(path: str | Path) -> int:
@@ -63,6 +89,20 @@ def texts_per_call(path: str | Path) -> int:
     graph = onnx.load(str(path), load_external_data=False).graph
     ops = {node.op_type for node in graph.node}
     return 1 if ops & DYNAMIC_QUANT_OPS else BATCH_SIZE
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's ``model name`` from ``cpuinfo``; None where that file is absent, unreadable
+    or has no such line (not Linux, some ARM kernels)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return None
 
 
 def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, bool | None]:

@@ -135,16 +135,55 @@ def params_table(params_file: str | Path = "params.yaml") -> str:
     return "\n".join(lines)
 
 
-def _blocks(metrics: dict[str, Any], params_file: str | Path) -> dict[tuple[str, str], str]:
-    return {(START, END): results_table(metrics),
-            (PARAMS_START, PARAMS_END): params_table(params_file)}
+LATENCY_START, LATENCY_END = "<!-- latency:start -->", "<!-- latency:end -->"
+
+
+def latency_table(latency: dict[str, Any]) -> str:
+    """Markdown table of the latency stage's candidates (metrics/latency.json), fastest first,
+    with the command and machine that measured them."""
+    from pocketbert.latency import CANDIDATES
+
+    described = {c.name: c.description for c in CANDIDATES}
+    rows = sorted(latency["candidates"].items(), key=lambda item: item[1]["latency_p50_ms"])
+    fp32 = latency["candidates"]["fp32"]
+    lines = [
+        f"Measured by `dvc repro latency` on {latency.get('cpu.model') or 'an unnamed CPU'} "
+        f"(AVX-512 VNNI: {latency.get('cpu.avx512_vnni')}), {latency['threads']} thread, "
+        f"{latency['rounds']} interleaved rounds over the {latency['test_sentences']} test "
+        f"sentences (median {latency['median_tokens']:.0f} tokens), one text per call. fp32 "
+        f"test macro-F1 {fp32['macro_f1']:.3f}, 95% interval "
+        f"[{latency['fp32_macro_f1_ci_low']:.3f}, {latency['fp32_macro_f1_ci_high']:.3f}].",
+        "",
+        "| candidate | what changes | p50 ms | p95 ms | vs dynamic | agrees with fp32 | "
+        "macro-F1 | size MB | wins |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        verdict = "probe" if r["probe"] else ("yes" if r["wins"] else "no")
+        lines.append(
+            f"| `{name}` | {described.get(name, '')} | {r['latency_p50_ms']:.3f} | "
+            f"{r['latency_p95_ms']:.3f} | {r['speedup']:.2f}x | {r['agreement_with_fp32']:.3f} | "
+            f"{r['macro_f1']:.3f} | {r['size_mb']:.2f} | {verdict} |")
+    return "\n".join(lines)
+
+
+def _blocks(metrics: dict[str, Any], params_file: str | Path,
+            latency: dict[str, Any] | None = None) -> dict[tuple[str, str], str]:
+    blocks = {(START, END): results_table(metrics),
+              (PARAMS_START, PARAMS_END): params_table(params_file)}
+    if latency is not None:
+        blocks[(LATENCY_START, LATENCY_END)] = latency_table(latency)
+    return blocks
 
 
 def update_readme(readme: Path, metrics: dict[str, Any],
-                  params_file: str | Path = "params.yaml") -> bool:
-    """Replace the generated blocks (results, params); True when the file changed."""
+                  params_file: str | Path = "params.yaml",
+                  latency: dict[str, Any] | None = None) -> bool:
+    """Replace the generated blocks (results, params, and the latency candidates given
+    ``latency``, metrics/latency.json); True when the file changed. Raises ValueError when a
+    block's markers are missing."""
     text = new = readme.read_text(encoding="utf-8")
-    for (start, end), body in _blocks(metrics, params_file).items():
+    for (start, end), body in _blocks(metrics, params_file, latency).items():
         if start not in new or end not in new:
             raise ValueError(f"{readme}: markers {start} and {end} not found")
         head, rest = new.split(start, 1)
@@ -162,10 +201,12 @@ def readme_table(readme: Path, start: str = START, end: str = END) -> str:
 
 
 def readme_is_current(readme: Path, metrics: dict[str, Any],
-                      params_file: str | Path = "params.yaml") -> bool:
-    """True when README's generated blocks equal what ``metrics`` and ``params_file`` give."""
+                      params_file: str | Path = "params.yaml",
+                      latency: dict[str, Any] | None = None) -> bool:
+    """True when README's generated blocks equal what ``metrics``, ``params_file`` and
+    ``latency`` give."""
     return all(readme_table(readme, s, e) == body
-               for (s, e), body in _blocks(metrics, params_file).items())
+               for (s, e), body in _blocks(metrics, params_file, latency).items())
 
 
 def diff_markdown(a_rev: str, b_rev: str | None = None, cwd: str | Path = ".") -> str:

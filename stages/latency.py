@@ -1,0 +1,70 @@
+"""latency: batch-1 latency candidates for the student's int8 ONNX model.
+
+Builds every candidate of pocketbert.latency.CANDIDATES from the student's fp32 export
+(quantization styles, transformer fusions, a trimmed position table, session settings, a
+fewer-heads probe), times them interleaved on the test sentences, one text per call with
+benchmark.threads threads, and scores each against fp32: top-1 agreement and test macro-F1
+(judged against fp32's bootstrap interval). README "Student latency candidates" is generated
+from the metrics; the plot ranks the candidates by p50.
+
+    python -m stages.latency --export models/export/student --model models/student \
+        --tokenize data/tokenize/written --metrics metrics/latency.json \
+        --plots metrics/latency_plots
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from pocketbert import contract, dataset, latency, predictor, stage, tokenization
+from pocketbert.artifacts import atomic_path, read_json, write_json
+from pocketbert.errors import ModelError
+
+PARAMS = ("latency", "export", "tokenize.max_length", "benchmark.threads",
+          "benchmark.bootstrap_resamples", "benchmark.bootstrap_seed",
+          "benchmark.confidence_level")
+INPUTS = ("export", "model", "tokenize")
+OUTPUTS = ("metrics", "plots")
+
+
+def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
+    export = inputs["export"]
+    fp32 = export / contract.ONNX_FP32_FILE
+    if not fp32.is_file():
+        raise ModelError(f"{fp32}: not found; run `dvc repro export@student` first")
+    shipped = export / contract.ONNX_INT8_FILE
+    labels = dataset.read_labels(export / contract.LABELS_FILE)
+    tokenizer = tokenization.load_tokenizer(export)
+    data = tokenization.load(inputs["tokenize"])
+    max_length = params.tokenize.max_length
+    test_ids = tokenization.encode(tokenizer, list(data["test"]["text"]), max_length)
+    train_texts = list(data["train"]["text"])[: params.latency.calibration_texts]
+    calibration = tokenization.encode(tokenizer, train_texts, max_length)["input_ids"]
+    results, (low, high) = latency.run_all(
+        fp32, shipped=shipped if shipped.is_file() else None,
+        config=read_json(inputs["model"] / "config.json"),
+        sequences=test_ids["input_ids"], gold=np.asarray(data["test"]["label"]),
+        labels=labels, pad_id=tokenizer.pad_token_id, calibration=calibration, params=params)
+    lengths = [len(ids) for ids in test_ids["input_ids"]]
+    metrics = {"cpu.model": predictor.cpu_model(), **predictor.cpu_features(),
+               "threads": params.benchmark.threads, "rounds": params.latency.rounds,
+               "test_sentences": len(lengths), "median_tokens": float(np.median(lengths)),
+               "fp32_macro_f1_ci_low": low, "fp32_macro_f1_ci_high": high,
+               "candidates": results}
+    with atomic_path(outputs["plots"], directory=True) as tmp:
+        write_json(tmp / "candidates.json", [
+            {"candidate": name, "p50_ms": r["latency_p50_ms"]}
+            for name, r in sorted(results.items(), key=lambda item: item[1]["latency_p50_ms"])])
+    write_json(outputs["metrics"], metrics)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    return stage.cli(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    main()
