@@ -31,10 +31,16 @@ OUTPUTS = ("metrics", "plots")
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
-    export = inputs["export"]
+    export, config = inputs["export"], inputs["model"] / "config.json"
     fp32 = export / contract.ONNX_FP32_FILE
     if not fp32.is_file():
         raise ModelError(f"{fp32}: not found; run `dvc repro export@student` first")
+    if not config.is_file():
+        raise ModelError(f"{config}: not found; --model is the student's folder (its config "
+                         "gives the attention heads): run `dvc repro train_student` first")
+    if not (inputs["tokenize"] / "dataset").is_dir():
+        raise ModelError(f"{inputs['tokenize'] / 'dataset'}: not found; --tokenize is the "
+                         "tokenize stage's written folder: run `dvc repro tokenize` first")
     shipped = export / contract.ONNX_INT8_FILE
     labels = dataset.read_labels(export / contract.LABELS_FILE)
     tokenizer = tokenization.load_tokenizer(export)
@@ -45,7 +51,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     calibration = tokenization.encode(tokenizer, train_texts, max_length)["input_ids"]
     results, (low, high) = latency.run_all(
         fp32, shipped=shipped if shipped.is_file() else None,
-        config=read_json(inputs["model"] / "config.json"),
+        config=read_json(config),
         sequences=test_ids["input_ids"], gold=np.asarray(data["test"]["label"]),
         labels=labels, pad_id=tokenizer.pad_token_id, calibration=calibration, params=params)
     lengths = [len(ids) for ids in test_ids["input_ids"]]
@@ -53,6 +59,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                "threads": params.benchmark.threads, "rounds": params.latency.rounds,
                "test_sentences": len(lengths), "median_tokens": float(np.median(lengths)),
                "fp32_macro_f1_ci_low": low, "fp32_macro_f1_ci_high": high,
+               "confidence_level": params.benchmark.confidence_level,
                "candidates": results}
     with atomic_path(outputs["plots"], directory=True) as tmp:
         write_json(tmp / "candidates.json", [

@@ -163,13 +163,20 @@ def test_latency_stage_measures_every_candidate(exported, capsys) -> None:
     assert "`dvc repro latency`" in table
     assert table.count("\n| `") == len(latency.CANDIDATES)  # one row per candidate
 
-    (w["onnx"] / "model.onnx").unlink()
-    with pytest.raises(SystemExit) as exc:
-        latency_stage.main([*args[:-4], "--metrics", str(w["root"] / "again.json"),
-                            "--plots", str(w["root"] / "again_plots")])
-    assert exc.value.code == 2
-    assert "model.onnx: not found; run `dvc repro export@student`" in capsys.readouterr().err
-    assert not (w["root"] / "again.json").exists()
+    again = [*args[:-4], "--metrics", str(w["root"] / "again.json"),
+             "--plots", str(w["root"] / "again_plots")]
+    for flag, folder, message in (
+            ("--model", w["root"], "config.json: not found; --model is the student's folder"),
+            ("--tokenize", w["root"], "dataset: not found; --tokenize is the tokenize stage"),
+            ("--export", w["root"], "model.onnx: not found; run `dvc repro export@student`")):
+        bad = list(again)
+        bad[bad.index(flag) + 1] = str(folder)
+        with pytest.raises(SystemExit) as exc:
+            latency_stage.main(bad)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err.splitlines()[-1]
+        assert not (w["root"] / "again.json").exists()
+        assert not (w["root"] / "again_plots").exists()
 
 
 def test_a_fusion_that_changes_the_logits_is_not_shipped(tiny_world, monkeypatch) -> None:

@@ -146,12 +146,15 @@ def latency_table(latency: dict[str, Any]) -> str:
     described = {c.name: c.description for c in CANDIDATES}
     rows = sorted(latency["candidates"].items(), key=lambda item: item[1]["latency_p50_ms"])
     fp32 = latency["candidates"]["fp32"]
+    threads = latency["threads"]
+    level = latency.get("confidence_level", 0.95)
     lines = [
-        f"Measured by `dvc repro latency` on {latency.get('cpu.model') or 'an unnamed CPU'} "
-        f"(AVX-512 VNNI: {latency.get('cpu.avx512_vnni')}), {latency['threads']} thread, "
+        f"Measured by the `latency` stage (`dvc repro latency`) on "
+        f"{latency.get('cpu.model') or 'an unnamed CPU'} (AVX-512 VNNI: "
+        f"{latency.get('cpu.avx512_vnni')}), {threads} thread{'s' if threads != 1 else ''}, "
         f"{latency['rounds']} interleaved rounds over the {latency['test_sentences']} test "
         f"sentences (median {latency['median_tokens']:.0f} tokens), one text per call. fp32 "
-        f"test macro-F1 {fp32['macro_f1']:.3f}, 95% interval "
+        f"test macro-F1 {fp32['macro_f1']:.3f}, {level:.0%} interval "
         f"[{latency['fp32_macro_f1_ci_low']:.3f}, {latency['fp32_macro_f1_ci_high']:.3f}].",
         "",
         "| candidate | what changes | p50 ms | p95 ms | vs dynamic | agrees with fp32 | "
