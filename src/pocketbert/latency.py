@@ -2,7 +2,7 @@
 model, each timed on the test sentences and checked against the fp32 export.
 
 Every candidate is a model file built from the fp32 export (``fp32``, ``dynamic``,
-``fused``, ...; see BUILDS) run with some onnxruntime session settings. All candidates run in
+``fused``, ...; see ``build``) run with some onnxruntime session settings. All candidates run in
 one process, one text per call, as the app and the benchmark run them, in interleaved rounds
 (round r times every candidate on every test sentence before round r + 1, in a seeded random
 order), so a slow spell of a shared machine lands on all of them alike and no candidate always
@@ -38,7 +38,7 @@ class Candidate:
     description: str
     "what changes against ``dynamic`` with default session settings, one line"
     build: str
-    "the model file it runs: a key of BUILDS"
+    "the model file it runs: a key of the mapping ``build`` returns"
     session: dict[str, Any] = field(default_factory=dict)
     "predictor.session settings beside threads (optimization_level, disabled_optimizers, ...)"
     threads: int | None = None
@@ -49,20 +49,6 @@ class Candidate:
 
 NO_DISABLED = {"disabled_optimizers": ()}
 "onnxruntime's own session defaults: every graph optimizer on"
-
-BUILDS = {
-    "fp32": "the fp32 export as it is",
-    "dynamic": "dynamic int8 (onnxruntime quantize_dynamic) of the fp32 export",
-    "dynamic_per_tensor": "dynamic int8 with one scale per weight tensor",
-    "positions_trimmed": "dynamic int8 with the position table cut to tokenize.max_length rows",
-    "static_qdq": "static int8, QDQ format, activation ranges calibrated on train sentences",
-    "fused": "onnxruntime transformer fusions (Attention, SkipLayerNormalization, BiasGelu), "
-             "then dynamic int8 (QAttention)",
-    "fused_unskipped": "transformer fusions without SkipLayerNormalization, then dynamic int8",
-    "fused_fewer_heads": "fused_unskipped with half the attention heads (probe)",
-    "shipped": "the int8 model the export stage wrote (export params)",
-}
-"the model files candidates run, by key: how each is built"
 
 CANDIDATES = (
     Candidate("fp32", "fp32, no quantization", "fp32", NO_DISABLED),
@@ -161,9 +147,16 @@ def halve_heads(source: Path, target: Path) -> bool:
 def build(fp32: Path, workdir: Path, *, shipped: Path | None, config: dict, per_channel: bool,
           reduce_range: bool, calibration: Sequence[Sequence[int]],
           max_length: int) -> dict[str, Path | None]:
-    """Build every model file of BUILDS under ``workdir``; a build that does not apply to this
-    model (no position table to trim; transformer fusions that fail on its graph, and with
-    them the fewer-heads probe; no fused attention to halve) maps to None.
+    """Build every model file the candidates run, under ``workdir``, by key: ``fp32`` (the
+    export as it is), ``dynamic`` (onnxruntime quantize_dynamic with export's settings),
+    ``dynamic_per_tensor`` (one scale per weight tensor), ``positions_trimmed`` (position
+    table cut to ``max_length`` rows, then dynamic), ``static_qdq`` (static int8, QDQ format,
+    activation ranges calibrated on ``calibration``), ``fused`` / ``fused_unskipped``
+    (onnx_export.fuse_transformer with / without SkipLayerNormalization, then dynamic),
+    ``fused_fewer_heads`` (``fused_unskipped`` with half the heads, a probe) and ``shipped``.
+    A build that does not apply to this model (no position table to trim; transformer
+    fusions that fail on its graph, and with them the fewer-heads probe; no fused attention
+    to halve) maps to None.
 
     ``shipped``: the export stage's int8 model (None without one); ``config``: the model's
     config.json (num_attention_heads, hidden_size, model_type);

@@ -138,28 +138,35 @@ def fuse_transformer(source: Path, target: Path, *, num_heads: int, hidden_size:
     graph = proto.graph
     constants = {init.name: init for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
     graph_inputs = {value.name for value in graph.input}
+    reciprocals: set[str] = set()  # one Div constant per shared scale constant
     nodes = []
     for node in graph.node:
-        axes = _constant(constants, node.input[1]) if len(node.input) > 1 else None
+        constant = _constant(constants, node.input[1]) if len(node.input) > 1 else None
         if (node.op_type == "Unsqueeze" and node.input[0] in graph_inputs
-                and axes is not None and axes.size > 1):
+                and constant is not None and constant.size > 1):  # constant: the axes
             step = node.input[0]
-            for i, axis in enumerate(axes.tolist()):
+            for i, axis in enumerate(constant.tolist()):
                 name = f"{node.name or node.output[0]}_axis{i}"
                 graph.initializer.append(numpy_helper.from_array(np.array([axis], np.int64),
                                                                  name))
-                out = node.output[0] if i == axes.size - 1 else f"{name}_out"
+                out = node.output[0] if i == constant.size - 1 else f"{name}_out"
                 nodes.append(helper.make_node("Unsqueeze", [step, name], [out]))
                 step = out
             continue
         parent = producers.get(node.input[0])
-        if (node.op_type == "Mul" and axes is not None and axes.size == 1
+        if (node.op_type == "Mul" and constant is not None and constant.size == 1
                 and parent is not None and parent.op_type == "MatMul"
-                and any(n.op_type == "Softmax" for n in _consumers(graph, node, depth=2))):
+                and _feeds_softmax(node, readers)):  # constant: the scale
             name = f"{node.input[1]}_reciprocal"
-            graph.initializer.append(numpy_helper.from_array(
-                (1.0 / axes).astype(axes.dtype), name))
+            if name not in reciprocals:
+                reciprocals.add(name)
+                graph.initializer.append(numpy_helper.from_array(
+                    (1.0 / constant).astype(constant.dtype), name))
             nodes.append(helper.make_node("Div", [node.input[0], name], list(node.output),
                                           name=node.name))
             continue
@@ -187,11 +194,9 @@ def _constant(constants: dict, name: str) -> np.ndarray | None:
     return numpy_helper.to_array(constants[name]) if name in constants else None
 
 
-def _consumers(graph, node, depth: int) -> list:
-    """The nodes reading ``node``'s outputs, and theirs, up to ``depth`` steps down."""
-    found, frontier = [], set(node.output)
-    for _ in range(depth):
-        step = [n for n in graph.node if frontier & set(n.input)]
-        found += step
-        frontier = {out for n in step for out in n.output}
-    return found
+def _feeds_softmax(node, readers: dict[str, list]) -> bool:
+    """Whether a Softmax reads ``node``'s output directly or one node further down
+    (``readers``: tensor name -> the nodes reading it)."""
+    below = [r for out in node.output for r in readers.get(out, [])]
+    below += [r for n in below for out in n.output for r in readers.get(out, [])]
+    return any(n.op_type == "Softmax" for n in below)

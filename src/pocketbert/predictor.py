@@ -91,18 +91,24 @@ def texts_per_call(path: str | Path) -> int:
     return 1 if ops & DYNAMIC_QUANT_OPS else BATCH_SIZE
 
 
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    """The CPU's ``model name`` from ``cpuinfo``; None where that file is absent, unreadable
-    or has no such line (not Linux, some ARM kernels)."""
+def _cpuinfo_field(cpuinfo: Path, key: str) -> str | None:
+    """The value of the first ``key : value`` line of ``cpuinfo``; None where the file is
+    absent or unreadable, or has no such line."""
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
+        name, _, value = line.partition(":")
+        if name.strip() == key:
             return value.strip()
     return None
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's ``model name`` from ``cpuinfo``; None where that file is absent, unreadable
+    or has no such line (not Linux, some ARM kernels)."""
+    return _cpuinfo_field(cpuinfo, "model name")
 
 
 def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, bool | None]:
@@ -117,16 +123,7 @@ def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, bool | None
     weights meet large activations, so int8 logits can differ from a VNNI CPU's (onnxruntime
     quantization docs, "reduce_range"; onnxruntime issues on int8 BERT accuracy per CPU)."""
     names = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        text = ""
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags = set(value.split())
-            break
+    flags = set((_cpuinfo_field(cpuinfo, "flags") or "").split())
     if not flags:
         return {f"cpu.{name}": None for name in (*names, "vnni")}
     found: dict[str, bool | None] = {f"cpu.{name}": name in flags for name in names}
