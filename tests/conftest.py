@@ -140,6 +140,20 @@ def tiny_tokenizer():
     return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
 
 
+# What padding alone may change in a Core ML program's probabilities, per variant. Padding
+# changes the inner dimension of the attention matmuls, so the BLAS kernel's blocking (and so
+# the fp32 summation order) differs with the CPU's vector width (AVX-512 vs AVX2). fp32
+# program: float32 round-off of sums of a few dozen terms, < 1e-6 on probabilities. Every other
+# variant computes in fp16: a different fp32 sum can round an intermediate to the neighbouring
+# fp16 value (one ulp, 2**-11 relative), and a few such flips reach the output as a few ulps of
+# a probability (one ulp at p in [0.5, 1) is 2**-11 ~ 4.9e-4, seen on an AVX2-only CPU).
+# 8 ulps (3.9e-3) allows several flips and stays far under what a broken mask moves on the
+# sharp tiny models (test_mil_executor.FP16_TOLERANCE).
+FP16_ULP_NEAR_ONE = 2.0**-11
+PADDING_TOLERANCE = {"fp32": 1e-6, "fp16": 8 * FP16_ULP_NEAR_ONE, "int8": 8 * FP16_ULP_NEAR_ONE,
+                     "palette6": 8 * FP16_ULP_NEAR_ONE, "palette4": 8 * FP16_ULP_NEAR_ONE}
+
+
 def tiny_classifier(vocab_size: int, labels: Sequence[str] = LABELS, layers: int = 3,
                     seed: int = 0):
     """A random BERT classifier: hidden 32, 2 heads, ``layers`` layers."""

@@ -156,20 +156,69 @@ def test_results_table_prints_intervals_beside_the_point_and_the_baseline_row() 
     assert "interval" not in report.results_table(_metrics())
 
 
-def test_readme_table_is_generated_from_the_committed_metrics() -> None:
-    metrics_file = ROOT / "metrics" / "benchmark.json"
-    if not metrics_file.is_file():
-        pytest.skip("metrics/benchmark.json not produced yet")
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    assert report.readme_table(ROOT / "README.md") == report.results_table(metrics), (
+GENERATED_FROM = ("README.md", "metrics/benchmark.json", "metrics/latency.json", "params.yaml")
+"README and the files its generated tables are made from"
+
+
+def _readme_revision(tmp_path):
+    """GENERATED_FROM as of README's own revision, copied under ``tmp_path``: HEAD's files when
+    README.md is unchanged in the working tree (`make repro` re-measures the metrics and leaves
+    README to `make results`, so a rebuilt workspace is not a stale README), the working
+    tree's when README.md is being edited (or there is no git checkout)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=False)
+
+    committed = (shutil.which("git") is not None
+                 and git("rev-parse", "--verify", "HEAD").returncode == 0
+                 and git("diff", "--quiet", "HEAD", "--", "README.md").returncode == 0)
+    for name in GENERATED_FROM:
+        target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if committed:
+            shown = git("show", f"HEAD:{name}")
+            assert shown.returncode == 0, shown.stderr.decode()
+            target.write_bytes(shown.stdout)
+        else:
+            shutil.copyfile(ROOT / name, target)
+    return tmp_path
+
+
+def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_path) -> None:
+    files = _readme_revision(tmp_path)
+    readme = files / "README.md"
+    metrics = json.loads((files / "metrics" / "benchmark.json").read_text(encoding="utf-8"))
+    assert report.readme_table(readme) == report.results_table(metrics), (
         "README's results table is stale: run `make results`")
-    assert report.readme_table(ROOT / "README.md", report.PARAMS_START,
-                               report.PARAMS_END) == report.params_table(ROOT / "params.yaml"), (
+    assert report.readme_table(readme, report.PARAMS_START, report.PARAMS_END) == (
+        report.params_table(files / "params.yaml")), (
         "README's params table is stale: run `make results`")
-    latency = json.loads((ROOT / "metrics" / "latency.json").read_text(encoding="utf-8"))
-    assert report.readme_table(ROOT / "README.md", report.LATENCY_START,
-                               report.LATENCY_END) == report.latency_table(latency), (
+    latency = json.loads((files / "metrics" / "latency.json").read_text(encoding="utf-8"))
+    assert report.readme_table(readme, report.LATENCY_START, report.LATENCY_END) == (
+        report.latency_table(latency)), (
         "README's latency candidates table is stale: run `make results`")
+
+
+def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
+                                                                         capsys) -> None:
+    from pocketbert import cli
+
+    files = _readme_revision(tmp_path)
+    args = ["results", "--readme", str(files / "README.md"),
+            "--metrics", str(files / "metrics" / "benchmark.json"),
+            "--latency", str(files / "metrics" / "latency.json"),
+            "--params", str(files / "params.yaml"), "--check"]
+    assert cli.main(args) == 0
+    metrics_file = files / "metrics" / "benchmark.json"
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    metrics["student.onnx_int8.macro_f1"] = 0.123  # a re-measured figure README does not show
+    metrics_file.write_text(json.dumps(metrics), encoding="utf-8")
+    assert cli.main(args) == 1
+    assert "stale" in capsys.readouterr().out
+    metrics_file.unlink()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(args)
+    assert exc.value.code == 2
+    assert "benchmark.json not found; run `dvc repro benchmark`" in capsys.readouterr().err
 
 
 def test_update_readme_replaces_only_the_marked_block(tmp_path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import LABELS, tiny_tokenizer
+from conftest import LABELS, PADDING_TOLERANCE, tiny_tokenizer
 
 from pocketbert import contract, coreml, modeling, onnx_export, tokenization
 from stages import bundle, convert, export
@@ -100,12 +100,13 @@ def test_coreml_conversion_states_labels_inputs_and_metadata(tiny_world) -> None
         assert m[f"{variant}.bucket_cases"] > len(tokenization.EDGE_CASES) + 8, variant
         assert m[f"{variant}.bucket_nonfinite"] == 0
         assert m[f"{variant}.bucket_max_abs_prob_diff"] <= tolerance, variant
-        # padding never moves a label, nor a probability beyond float32 sums (fp16: 1 ulp)
+        # padding never moves a label, nor a probability beyond the round-off of the dtype
         assert m[f"{variant}.padding_label_changes"] == 0, variant
-        assert m[f"{variant}.padding_max_abs_prob_diff"] <= 1e-3, variant
-    assert m["fp32.bucket_label_agreement"] == m["fp16.bucket_label_agreement"] == 1.0
-    # 4-bit weights of a random tiny model flip near ties (measured 0.94 here), padding does not
-    assert m["palette4.bucket_label_agreement"] >= 0.9
+        assert m[f"{variant}.padding_max_abs_prob_diff"] <= PADDING_TOLERANCE[variant], variant
+    # Labels: a probability bound t moves the top label only where PyTorch's top-2 margin is
+    # under 2t, so the bounds above already hold the labels away from ties; near ties fp16
+    # and compressed weights may flip legitimately. fp32 (t = 1e-4) keeps every label.
+    assert m["fp32.bucket_label_agreement"] == 1.0
     if not coreml.can_predict():  # metrics stay numeric: absent, and a note says why
         assert "fp16.test.macro_f1" not in m and "measured_by" not in m
         assert contract.NOT_MEASURED_NOTE in m["note"]
@@ -296,8 +297,9 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
         assert m["student.coreml_int8.latency_p50_ms"] is None  # numeric or null, no text
         assert "accuracy" not in m["teacher.coreml_fp16.note"]  # size only, said in a note
         assert "teacher.coreml_fp16.accuracy" not in m
-    # the student Core ML fp16 program agrees with the student in PyTorch on these inputs
-    assert m["student.coreml_fp16.top1_agreement_with_pytorch"] == 1.0
+    # the student Core ML fp16 program stays within fp16 round-off of the student in PyTorch
+    # (test_mil_executor.FP16_TOLERANCE); labels then agree except at near ties
+    assert m["student.coreml_fp16.max_abs_prob_diff"] <= 1e-2
     plots = r / "bench_plots"
     confusion = json.loads((plots / "confusion_student.json").read_text())
     assert len(confusion) == 8 and set(confusion[0]) == {"actual", "predicted"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import LABELS, tiny_classifier, tiny_tokenizer
+from conftest import LABELS, PADDING_TOLERANCE, tiny_classifier, tiny_tokenizer
 
 from pocketbert import coreml, mil_executor
 from pocketbert.errors import PocketbertError
@@ -520,11 +520,12 @@ def test_every_bucket_gives_the_unpadded_pytorch_label_and_probabilities(
     assert got["bucket_cases"] == 13 and got["bucket_nonfinite"] == 0
     assert got["bucket_max_abs_prob_diff"] <= TOLERANCE[variant]
     assert got["bucket_label_agreement"] == 1.0
-    assert got["padding_label_changes"] == 0 and got["padding_max_abs_prob_diff"] <= 1e-6
-    # and the padding length itself changes nothing beyond the last bit of a float32 sum
+    assert got["padding_label_changes"] == 0
+    assert got["padding_max_abs_prob_diff"] <= PADDING_TOLERANCE[variant]
+    # and the padding length itself changes nothing beyond the round-off of the program's dtype
     for ids in sequences[:3]:
         by_bucket = [executors[variant].probabilities(_padded(ids, b)) for b in BUCKETS]
-        np.testing.assert_allclose(by_bucket[0], by_bucket[-1], atol=1e-6)
+        np.testing.assert_allclose(by_bucket[0], by_bucket[-1], atol=PADDING_TOLERANCE[variant])
 
 
 def test_bucket_parity_counts_what_breaks(executors, programs) -> None:
