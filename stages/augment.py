@@ -2,6 +2,10 @@
 
 Only the train split is augmented; validation and test stay as written. The output holds the
 original rows followed by their variants, with an ``augmentation`` column (none/synonym/deletion).
+
+augment.keep_words: auto protects the embedded data set's cue words (pocketbert.params.CUE_WORDS)
+only when split.csv is that data set; for any other CSV it protects none, and the metrics say
+which list was used (``keep_words`` and ``keep_words_from``).
 """
 
 from __future__ import annotations
@@ -13,10 +17,24 @@ from tqdm import tqdm
 
 from pocketbert import augmentation, dataset, stage, wordnet
 from pocketbert.artifacts import atomic_path, write_json
+from pocketbert.params import CUE_WORDS, EMBEDDED_CSV
 
-PARAMS = ("augment",)
+PARAMS = ("augment", "split.csv")
 INPUTS = ("train",)
 OUTPUTS = ("out", "metrics")
+
+
+def keep_words(given: tuple[str, ...] | str, csv: str) -> tuple[tuple[str, ...], str]:
+    """The cue words augmentation leaves alone, and where they come from.
+
+    ``given`` is augment.keep_words: a list is used as it is ("params"); "auto" gives CUE_WORDS
+    when ``csv`` (split.csv) is the embedded data set ("auto: embedded data set"), else no
+    words ("auto: none, split.csv is not the embedded data set")."""
+    if given != "auto":
+        return tuple(given), "params"
+    if dataset.same_file(csv, EMBEDDED_CSV):
+        return CUE_WORDS, "auto: embedded data set"
+    return (), "auto: none, split.csv is not the embedded data set"
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths,
@@ -26,7 +44,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths,
     rows = dataset.read_examples(inputs["train"])
     if synonyms is None and p.factor > 0 and p.synonym_probability > 0:
         synonyms = augmentation.wordnet_synonyms(wordnet.load())
-    keep = frozenset(w.lower() for w in p.keep_words)
+    words, keep_from = keep_words(p.keep_words, params.split.csv)
+    keep = frozenset(w.lower() for w in words)
     stats = augmentation.AugmentStats(source_rows=len(rows))
     added: list[dataset.Example] = []
     for ex in tqdm(rows, desc="augment", unit="row", mininterval=2):
@@ -47,6 +66,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths,
         "skipped_variants": stats.skipped_variants,
         "words_changed": stats.words_changed,
         "words_changed_per_variant": stats.words_changed / max(1, stats.added_rows),
+        "keep_words": len(keep),
+        "keep_words_from": keep_from,
     }
     write_json(outputs["metrics"], metrics)
     return metrics

