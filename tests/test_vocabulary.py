@@ -92,3 +92,91 @@ def test_a_tokenizer_that_keeps_line_breaks_in_words_keeps_such_tokens_and_is_re
 def test_line_problem(token, problem):
     found = vocabulary.line_problem(token)
     assert (found is None) if problem is None else (problem in found)
+
+
+# --- shared rows for the tokens trimming would drop (train_student.vocab_clusters) ----------
+
+
+def test_cluster_rows_keeps_kept_rows_exact_and_shares_the_rest() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    weight = torch.randn(40, 8)
+    weight[20:30] = weight[20] + 1e-3 * torch.randn(10, 8)  # ten near-identical rare tokens
+    kept = [0, 1, 2, 5]
+    remap, rows = vocabulary.cluster_rows(weight, kept, clusters=6, seed=0)
+    assert remap.dtype == torch.int32 and remap.shape == (40,)
+    assert rows.shape[0] <= len(kept) + 6 and rows.shape[1] == 8
+    for row, token in enumerate(kept):  # kept tokens: their own exact row, in kept order
+        assert int(remap[token]) == row
+        assert torch.equal(rows[row], weight[token])
+    others = [t for t in range(40) if t not in kept]
+    assert all(int(remap[t]) >= len(kept) for t in others)
+    assert len({int(remap[t]) for t in range(20, 30)}) == 1  # the near-identical ones share
+    # each shared row is the mean of its tokens' rows (the k-means centroid)
+    for row in {int(remap[t]) for t in others}:
+        members = [t for t in others if int(remap[t]) == row]
+        torch.testing.assert_close(rows[row], weight[members].mean(0))
+    # every row is used: no centroid without tokens
+    assert set(remap.tolist()) == set(range(rows.shape[0]))
+    with pytest.raises(ValueError, match="clusters must be >= 1"):
+        vocabulary.cluster_rows(weight, kept, clusters=0, seed=0)
+
+
+def _clustered_student(tiny_world, clusters: int = 8):
+    """The tiny world's teacher cut to 2 layers with clustered rows, saved as a student."""
+    from pocketbert import modeling, params, student
+
+    teacher = modeling.load_classifier(tiny_world["given_teacher"], LABELS)
+    tokenizer = tiny_tokenizer()
+    model = modeling.keep_layers(teacher, (0, 2))
+    corpus = sentences(LABELS[0], 2)
+    tokenizer = student.cluster(model, tokenizer, corpus, 0, clusters, 32, 0)
+    folder = tiny_world["root"] / "clustered"
+    modeling.save_classifier(folder, model.eval(), tokenizer, LABELS, "train_student",
+                             params.TrainStudentParams(vocab_clusters=clusters))
+    return model, tokenizer, folder
+
+
+def test_a_clustered_student_keeps_the_whole_tokenizer_and_reloads_exactly(tiny_world) -> None:
+    import torch
+
+    from pocketbert import modeling
+
+    model, tokenizer, folder = _clustered_student(tiny_world)
+    assert len(tokenizer) == len(tiny_tokenizer())  # every token still has its id
+    emb = model.get_input_embeddings()
+    assert isinstance(emb, modeling.RemappedEmbedding)
+    assert emb.weight.shape[0] < len(tokenizer)  # fewer rows than tokens
+    loaded = modeling.load_classifier(folder, LABELS)
+    assert isinstance(loaded.get_input_embeddings(), modeling.RemappedEmbedding)
+    ids = torch.tensor([tokenizer(t)["input_ids"] for t in sentences(LABELS[1], 1)])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits,
+                                   rtol=0, atol=0)
+    # a folder whose weights lost the remap is refused by name, not loaded half-random
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if not k.endswith(".remap")},
+              str(folder / "model.safetensors"))
+    with pytest.raises(ModelError, match="pocketbert_embedding_rows"):
+        modeling.load_classifier(folder, LABELS)
+
+
+def test_a_clustered_student_exports_and_converts_with_parity(tiny_world) -> None:
+    from stages import convert, export
+
+    _, _, folder = _clustered_student(tiny_world)
+    root = tiny_world["root"]
+    common = ["--params", str(tiny_world["params"]), "--model", str(folder),
+              "--tokenize", str(tiny_world["tokenize"])]
+    m = export.main([*common, "--out", str(root / "onnx"), "--metrics", str(root / "e.json")])
+    assert m["fp32.max_abs_logit_diff"] <= 1e-4  # ONNX fp32 against PyTorch: float32 sums
+    assert m["fp32.top1_agreement_with_pytorch"] == 1.0
+    assert m["int8.size_mb"] < m["fp32.size_mb"]
+    with pytest.warns(UserWarning):  # convert.buckets above the tiny world's max_length
+        c = convert.main([*common, "--out", str(root / "coreml"),
+                          "--metrics", str(root / "c.json")])
+    assert c["fp32.bucket_max_abs_prob_diff"] <= 1e-4
+    assert c["fp16.bucket_max_abs_prob_diff"] <= 1e-2  # test_mil_executor.FP16_TOLERANCE

@@ -29,6 +29,76 @@ def label_maps(labels: tuple[str, ...]) -> dict:
     return {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
 
 
+EMBEDDING_ROWS = "pocketbert_embedding_rows"
+"""config.json key of a student whose word embeddings are a RemappedEmbedding: its row count."""
+
+
+class RemappedEmbedding(torch.nn.Module):
+    """Word embeddings whose token ids go through a lookup table first: ``table(remap[ids])``.
+
+    ``remap``: int32 [vocab], the row of each token id (a buffer, saved with the weights);
+    ``table``: nn.Embedding [rows, hidden], rows <= vocab. Many ids may share one row
+    (vocabulary.cluster_rows), so the tokenizer keeps the whole vocabulary while the matrix
+    stays small. ONNX export and Core ML conversion see two gathers."""
+
+    def __init__(self, remap: torch.Tensor, rows: int, hidden: int,
+                 padding_idx: int | None = None) -> None:
+        super().__init__()
+        self.register_buffer("remap", remap.to(torch.int32))
+        self.table = torch.nn.Embedding(rows, hidden, padding_idx=padding_idx)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The [rows, hidden] matrix (what nn.Embedding's ``weight`` is to callers)."""
+        return self.table.weight
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.table.embedding_dim
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[batch, seq] token ids -> [batch, seq, hidden]."""
+        return self.table(self.remap[input_ids].long())
+
+
+def install_remapped_embedding(model, remap: torch.Tensor, rows: torch.Tensor) -> None:
+    """Replace ``model``'s word embeddings by RemappedEmbedding(remap, rows) and record the
+    row count in its config (EMBEDDING_ROWS), so that loading rebuilds the same module.
+    ``remap`` int [vocab]; ``rows`` float [rows, hidden]. config.vocab_size stays the
+    tokenizer's vocabulary; pad_token_id keeps its token id (its row is remap[pad])."""
+    pad = getattr(model.config, "pad_token_id", None)
+    padding_idx = int(remap[pad]) if pad is not None else None
+    module = RemappedEmbedding(remap, rows.shape[0], rows.shape[1], padding_idx)
+    with torch.no_grad():
+        module.table.weight.copy_(rows)
+    model.set_input_embeddings(module)
+    model.config.vocab_size = int(remap.shape[0])
+    setattr(model.config, EMBEDDING_ROWS, int(rows.shape[0]))
+
+
+def _remapped_from_pretrained(folder: Path, origin: str):
+    """A student saved with a RemappedEmbedding: the config's model with that module in place,
+    then every tensor of model.safetensors loaded strictly. Raises ModelError."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    weights = folder / "model.safetensors"
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+        model = AutoModelForSequenceClassification.from_config(config)
+        state = load_file(str(weights))
+        remap_key = next(k for k in state if k.endswith("word_embeddings.remap"))
+        rows = torch.zeros(getattr(config, EMBEDDING_ROWS), config.hidden_size)
+        install_remapped_embedding(model, state[remap_key], rows)
+        model.load_state_dict(state, strict=True)
+    except (OSError, ValueError, RuntimeError, KeyError, StopIteration) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{folder}: config.json has {EMBEDDING_ROWS} but {weights.name} does "
+                         f"not hold a matching remapped embedding ({first}); {origin} must "
+                         "name a folder saved by the train_student stage") from exc
+    return model.eval()
+
+
 def _from_pretrained(folder: Path, origin: str, trust_remote_code: bool, **kwargs):
     """AutoModelForSequenceClassification.from_pretrained, weights-only, errors as ModelError.
 
@@ -38,6 +108,8 @@ def _from_pretrained(folder: Path, origin: str, trust_remote_code: bool, **kwarg
     """
     from transformers import AutoModelForSequenceClassification
 
+    if EMBEDDING_ROWS in read_config(folder, origin, trust_remote_code) and not kwargs:
+        return _remapped_from_pretrained(Path(folder), origin)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             str(folder), trust_remote_code=trust_remote_code, weights_only=True, **kwargs)

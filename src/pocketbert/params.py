@@ -211,6 +211,9 @@ class TrainStudentParams:
     "keep only tokens seen in the training corpus (+ reserve); shrinks the embedding matrix"
     vocab_reserve: int = 4000
     "with trim_vocab: most frequent multi-character vocabulary entries kept besides the corpus"
+    vocab_clusters: int = 0
+    ("with trim_vocab: > 0 keeps the whole tokenizer and gives the tokens trimming would drop "
+     "one of this many shared embedding rows (k-means of their rows); 0 drops them")
     temperature: float = 2.0
     "distillation temperature T (softens teacher and student distributions)"
     alpha: float = 0.7
@@ -252,6 +255,10 @@ class TrainStudentParams:
         _require(bool(self.backbone.strip()), "train_student.backbone", "name a model folder")
         _require(self.num_layers >= 1, "train_student.num_layers", "use a positive integer")
         _require(self.vocab_reserve >= 0, "train_student.vocab_reserve", "use a value >= 0")
+        _require(self.vocab_clusters >= 0, "train_student.vocab_clusters",
+                 "use 0 (drop the tokens trimming leaves out) or a row count > 0")
+        _require(self.trim_vocab or not self.vocab_clusters, "train_student.vocab_clusters",
+                 "set it to 0 with trim_vocab: false (every row is kept exactly)")
         _check_training("train_student", self)
 
 

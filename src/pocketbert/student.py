@@ -88,6 +88,20 @@ def trim(student, tokenizer, corpus: list[str], reserve: int, max_length: int):
     return vocabulary.trimmed_tokenizer(tokenizer, kept)
 
 
+def cluster(student, tokenizer, corpus: list[str], reserve: int, clusters: int,
+            max_length: int, seed: int):
+    """Like ``trim``, but the tokens trimming would drop share ``clusters`` embedding rows
+    (vocabulary.cluster_rows) instead: the tokenizer stays whole (the teacher's pieces on
+    every text) and the student's word embeddings become a modeling.RemappedEmbedding.
+    Returns the tokenizer, unchanged."""
+    corpus_ids = tokenization.encode(tokenizer, corpus, max_length)["input_ids"]
+    kept = vocabulary.kept_token_ids(tokenizer, corpus_ids, reserve)
+    weight = student.get_input_embeddings().weight  # [vocab, hidden]
+    remap, rows = vocabulary.cluster_rows(weight, kept, clusters, seed)
+    modeling.install_remapped_embedding(student, remap, rows)
+    return tokenizer
+
+
 def student_splits(data, soft: dict[str, np.ndarray], tokenizer, max_length: int,
                    unlabelled: list[str] | None = None) -> dict:
     """Each split re-tokenized with the student's tokenizer, with a teacher_logits column.

@@ -160,3 +160,48 @@ def trim_embeddings(model, kept: list[int]) -> None:
     model.set_input_embeddings(new)
     model.config.vocab_size = len(kept)
     model.config.pad_token_id = new_pad
+
+
+def cluster_rows(weight: torch.Tensor, kept: list[int], clusters: int, seed: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every vocabulary row outside ``kept`` replaced by one of ``clusters`` shared rows.
+
+    ``weight``: the word-embedding matrix [vocab, hidden]. The rows of ``kept`` stay exact;
+    the others are grouped by k-means (squared Euclidean distance, the error the model sees)
+    and each group shares its centroid, the mean of its rows. This is vector quantization of
+    the embedding table by rows (a codebook of ``clusters`` vectors for the rare tokens,
+    Gray 1984, "Vector quantization"), so a word the trimmed vocabulary would spell out
+    piece by piece keeps the teacher's segmentation and an approximation of its vector.
+
+    Returns (remap, rows): remap int32 [vocab], the row of each token id; rows float32
+    [len(kept) + k, hidden], the kept rows in ``kept`` order, then the k centroids
+    (k <= min(clusters, tokens outside kept); a group no row joined is dropped). Raises
+    ValueError when clusters < 1."""
+    if clusters < 1:
+        raise ValueError(f"clusters must be >= 1, got {clusters}")
+    from sklearn.cluster import MiniBatchKMeans
+
+    vocab = weight.shape[0]
+    kept_index = torch.tensor(kept, dtype=torch.long)
+    rest = sorted(set(range(vocab)) - set(kept))
+    remap = torch.empty(vocab, dtype=torch.int32)
+    remap[kept_index] = torch.arange(len(kept), dtype=torch.int32)
+    exact = weight.detach()[kept_index].float()  # [len(kept), hidden]
+    if not rest:
+        return remap, exact
+    others = weight.detach()[torch.tensor(rest, dtype=torch.long)].float().numpy()
+    k = min(clusters, len(rest))
+    # MiniBatchKMeans: k-means by mini-batches (Sculley 2010), seconds for 30 k rows x 4 k
+    # centroids where full k-means takes minutes; n_init=1 with k-means++ seeding.
+    km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=1, batch_size=4096,
+                         max_iter=50).fit(others)
+    # groups that no row joined are dropped: every shared row is some token's row
+    _, assignment = torch.unique(torch.from_numpy(km.labels_.astype("int64")),
+                                 return_inverse=True)
+    k = int(assignment.max()) + 1
+    centroids = torch.zeros(k, weight.shape[1], dtype=torch.float64)
+    centroids.index_add_(0, assignment, torch.from_numpy(others).double())
+    counts = torch.bincount(assignment, minlength=k).clamp(min=1).unsqueeze(1)
+    centroids = (centroids / counts).float()  # the exact mean of each group's rows
+    remap[torch.tensor(rest, dtype=torch.long)] = (len(kept) + assignment).to(torch.int32)
+    return remap, torch.cat([exact, centroids])
