@@ -307,3 +307,62 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
     assert {row["variant"] for row in tradeoff} >= {"teacher.pytorch_fp32", "student.onnx_int8",
                                                     "teacher.onnx_int8", "baseline.tfidf_logreg"}
     assert json.loads((r / "bench.json").read_text()) == m
+
+
+def test_int8_below_the_agreement_target_is_flagged_and_warned(tiny_world, monkeypatch) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    # a quantizer that ships a broken model: the fp32 graph with its classifier's weights
+    # negated, so the top label moves on nearly every text (the check must catch it)
+    def broken(source, target, per_channel, reduce_range) -> None:
+        model = onnx.load(str(source))
+        head = max((i for i in model.graph.initializer if "classifier" in i.name
+                    and len(i.dims) == 2), key=lambda i: i.dims[0] * i.dims[1])
+        head.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(head), head.name))
+        onnx.save(model, str(target))
+
+    raw = yaml.safe_load(tiny_world["params"].read_text())
+    raw.setdefault("export", {})["min_int8_agreement"] = 0.5  # chance is 1/4 on 4 labels
+    tiny_world["params"].write_text(yaml.safe_dump(raw))
+    good = export.main(_export_args(tiny_world, "good"))
+    assert good["int8.meets_agreement_target"] is True
+    assert good["int8.top1_agreement_with_fp32"] >= 0.5
+    monkeypatch.setattr(onnx_export, "quantize_int8", broken)
+    with pytest.warns(UserWarning, match="below export.min_int8_agreement 0.5"):
+        bad = export.main(_export_args(tiny_world, "bad"))
+    assert bad["int8.meets_agreement_target"] is False
+    assert bad["int8.top1_agreement_with_fp32"] < 0.5
+
+
+def test_a_variant_giving_nan_fails_the_convert_stage_and_leaves_nothing(tiny_world, monkeypatch,
+                                                                          capsys) -> None:
+    from pocketbert import mil_executor
+
+    # a program that overflows on a device: every probability NaN in the reference executor
+    monkeypatch.setattr(mil_executor.Executor, "probabilities",
+                        lambda self, ids: np.full(len(LABELS), np.nan))
+    raw = yaml.safe_load(tiny_world["params"].read_text())
+    raw["convert"] = {"variants": ["fp16"], "buckets": [16, 32]}
+    tiny_world["params"].write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit) as exc:
+        convert.main(_convert_args(tiny_world, "nan"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite probability" in err and "fp16" in err
+    assert not (tiny_world["root"] / "nan").exists()
+    assert not (tiny_world["root"] / "nan.json").exists()
+
+
+def test_a_variant_that_disagrees_with_pytorch_is_flagged() -> None:
+    from pocketbert import benchmarking
+
+    reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    same = benchmarking.VariantResult("same", 1.0, probs=reference.copy())
+    benchmarking.compare_to_reference(same, reference, min_agreement=0.99)
+    assert same.extra["flagged"] is False and same.extra["top1_agreement_with_pytorch"] == 1.0
+    swapped = benchmarking.VariantResult("swapped", 1.0, probs=reference[:, ::-1].copy())
+    benchmarking.compare_to_reference(swapped, reference, min_agreement=0.99)
+    assert swapped.extra["flagged"] is True
+    assert swapped.extra["top1_agreement_with_pytorch"] == 0.0
+    assert swapped.extra["max_abs_prob_diff"] == pytest.approx(0.8)
