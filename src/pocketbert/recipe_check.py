@@ -1,4 +1,4 @@
-"""Measure the distillation recipe on data sets derived from the embedded CSV.
+"""Measure the distillation recipe on data sets derived from the embedded CSV, and on public sets.
 
 One recipe tuned on one data set can fail on the next. This command builds variants of
 ``data/raw/sentences.csv`` (text, label, label_id, domain), runs the pipeline's student side on
@@ -16,6 +16,14 @@ stratified third of its train rows), ``held_out`` (train and validate on 13 doma
 rows of the 14th: the driver writes that split itself, since the split stage draws its test rows
 at random, and runs the stages after split; its unlabelled transfer text, when
 soft_label.use_unlabelled is on, leaves that domain out too).
+
+The public sets of ``pocketbert.public_data`` (``tweets``, ``r8``, ``newsgroups``; prepared by
+``make datasets`` under data/public/, which git ignores) are variants too, run only when named
+(``--variants tweets,r8``): each copies its prepared ``data.csv`` (and ``transfer.csv``) into the
+workspace and sets split.labels to [] (the CSV's labels), the set's split.conflicts,
+augment.keep_words to [] (the embedded cue words belong to the embedded set), and
+soft_label.unlabelled_csv to the set's own transfer text, or soft_label.use_unlabelled to false
+where it has none.
 
 Workspaces live under ``--workspace`` (one ``git clone`` of this repository per variant, with this
 working tree's files copied over it) and share one DVC cache. Workspaces are kept, so a re-run
@@ -48,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pocketbert import benchmarking, contract, dataset, evaluation, params
+from pocketbert import benchmarking, contract, dataset, evaluation, params, public_data
 from pocketbert.errors import PocketbertError
 
 SOURCE_CSV = Path("data/raw/sentences.csv")
@@ -75,6 +83,10 @@ class Variant:
     runs_split: bool = True
     "False: build wrote data/split itself and the split stage is not run"
     after_split: Callable[[Path], None] | None = None
+    needs: Path | None = None
+    "a file (from the repository root) that must exist before any variant runs"
+    needs_fix: str = ""
+    "what makes ``needs``"
 
 
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
@@ -179,6 +191,28 @@ def _held_out(rows: list[dict[str, str]], ws: Path) -> dict:
     return {"soft_label.unlabelled_csv": str(VARIANT_UNLABELLED_CSV)}
 
 
+def _public(spec: public_data.PublicSet) -> Callable[[list[dict[str, str]], Path], dict]:
+    """The build of a public set's variant: its prepared files (under the repository root,
+    the working directory, where ``make datasets`` wrote them) copied into the workspace."""
+
+    def build(rows: list[dict[str, str]], ws: Path) -> dict:
+        folder = public_data.PUBLIC_ROOT / spec.name
+        if not (folder / public_data.DATA_FILE).is_file():
+            raise RecipeCheckError(f"{folder / public_data.DATA_FILE}: not found; run "
+                                   f"{public_data.COMMAND} first")
+        (ws / VARIANT_CSV).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / public_data.DATA_FILE, ws / VARIANT_CSV)
+        overrides = {"split.csv": str(VARIANT_CSV), "split.labels": [],
+                     "split.conflicts": spec.conflicts, "augment.keep_words": [],
+                     "soft_label.use_unlabelled": spec.transfer is not None}
+        if spec.transfer is not None:
+            shutil.copyfile(folder / public_data.TRANSFER_FILE, ws / VARIANT_UNLABELLED_CSV)
+            overrides["soft_label.unlabelled_csv"] = str(VARIANT_UNLABELLED_CSV)
+        return overrides
+
+    return build
+
+
 VARIANTS = {
     v.name: v for v in (
         Variant("default", "the embedded CSV, 4 labels", _default),
@@ -189,8 +223,14 @@ VARIANTS = {
                 after_split=_subsample_train),
         Variant("held_out", f"train on 13 domains, test on all of {HELD_OUT_DOMAIN!r}",
                 _held_out, runs_split=False),
+        *(Variant(spec.name, f"public set: {spec.title}", _public(spec),
+                  needs=public_data.PUBLIC_ROOT / spec.name / public_data.DATA_FILE,
+                  needs_fix=public_data.COMMAND)
+          for spec in public_data.SETS.values()),
     )
 }
+DEFAULT_VARIANTS = ("default", "regrouped", "two_label", "small", "held_out")
+"the variants run when --variants is not given (the public sets run when named)"
 
 
 def read_source_rows(path: Path = SOURCE_CSV) -> list[dict[str, str]]:
@@ -339,8 +379,9 @@ def table(results: dict[str, dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pocketbert.recipe_check",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated subset of {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"comma-separated subset of {', '.join(VARIANTS)} (default: "
+                        f"{', '.join(DEFAULT_VARIANTS)})")
     parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
                         help="params.yaml override for every variant, e.g. train_student.alpha=0.9")
     parser.add_argument("--workspace", type=Path,
@@ -359,6 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = Path.cwd()
         if not (source / "dvc.yaml").is_file():
             raise RecipeCheckError(f"{source}: no dvc.yaml; run from the repository root")
+        missing = [VARIANTS[n] for n in names
+                   if VARIANTS[n].needs and not (source / VARIANTS[n].needs).is_file()]
+        if missing:  # before the first variant: a run of several takes hours
+            raise RecipeCheckError(
+                "; ".join(f"--variants {v.name}: {v.needs} not found" for v in missing)
+                + f"; run {missing[0].needs_fix} first")
         rows = read_source_rows(source / SOURCE_CSV)
         out = args.out or args.workspace / "recipe_check.json"
         results: dict[str, dict] = {}
