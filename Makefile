@@ -55,7 +55,8 @@ test: setup
 report: setup
 	$(BIN)/pocketbert report $(or $(A),HEAD) $(B)
 
-# Regenerate README's generated tables (results from metrics/benchmark.json, params)
+# Regenerate the generated tables: README results (metrics/benchmark.json), docs/reference.md
+# params (params.yaml), docs/experiments.md latency candidates (metrics/latency.json)
 results: setup
 	$(BIN)/pocketbert results
 
@@ -65,7 +66,7 @@ web: setup
 	$(BIN)/python -m pocketbert.browser serve models/web --port $(or $(PORT),8000)
 
 # The whole pipeline with a BERT-large-shaped given teacher in a scratch copy of this checkout:
-# wall time and peak memory per stage (README "A BERT-large-sized teacher"). Long: not in test.
+# wall time and peak memory per stage (docs/experiments.md, the BERT-large-sized teacher). Long: not in test.
 # make bert-large-run [WORKDIR=/new/folder] [ARGS="--set train_student.epochs=3"]
 bert-large-run: setup
 	$(BIN)/python -m pocketbert.scale_check $(if $(WORKDIR),--workdir $(WORKDIR)) $(ARGS)
@@ -76,7 +77,7 @@ mpnet-run: setup-mpnet
 	$(BIN)/python -m pocketbert.scale_check --teacher all-mpnet-base-v2 $(if $(WORKDIR),--workdir $(WORKDIR)) $(ARGS)
 
 # The student side of the pipeline on five data sets derived from the embedded CSV, each in a
-# scratch copy of this checkout (README "Does the recipe hold on other data?"). Long: not in test.
+# scratch copy of this checkout (docs/guide/own-data.md). Long: not in test.
 # The public sets (make datasets first) run when named: ARGS="--variants tweets,r8,newsgroups".
 # make variants [WORKDIR=/new/folder] [ARGS="--variants default,small -S train_student.alpha=0.9"]
 variants: setup

@@ -449,7 +449,7 @@ def test_server_refuses_bad_requests_with_a_reason(classifier):
     assert wrong.status_code == 400 and "texts" in wrong.json()["error"]
     assert not_strings.status_code == 400
     assert too_many.status_code == 413 and "at most 1024" in too_many.json()["error"]
-    assert empty == {"labels": list(LABELS), "logits": [], "probabilities": []}
+    assert empty == {"labels": list(LABELS), "logits": [], "probabilities": [], "truncated": []}
 
 
 def test_cache_that_is_not_a_database_is_named(tmp_path):

@@ -158,21 +158,26 @@ def test_results_table_prints_intervals_beside_the_point_and_the_baseline_row() 
     assert "interval" not in report.results_table(_metrics())
 
 
-GENERATED_FROM = ("README.md", "metrics/benchmark.json", "metrics/latency.json", "params.yaml")
-"README and the files its generated tables are made from"
+MARKDOWN = tuple(dict.fromkeys(name for name, _, _ in report.BLOCKS))
+"README.md and the docs files that hold generated blocks"
+GENERATED_FROM = (*MARKDOWN, "metrics/benchmark.json", "metrics/latency.json", "params.yaml")
+"README, the docs with generated blocks, and the files their generated tables are made from"
 
 
 def _readme_revision(tmp_path):
     """GENERATED_FROM as of README's own revision, copied under ``tmp_path``: HEAD's files when
-    README.md is unchanged in the working tree (`make repro` re-measures the metrics and leaves
-    README to `make results`, so a rebuilt workspace is not a stale README), the working
-    tree's when README.md is being edited (or there is no git checkout)."""
+    every file of MARKDOWN is committed and unchanged in the working tree (`make repro`
+    re-measures the metrics and leaves the tables to `make results`, so a rebuilt workspace is
+    not a stale README), the working tree's when one of them is being edited or is not
+    committed yet (or there is no git checkout)."""
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=False)
 
     committed = (shutil.which("git") is not None
                  and git("rev-parse", "--verify", "HEAD").returncode == 0
-                 and git("diff", "--quiet", "HEAD", "--", "README.md").returncode == 0)
+                 and all(git("cat-file", "-e", f"HEAD:{name}").returncode == 0
+                         for name in MARKDOWN)
+                 and git("diff", "--quiet", "HEAD", "--", *MARKDOWN).returncode == 0)
     for name in GENERATED_FROM:
         target = tmp_path / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -185,19 +190,32 @@ def _readme_revision(tmp_path):
     return tmp_path
 
 
+def test_every_generated_block_is_in_its_file() -> None:
+    """Each block of report.BLOCKS has its markers once, in order, in its own file and in
+    no other file of MARKDOWN (a block moved without report.BLOCKS would go unchecked)."""
+    for name, start, end in report.BLOCKS:
+        text = (ROOT / name).read_text(encoding="utf-8")
+        assert text.count(start) == 1 and text.count(end) == 1, (name, start)
+        assert text.index(start) < text.index(end), (name, start)
+        for other in MARKDOWN:
+            if other != name:
+                assert start not in (ROOT / other).read_text(encoding="utf-8"), (other, start)
+
+
 def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_path) -> None:
     files = _readme_revision(tmp_path)
     readme = files / "README.md"
     metrics = json.loads((files / "metrics" / "benchmark.json").read_text(encoding="utf-8"))
-    assert report.readme_table(readme) == report.results_table(metrics), (
-        "README's results table is stale: run `make results`")
-    assert report.readme_table(readme, report.PARAMS_START, report.PARAMS_END) == (
-        report.params_table(files / "params.yaml")), (
-        "README's params table is stale: run `make results`")
     latency = json.loads((files / "metrics" / "latency.json").read_text(encoding="utf-8"))
-    assert report.readme_table(readme, report.LATENCY_START, report.LATENCY_END) == (
-        report.latency_table(latency)), (
-        "README's latency candidates table is stale: run `make results`")
+    expected = {report.START: (report.results_table(metrics), "results"),
+                report.PARAMS_START: (report.params_table(files / "params.yaml"), "params"),
+                report.LATENCY_START: (report.latency_table(latency), "latency candidates")}
+    assert set(expected) == {start for _, start, _ in report.BLOCKS}
+    for name, start, end in report.BLOCKS:
+        body, what = expected[start]
+        assert report.readme_table(report.block_file(readme, name), start, end) == body, (
+            f"the {what} table in {name} is stale: run `make results`")
+    assert report.readme_is_current(readme, metrics, files / "params.yaml", latency)
 
 
 def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
@@ -223,20 +241,42 @@ def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
     assert "benchmark.json not found; run `dvc repro benchmark`" in capsys.readouterr().err
 
 
-def test_update_readme_replaces_only_the_marked_block(tmp_path) -> None:
+def test_update_readme_replaces_only_the_marked_blocks_in_every_file(tmp_path) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.START}\nSTALE\n{report.END}\nmid\n{report.PARAMS_START}\n"
-                      f"{report.PARAMS_END}\nend\n", encoding="utf-8")
+    readme.write_text(f"intro\n{report.START}\nSTALE\n{report.END}\nend\n", encoding="utf-8")
+    reference = tmp_path / "docs" / "reference.md"
+    reference.parent.mkdir()
+    reference.write_text(f"# Reference\n{report.PARAMS_START}\nSTALE\n{report.PARAMS_END}\nmid\n",
+                         encoding="utf-8")
     params_file = tmp_path / "params.yaml"
     params_file.write_text("train_student:\n  alpha: 0.25\n", encoding="utf-8")
+    assert not report.readme_is_current(readme, _metrics(), params_file)
     assert report.update_readme(readme, _metrics(), params_file)
     text = readme.read_text(encoding="utf-8")
-    # the committed value, not the dataclass default (a tuned and committed experiment)
-    assert "| `train_student.alpha` | `0.25` |" in text
-    assert "| `train_student.temperature` | `2.0` |" in text  # absent: the default
     assert text.startswith("intro\n") and text.endswith("end\n") and "STALE" not in text
-    assert "\nmid\n" in text and "| `train_student.alpha` |" in text
+    assert "| `student.onnx_int8` |" in text and "`train_student.alpha`" not in text
+    docs = reference.read_text(encoding="utf-8")
+    # the committed value, not the dataclass default (a tuned and committed experiment)
+    assert "| `train_student.alpha` | `0.25` |" in docs
+    assert "| `train_student.temperature` | `2.0` |" in docs  # absent: the default
+    assert docs.startswith("# Reference\n") and docs.endswith("mid\n") and "STALE" not in docs
+    assert report.readme_is_current(readme, _metrics(), params_file)
     assert not report.update_readme(readme, _metrics(), params_file)  # idempotent
+
+
+def test_update_readme_names_a_missing_file_or_marker_and_writes_nothing(tmp_path) -> None:
+    readme = tmp_path / "README.md"
+    original = f"intro\n{report.START}\nSTALE\n{report.END}\n"
+    readme.write_text(original, encoding="utf-8")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("train_student:\n  alpha: 0.25\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"reference\.md: not found"):
+        report.update_readme(readme, _metrics(), params_file)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "reference.md").write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="markers <!-- params:start -->"):
+        report.update_readme(readme, _metrics(), params_file)
+    assert readme.read_text(encoding="utf-8") == original  # nothing half-written
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")

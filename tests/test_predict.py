@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ LONG = " ".join(sentences("process", 12))  # ~150 tokens: beyond the tiny model'
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project folder: params.yaml (tokenize.max_length 32) and models/export/student/."""
+    """A checkout: dvc.yaml, params.yaml (tokenize.max_length 32) and models/export/student/."""
     from stages import export
 
     root = tmp_path_factory.mktemp("project")
@@ -41,6 +42,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = default_params()
     data["tokenize"]["max_length"] = 32
     (root / "params.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    (root / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")  # marks the checkout
     export.main(["--params", str(root / "params.yaml"), "--model", str(teacher_dir),
                  "--tokenize", str(tok_dir), "--out", str(root / "models/export/student"),
                  "--metrics", str(root / "export_student.json")])
@@ -73,12 +75,19 @@ def expect_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 def reference_probs(model: Path, texts: list[str], max_length: int,
                     batch: bool = True) -> np.ndarray:
     """Softmax of onnxruntime logits, with the transformers tokenizer: all texts in one batch,
-    or (``batch=False``) one text per call."""
-    import onnxruntime as ort
+    or (``batch=False``) one text per call.
+
+    The session is predictor.session, with the graph optimizations predict runs with: a
+    default session fuses Add + LayerNormalization into SkipLayerNormalization, whose kernel
+    rounds differently; in an int8 graph the normalised values feed DynamicQuantizeLinear,
+    where one rounding flip moves an activation by a whole quantization step, far beyond any
+    float tolerance, and whether it happens depends on the CPU's kernels (AVX2 or VNNI)."""
     from transformers import AutoTokenizer
 
+    from pocketbert import predictor
+
     tokenizer = AutoTokenizer.from_pretrained(str(model.parent))
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    session = predictor.session(model)
     rows = []
     for group in [texts] if batch else [[t] for t in texts]:
         enc = tokenizer(group, truncation=True, max_length=max_length, padding=True,
@@ -116,6 +125,13 @@ def test_json_matches_onnxruntime_softmax(in_world, capsys, model: str) -> None:
     # int8 runs one text per call (its activation scales are per call); fp32 is batched
     expected = reference_probs(path, texts, 32, batch=model == "model.onnx")
     assert [r["text"] for r in out] == texts
+    assert [r["truncated"] for r in out] == [False] * len(TEXTS) + [True]
+    # The same graph, optimizations and kernels on the same token ids: the only differences
+    # are float32 round-off (tokenizer ids are equal, and the batched fp32 reference pads the
+    # same way up to the batch's longest text). Logits of a few units carry relative round-off
+    # ~1e-7 each; through softmax (|dp| <= |dz| / 2) that stays far below 1e-5. The int8 model
+    # is deterministic for identical inputs with identical session options, so it meets the
+    # same bound.
     for row, p in zip(out, expected, strict=True):
         assert list(row["probabilities"]) == list(LABELS)
         assert list(row["probabilities"].values()) == pytest.approx(list(p), abs=1e-5)
@@ -251,7 +267,9 @@ def test_default_max_length_without_params(tmp_path, monkeypatch, capsys) -> Non
     assert cli.default_max_length() == 128
     (tmp_path / "params.yaml").write_text("tokenize:\n  max_length: 64\n", encoding="utf-8")
     assert cli.default_max_length() == 64
+    # predict reads the params.yaml of the model's checkout, and names it when it is invalid
     (tmp_path / "params.yaml").write_text("tokenize:\n  max_length: 4\n", encoding="utf-8")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
     line = expect_error(capsys, "--model", str(tmp_path / "x.onnx"), "some text")
     assert "tokenize.max_length" in line and "--max-length" in line
 
@@ -274,14 +292,114 @@ def test_file_input(in_world, capsys, tmp_path) -> None:
 
 
 def test_missing_model_names_the_dvc_target(tmp_path, monkeypatch, capsys) -> None:
+    from pocketbert import predictor
+
     monkeypatch.chdir(tmp_path)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
+    monkeypatch.setattr(predictor, "CHECKOUT", checkout)
+    # no --model: both folders looked in, absolute, where to build it, and --model
     line = expect_error(capsys, "some text")
-    assert "models/export/student/model.int8.onnx" in line
-    assert "dvc repro export@student" in line
+    assert line == (f"error: no model.int8.onnx in {tmp_path / 'models/export/student'} nor "
+                    f"{checkout / 'models/export/student'}; build it with `dvc repro "
+                    f"export@student` in {checkout}, or pass --model PATH")
+    monkeypatch.setattr(predictor, "CHECKOUT", None)  # installed from a wheel: no checkout
+    line = expect_error(capsys, "some text")
+    assert f"in {tmp_path / 'models/export/student'};" in line and "--model PATH" in line
     line = expect_error(capsys, "--model", "models/export/teacher/model.onnx", "some text")
-    assert "dvc repro export@teacher" in line
+    assert line.startswith(f"error: {tmp_path / 'models/export/teacher/model.onnx'}: model not")
+    assert "dvc repro export@teacher" in line and "--model" in line
     line = expect_error(capsys, "--model", "elsewhere/model.onnx", "some text")
     assert "elsewhere/model.onnx" in line and "--model" in line
+
+
+def test_default_model_and_max_length_come_from_the_checkout_not_the_current_folder(
+        world, tmp_path, monkeypatch, capsys) -> None:
+    """Run from another folder, predict finds the checkout's student and cuts texts at the
+    checkout's tokenize.max_length (32), not at the current folder's params.yaml (8)."""
+    from pocketbert import predictor
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "params.yaml").write_text("tokenize:\n  max_length: 8\n", encoding="utf-8")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(predictor, "CHECKOUT", world)  # the checkout pocketbert runs from
+    model = world / "models/export/student/model.int8.onnx"
+    assert predictor.default_model() == model
+    texts = [LONG, TEXTS[0]]  # LONG: ~150 tokens; TEXTS[0]: 13, under 32 but over 8
+    out = run_json(capsys, *texts)
+    expected = reference_probs(model, texts, 32, batch=False)
+    for row, p in zip(out, expected, strict=True):
+        assert list(row["probabilities"].values()) == pytest.approx(list(p), abs=1e-5)
+    assert [r["truncated"] for r in out] == [True, False]  # at 8 both would be cut
+    # an explicit --model reads its own checkout's params.yaml too
+    fp32 = world / "models/export/student/model.onnx"
+    assert cli.main(["predict", "--json", "--model", str(fp32), *texts]) == 0
+    captured = capsys.readouterr()
+    assert [r["truncated"] for r in json.loads(captured.out)] == [True, False]
+    assert "cut to 32" in captured.err
+    assert predictor.model_max_length(fp32) == predictor.model_max_length(fp32.parent) == 32
+    # a model outside any checkout: TokenizeParams' default, whatever ./params.yaml says
+    copied = tmp_path / "copied"
+    shutil.copytree(world / "models/export/student", copied)
+    assert predictor.model_max_length(copied / "model.onnx") == 128
+    # the cwd's own student comes first: a checkout you work in is the one you mean
+    local = elsewhere / "models/export/student"
+    shutil.copytree(world / "models/export/student", local)
+    assert predictor.default_model() == local / "model.int8.onnx"
+
+
+def test_non_utf8_argument_is_an_error(in_world, capsys) -> None:
+    """A byte that is not UTF-8 in an argument reaches Python as a lone surrogate
+    (surrogateescape); predict refuses it as it refuses a non-UTF-8 file."""
+    from pocketbert import predictor
+
+    line = expect_error(capsys, TEXTS[0], "\udc80abc")
+    assert line == ("error: the command line argument 2: not UTF-8 text (byte 0: invalid start "
+                    "byte); pass UTF-8 text (check the terminal's encoding: LANG, LC_ALL)")
+    line = expect_error(capsys, "caf\udce9 au lait")  # Latin-1 é: byte 3 of the argument
+    assert "argument 1: not UTF-8 text (byte 3: invalid continuation byte)" in line
+    assert "U+D800, a lone surrogate" in predictor.undecodable("ok \ud800")
+    assert predictor.undecodable("caf\u00e9 \u200b") is None
+    clf = predictor.load_classifier(in_world / "models/export/student/model.onnx", 32)
+    with pytest.raises(predictor.PredictError, match=r"text 2 is not UTF-8 text \(byte 0"):
+        clf.encode(["fine", "\udc80abc"])
+    # the real thing: bytes on the command line of a new process
+    done = subprocess.run([sys.executable, "-m", "pocketbert.cli", "predict", b"\x80abc"],
+                          cwd=in_world, capture_output=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == b""
+    assert done.stderr.decode().splitlines() == [
+        "error: the command line argument 1: not UTF-8 text (byte 0: invalid start byte); "
+        "pass UTF-8 text (check the terminal's encoding: LANG, LC_ALL)"]
+
+
+def test_truncated_texts_are_reported(in_world, capsys) -> None:
+    """Texts longer than max_length are cut: one note on stderr, "truncated" in --json."""
+    huge = ("the pump " * 2300)[:20_000]  # 20,000 characters, ~4,400 tokens
+    exact = " ".join(["the"] * 30)  # 30 words + [CLS] + [SEP] = 32 tokens: fits, not cut
+    over = exact + " the"  # 33 tokens: cut
+    out = run_json(capsys, "--max-length", "32", huge, TEXTS[0], exact, over)
+    assert [r["truncated"] for r in out] == [True, False, False, True]
+    model = in_world / "models/export/student/model.int8.onnx"
+    clf = cli_classifier(model)
+    assert [len(ids) for ids in clf.encode([huge, exact, over])[0]] == [32, 32, 32]
+    assert cli.main(["predict", huge, TEXTS[0], exact, over]) == 0  # the table too
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["note: 2 of 4 texts were longer than 32 tokens and were cut to 32 (the "
+                   "model sees only the start; --max-length sets the limit)"]
+    assert cli.main(["predict", "--max-length", "8", TEXTS[0]]) == 0
+    assert capsys.readouterr().err.startswith("note: 1 of 1 text was longer than 8 tokens")
+    assert cli.main(["predict", TEXTS[0]]) == 0
+    assert capsys.readouterr().err == ""  # nothing cut, nothing said
+
+
+def cli_classifier(model: Path):
+    """The classifier predict loads for ``model`` at the world's max_length (32)."""
+    from pocketbert import predictor
+
+    return predictor.load_classifier(model, predictor.model_max_length(model))
 
 
 def test_missing_tokenizer_beside_model(world, tmp_path, capsys) -> None:
@@ -335,7 +453,8 @@ def test_help(capsys) -> None:
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert all(word in text for word in ("--file", "--model", "--json", "--max-length",
-                                         "standard input", "dvc repro export@student"))
+                                         "standard input", "dvc repro export@student",
+                                         "model's own checkout", "not UTF-8", "truncated"))
     with pytest.raises(SystemExit) as exc:
         cli.main([])
     assert exc.value.code == 2 and "predict" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Per-epoch validation agreement with the teacher and KL to it: the curves that show whether
-the student's chosen epoch is a lucky swing (README "Does the recipe hold on other data?")."""
+the student's chosen epoch is a lucky swing (docs/guide/own-data.md)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,34 @@ ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
 
 const $ = (id) => document.getElementById(id);
 
+// The rule of pocketbert.dataset.blank_reason, which `pocketbert predict` and `pocketbert
+// serve` apply: a text is kept when it has a letter, digit, punctuation mark or symbol (Unicode
+// general categories L, N, P, S) other than U+FFFD. BERT's normaliser deletes control, format
+// (zero-width), private-use and unassigned characters and U+FFFD, an uncased model also strips
+// combining marks, and whitespace only separates words: a text of nothing else would be
+// classified from [CLS] [SEP] alone.
+const KEPT = /[\p{L}\p{N}\p{P}\p{S}]/u;
+// Python's str.isspace() characters, so that "empty" means what it means to str.strip()
+const SPACE = /^[\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$/;
+const LINE_SPACE = new Set([" ", "\t", "\n", "\r", "\x0b", "\x0c"]);
+
+// null when the tokenizer keeps a character of `text`, else "empty" (whitespace or nothing)
+// or what the text holds instead, e.g. "only U+200B" (at most three characters named).
+export function blankReason(text) {
+  for (const c of text) if (c !== "\ufffd" && KEPT.test(c)) return null;
+  if (SPACE.test(text)) return "empty";
+  const codes = [...new Set(text)].filter((c) => !LINE_SPACE.has(c))
+    .map((c) => `U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`);
+  const more = codes.length > 3 ? ` and ${codes.length - 3} more` : "";
+  return `only ${codes.slice(0, 3).join(", ")}${more}`;
+}
+
+// The message shown instead of a label for a text blankReason refuses.
+function refusal(reason) {
+  return reason === "empty" ? "Nothing to classify: type a sentence."
+    : `Nothing to classify: the text is empty after normalisation (it holds ${reason}); type a sentence.`;
+}
+
 async function fetchJson(path) {
   const response = await fetch(path);
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
@@ -43,7 +71,10 @@ function softmax(logits) {
 
 // One text per call, no padding (batch 1): what the app does with the int8 model, whose
 // dynamic quantization scales depend on every value in the batch.
+// Refuses (throws) a text blankReason rejects, as `pocketbert predict` does.
 async function predict(model, text) {
+  const reason = blankReason(text);
+  if (reason !== null) throw new Error(refusal(reason));
   const start = performance.now();
   const ids = encode(model, text);
   const shape = [1, ids.length];
@@ -84,9 +115,19 @@ async function main() {
   try {
     const model = await load();
     // for the browser tests and the measurements (pocketbert.browser): the page's own functions
-    window.pocketbert = { encode: (text) => encode(model, text), predict: (text) => predict(model, text) };
+    window.pocketbert = { encode: (text) => encode(model, text),
+      predict: (text) => predict(model, text), blankReason };
     const button = $("classify");
     button.addEventListener("click", async () => {
+      const reason = blankReason($("text").value);
+      if (reason !== null) {  // no label for a text the model would see as [CLS] [SEP]
+        $("result").hidden = true;
+        $("label").textContent = "";
+        $("refused").textContent = refusal(reason);
+        $("refused").hidden = false;
+        return;
+      }
+      $("refused").hidden = true;
       button.disabled = true;
       try {
         show(model, await predict(model, $("text").value));

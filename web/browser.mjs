@@ -4,12 +4,15 @@
 //    "type": [texts typed into the page and classified with its button],
 //    "encode": [texts tokenized by the page's tokenizer],
 //    "predict": [texts classified by the page's predict function, without the form],
+//    "refuse": [texts typed into the page after "type", expected to be refused],
+//    "blank": [texts given to the page's blankReason],
 //    "latency": {"texts": [...], "warmup": 10, "rounds": 1},
 //    "screenshot": "path.png"}
 // Result: {"requests": [every URL the page asked for], "blocked": [URLs not on 127.0.0.1],
 //          "errors": [page errors and console errors], "typed": [{label, probabilities, ...}],
 //          "encoded": [[ids], ...], "predicted": [{label, probabilities, ms, ids}, ...],
-//          "latency_ms": [...]}
+//          "refused": [{message, messageVisible, resultVisible, label, predictError}, ...],
+//          "blank": [reason or null, ...], "latency_ms": [...]}
 // Run by pocketbert.browser (tests, `python -m pocketbert.browser measure`).
 import { chromium } from "playwright-core";
 
@@ -79,6 +82,40 @@ async function main() {
       })));
     }
     if (request.screenshot) await page.screenshot({ path: request.screenshot, fullPage: true });
+    // after "type" and the screenshot, so that a refused text must also hide the label
+    // shown before it
+    result.refused = [];
+    for (const text of request.refuse ?? []) {
+      await page.fill("#text", text);
+      const before = await page.textContent("#timing");
+      // hide the previous text's message, so that a message seen below is this click's
+      await page.evaluate(() => {
+        const refused = document.getElementById("refused");
+        if (refused !== null) { refused.hidden = true; refused.textContent = ""; }
+      });
+      await page.click("#classify");
+      // refused (the message shows) or classified (a new timing): whichever the page does
+      await page.waitForFunction((old) => {
+        const refused = document.getElementById("refused");
+        const shown = refused !== null && !refused.hidden;
+        const timing = document.getElementById("timing").textContent;
+        return (shown || timing !== old) && !document.getElementById("classify").disabled;
+      }, before);
+      result.refused.push(await page.evaluate(async (typed) => {
+        const visible = (el) => el !== null && !el.hidden && el.offsetParent !== null;
+        let predictError = null;  // the page's predict function must refuse it too
+        try { await window.pocketbert.predict(typed); } catch (error) { predictError = error.message; }
+        return {
+          message: document.getElementById("refused")?.textContent ?? null,
+          messageVisible: visible(document.getElementById("refused")),
+          resultVisible: visible(document.getElementById("result")),
+          label: document.getElementById("label").textContent,
+          predictError,
+        };
+      }, text));
+    }
+    result.blank = await page.evaluate((texts) => texts.map((t) => window.pocketbert.blankReason(t)),
+      request.blank ?? []);
     result.encoded = await page.evaluate((texts) => texts.map((t) => window.pocketbert.encode(t)),
       request.encode ?? []);
     result.predicted = await page.evaluate(async (texts) => {

@@ -23,13 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pocketbert import __version__, contract
+from pocketbert import __version__
 from pocketbert.errors import PocketbertError
 
 if TYPE_CHECKING:
     import numpy as np
 
-DEFAULT_MODEL = Path("models/export/student") / contract.ONNX_INT8_FILE
 DEFAULT_MAX_LENGTH = 128
 "tokenize.max_length's default; used when ./params.yaml is absent or does not set it"
 BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
@@ -53,14 +52,19 @@ def non_blank(lines: Sequence[str], source: str, unit: str = "line") -> list[str
     """Lines without their line ending; blank lines dropped.
 
     Raises CliError naming ``source`` and the 1-based ``unit`` number ("line" of a file,
-    "argument" of the command line) when a line that is not blank holds no character the
-    tokenizer keeps (zero-width or control characters only: dataset.blank_reason), since it
-    would be classified from [CLS] [SEP] alone."""
-    from pocketbert import dataset
+    "argument" of the command line) when a line is not UTF-8 (an argument Python decoded with
+    surrogateescape), or when a line that is not blank holds no character the tokenizer keeps
+    (zero-width or control characters only: dataset.blank_reason), since it would be
+    classified from [CLS] [SEP] alone."""
+    from pocketbert import dataset, predictor
 
     texts = []
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
+        problem = predictor.undecodable(line)
+        if problem is not None:
+            fail(f"{source} {unit} {number}: not UTF-8 text ({problem}); pass UTF-8 text "
+                 "(check the terminal's encoding: LANG, LC_ALL)")
         if not line.strip():
             continue
         reason = dataset.blank_reason(line)
@@ -135,13 +139,28 @@ def default_max_length(params_file: Path = Path("params.yaml")) -> int:
 # --- output ------------------------------------------------------------------------------------
 
 
-def results(texts: list[str], labels: list[str], probs: np.ndarray) -> list[dict[str, Any]]:
+def results(texts: list[str], labels: list[str], probs: np.ndarray,
+            truncated: Sequence[bool]) -> list[dict[str, Any]]:
+    """One row per text: its label, confidence, every label's probability, and whether the
+    text was cut to max_length tokens before the model saw it."""
     out = []
-    for text, p in zip(texts, probs, strict=True):
+    for text, p, cut in zip(texts, probs, truncated, strict=True):
         best = int(p.argmax())
         out.append({"text": text, "label": labels[best], "confidence": float(p[best]),
-                    "probabilities": {name: float(v) for name, v in zip(labels, p, strict=True)}})
+                    "probabilities": {name: float(v) for name, v in zip(labels, p, strict=True)},
+                    "truncated": bool(cut)})
     return out
+
+
+def truncation_note(truncated: Sequence[bool], max_length: int) -> str | None:
+    """The stderr line saying how many texts were cut to ``max_length`` tokens; None if none."""
+    cut = sum(truncated)
+    if not cut:
+        return None
+    return (f"note: {cut} of {len(truncated)} text{'s' if len(truncated) > 1 else ''} "
+            f"{'was' if cut == 1 else 'were'} longer than {max_length} tokens and "
+            f"{'was' if cut == 1 else 'were'} cut to {max_length} (the model sees only the "
+            "start; --max-length sets the limit)")
 
 
 def shorten(text: str, width: int = TEXT_WIDTH) -> str:
@@ -187,14 +206,26 @@ def port_arg(value: str) -> int:
     return number
 
 
+def timeout_arg(value: str) -> float:
+    """`pocketbert serve --timeout`: seconds, a finite number > 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not a timeout: use seconds above 0")
+    return number
+
+
 def serve_command(args: argparse.Namespace) -> int:
-    """`pocketbert serve`: serving.serve until Ctrl-C; a port that cannot be bound is one
-    error line (exit status 2)."""
+    """`pocketbert serve`: serving.serve until Ctrl-C or SIGTERM (exit status 0); a port
+    that cannot be bound is one error line (exit status 2)."""
     from pocketbert import serving  # torch and transformers: only this command needs them
 
     max_length = args.max_length or default_max_length()
     try:
-        serving.serve(args.model_dir, args.host, args.port, max_length)
+        serving.serve(args.model_dir, args.host, args.port, max_length,
+                      serving.TIMEOUT_S if args.timeout is None else args.timeout)
     except OSError as exc:  # the model loads first: an OSError here is from binding the port
         if not isinstance(exc, socket.gaierror) and exc.errno not in BIND_ERRORS:
             raise
@@ -204,13 +235,20 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
+    """`pocketbert predict`: the table (or JSON) of labels and probabilities on stdout; a note
+    on stderr when texts were truncated."""
     from pocketbert import evaluation, predictor  # numpy, onnxruntime, tokenizers: no torch
 
     texts = gather_texts(args)
-    max_length = args.max_length or default_max_length()
-    classifier = predictor.load_classifier(Path(args.model), max_length)
-    probs = evaluation.softmax(classifier.logits(texts))  # [n, labels]
-    rows = results(texts, classifier.labels, probs)
+    model = Path(args.model) if args.model is not None else predictor.default_model()
+    max_length = args.max_length or predictor.model_max_length(model)
+    classifier = predictor.load_classifier(model, max_length)
+    ids, truncated = classifier.encode(texts)
+    probs = evaluation.softmax(classifier.run(ids))  # [n, labels]
+    rows = results(texts, classifier.labels, probs, truncated)
+    note = truncation_note(truncated, max_length)
+    if note is not None:
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
@@ -222,7 +260,19 @@ PREDICT_EPILOG = """\
 input:
   Texts come from the arguments, from --file (one text per line), or from standard input when
   neither is given (or when the only argument is '-'). Blank lines are skipped; a line of
-  only zero-width or control characters (empty to the tokenizer) is an error.
+  only zero-width or control characters (empty to the tokenizer) is an error, and so is a
+  text that is not UTF-8.
+
+model and length:
+  Without --model, predict runs models/export/student/model.int8.onnx of the current folder
+  when it has one, else that of the checkout pocketbert is installed from (an editable
+  install: `make setup`), so it works from any folder; the error names both folders when
+  neither holds it. --model PATH picks another model.
+  Without --max-length, texts are cut at tokenize.max_length of the params.yaml in the
+  model's own checkout (the nearest folder above the model that holds dvc.yaml), the length
+  the model was trained and exported at; 128 for a model outside any checkout. The current
+  folder's params.yaml is not read. A note on standard error says how many texts were cut,
+  and --json marks each one ("truncated": true).
 
 examples:
   pocketbert predict "If the boiler starts to rattle, switch it off at once."
@@ -254,16 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="texts to classify (quote each one); '-' or none: read standard input")
     p.add_argument("-f", "--file", metavar="PATH",
                    help="read texts from a UTF-8 file, one per line ('-': standard input)")
-    p.add_argument("-m", "--model", metavar="PATH", default=str(DEFAULT_MODEL),
+    p.add_argument("-m", "--model", metavar="PATH",
                    help="the .onnx model; its folder holds tokenizer.json and labels.json "
-                        "(default: %(default)s, the int8 student; model.onnx beside it is fp32; "
-                        "a folder means its model.int8.onnx)")
+                        "(default: models/export/student/model.int8.onnx, the int8 student, "
+                        "of the current folder, else of pocketbert's checkout: see below; "
+                        "model.onnx beside it is fp32; a folder means its model.int8.onnx)")
     p.add_argument("--json", action="store_true",
-                   help="print a JSON list of {text, label, confidence, probabilities} "
-                        "instead of a table")
+                   help="print a JSON list of {text, label, confidence, probabilities, "
+                        "truncated} instead of a table")
     p.add_argument("--max-length", type=max_length_arg, metavar="N",
                    help="tokens per text after truncation, [CLS] and [SEP] included (default: "
-                        f"tokenize.max_length from ./params.yaml, else {DEFAULT_MAX_LENGTH})")
+                        "tokenize.max_length from the params.yaml of the model's checkout, "
+                        f"else {DEFAULT_MAX_LENGTH}; never ./params.yaml)")
     p.set_defaults(handler=predict)
 
     v = commands.add_parser(
@@ -271,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a sequence classifier folder (config.json, weights, tokenizer; e.g. "
                     "models/teacher) over HTTP: POST {\"texts\": [...]} is answered with "
                     "labels, logits and probabilities (the endpoint teacher.mode: api reads). "
-                    "Ctrl-C stops it.")
+                    "One access-log line per request on stderr. Ctrl-C or SIGTERM stops it.")
     v.add_argument("model_dir", metavar="MODEL_DIR", help="the classifier folder to serve")
     v.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only)")
@@ -280,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-length", type=max_length_arg, metavar="N",
                    help="tokens per text after truncation, [CLS] and [SEP] included (default: "
                         f"tokenize.max_length from ./params.yaml, else {DEFAULT_MAX_LENGTH})")
+    v.add_argument("--timeout", type=timeout_arg, metavar="SECONDS",
+                   help="cut off a client silent this long: before its request head is "
+                        "complete, between body chunks, or idle between requests (default: 30, "
+                        "pocketbert.serving.TIMEOUT_S)")
     v.set_defaults(handler=serve_command)
 
     r = commands.add_parser(
@@ -292,11 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(handler=report_command)
 
     t = commands.add_parser(
-        "results", help="rewrite README's generated tables (results, params, latency)",
-        description="Regenerate README.md's results table from metrics/benchmark.json, its "
-                    "latency candidates table from metrics/latency.json and its params table "
-                    "from params.yaml and the field docs in pocketbert.params (never typed by "
-                    "hand).")
+        "results", help="rewrite the generated tables (README results, docs params and latency)",
+        description="Regenerate README.md's results table from metrics/benchmark.json, "
+                    "docs/experiments.md's latency candidates table from metrics/latency.json "
+                    "and docs/reference.md's params table from params.yaml and the field docs "
+                    "in pocketbert.params (never typed by hand); the docs files are found "
+                    "beside --readme.")
     t.add_argument("--metrics", default="metrics/benchmark.json", metavar="PATH")
     t.add_argument("--latency", default="metrics/latency.json", metavar="PATH",
                    help="the latency stage's metrics (its table is left alone when absent)")
@@ -304,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--params", default="params.yaml", metavar="PATH",
                    help="the params file whose values the params table shows")
     t.add_argument("--check", action="store_true",
-                   help="exit 1 if README's tables are stale, change nothing")
+                   help="exit 1 if a generated table is stale, change nothing")
     t.set_defaults(handler=results_command)
     return parser
 

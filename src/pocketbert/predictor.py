@@ -167,25 +167,64 @@ class Classifier:
     batch_size: int = BATCH_SIZE
     "texts per call: 1 for dynamic int8 (texts_per_call), so no result depends on its batch"
 
-    def logits(self, texts: list[str]) -> np.ndarray:
-        """Logits [n, labels] in input order. Raises PredictError when the model fails."""
-        encodings = [e.ids for e in self.tokenizer.encode_batch(texts)]
+    def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids per text, cut to max_length, and whether each text was cut.
+
+        Raises PredictError naming the first text that is not valid Unicode (a lone surrogate:
+        Python's stand-in for an undecodable byte), which the tokenizer cannot take."""
+        for number, text in enumerate(texts, start=1):
+            problem = undecodable(text)
+            if problem is not None:
+                raise PredictError(f"text {number} is not UTF-8 text ({problem})")
+        encodings = self.tokenizer.encode_batch(list(texts))
+        # truncation moves the cut tokens into overflowing encodings (stride 0)
+        return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
+
+    def run(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """Logits [n, labels] in input order for token ids from ``encode``.
+
+        Raises PredictError when the model fails."""
         try:
-            return predict_logits(self.session, encodings, self.pad_id,
+            return predict_logits(self.session, sequences, self.pad_id,
                                   batch_size=self.batch_size)
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            longest = max(len(e) for e in encodings)
+            longest = max(len(e) for e in sequences)
             raise PredictError(
-                f"the model failed on {len(texts)} text(s) of up to {longest} tokens "
+                f"the model failed on {len(sequences)} text(s) of up to {longest} tokens "
                 f"({str(exc).splitlines()[0]}); if max_length exceeds the model's position "
                 "table, pass a smaller --max-length") from None
 
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Logits [n, labels] in input order. Raises PredictError when the model fails."""
+        return self.run(self.encode(texts)[0])
 
-def load_classifier(model: Path, max_length: int) -> Classifier:
+
+def undecodable(text: str) -> str | None:
+    """None for text that encodes to UTF-8, else where it does not: the byte that was not
+    UTF-8 where Python decoded it with surrogateescape (command line arguments, file names),
+    else the lone surrogate's position."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        first = exc.start
+    try:
+        text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte {exc.start}: {exc.reason}"
+    except UnicodeEncodeError:
+        pass
+    return f"character {first + 1} is U+{ord(text[first]):04X}, a lone surrogate"
+
+
+def load_classifier(model: Path, max_length: int, *,
+                    disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS) -> Classifier:
     """The ONNX model, and the tokenizer and labels.json from the model file's folder.
 
-    ``model``: an .onnx file, or an export folder (its int8 model). Raises PredictError naming
-    the file and the fix when something is missing or malformed."""
+    ``model``: an .onnx file, or an export folder (its int8 model). ``disabled_optimizers``:
+    passed to ``session`` (the web page's reference keeps every optimizer, as the page does).
+    Raises PredictError naming the file and the fix when something is missing or
+    malformed."""
     if model.is_dir():
         model = model / contract.ONNX_INT8_FILE
     if not model.is_file():
@@ -215,7 +254,7 @@ def load_classifier(model: Path, max_length: int) -> Classifier:
     tokenizer.enable_truncation(max_length=max_length)
 
     try:
-        sess = session(model, log_severity=4)
+        sess = session(model, log_severity=4, disabled_optimizers=disabled_optimizers)
     except Exception as exc:  # onnxruntime's load errors share no useful base class
         raise PredictError(f"{model}: cannot load the ONNX model "
                            f"({str(exc).splitlines()[0]})") from None
@@ -250,6 +289,70 @@ def pad_token_id(folder: Path, tokenizer: Any) -> int:
     return 0
 
 
+DEFAULT_MODEL = Path("models/export/student") / contract.ONNX_INT8_FILE
+"the int8 student, relative to a checkout (a folder holding dvc.yaml)"
+
+
+def project_root(path: Path) -> Path | None:
+    """The nearest folder at or above ``path`` that holds dvc.yaml (a checkout of this
+    project), or None."""
+    for folder in [path, *path.parents]:
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return None
+
+
+CHECKOUT = project_root(Path(__file__).resolve().parent)
+"""The checkout this package runs from (src/pocketbert in an editable install, as `make setup`
+installs it), or None where no folder above the package holds dvc.yaml (a wheel install)."""
+
+
+def default_model(cwd: Path | None = None) -> Path:
+    """The model `pocketbert predict` runs without --model, as an absolute path: DEFAULT_MODEL
+    under ``cwd`` (default: the current folder) when that folder holds one, else under
+    CHECKOUT (the checkout this package is installed from), so that predict finds the
+    pipeline's student from any folder.
+
+    A folder that holds only the fp32 model is returned too (load_classifier then says how to
+    get the int8 one). Raises PredictError naming every folder looked in when neither has
+    the model."""
+    checkout = CHECKOUT
+    candidates = [(cwd or Path.cwd()).absolute() / DEFAULT_MODEL]
+    if checkout is not None and checkout.absolute() / DEFAULT_MODEL != candidates[0]:
+        candidates.append(checkout.absolute() / DEFAULT_MODEL)
+    for fallback in (False, True):
+        for model in candidates:
+            if model.is_file() or (fallback and model.with_name(contract.ONNX_FP32_FILE).is_file()):
+                return model
+    where = " nor ".join(str(m.parent) for m in candidates)
+    build = f"`dvc repro export@student` in {checkout.absolute()}" if checkout else (
+        "`dvc repro export@student` in a pocketbert checkout")
+    raise PredictError(f"no {contract.ONNX_INT8_FILE} in {where}; build it with {build}, "
+                       "or pass --model PATH")
+
+
+def model_max_length(model: Path) -> int:
+    """tokenize.max_length of the checkout that holds ``model``, the length it was trained,
+    tested and exported at: the params.yaml beside the dvc.yaml nearest above the model's
+    folder. TokenizeParams' default (128) where the model is in no checkout, or the checkout
+    has no params.yaml. The current folder is never read.
+
+    Raises PredictError when that params.yaml is malformed or its value is invalid."""
+    from pocketbert import params
+    from pocketbert.errors import PocketbertError
+
+    folder = model.absolute() if model.is_dir() else model.absolute().parent
+    root = project_root(folder)
+    params_file = root / "params.yaml" if root is not None else None
+    if params_file is None or not params_file.is_file():
+        return params.TokenizeParams().max_length
+    try:
+        return int(params.load_key(params_file, "tokenize.max_length"))
+    except PocketbertError as exc:
+        raise PredictError(f"{exc} (the params.yaml of the model's checkout; pass "
+                           "--max-length to skip it)") from None
+
+
 def dvc_target(path: Path) -> str | None:
     """The `dvc repro` target that writes a file under models/export/<teacher|student>/."""
     parts = path.absolute().parts
@@ -261,11 +364,14 @@ def dvc_target(path: Path) -> str | None:
 
 def _missing(path: Path, what: str, model: Path) -> None:
     target = dvc_target(model)
-    hint = (f"build it with `dvc repro {target}`" if target
-            else "pass --model with an exported model (a folder written by the export stage)")
+    root = project_root(model.absolute().parent)
+    where = f" in {root}" if root is not None else ""
+    hint = (f"build it with `dvc repro {target}`{where}, or pass --model PATH for another model"
+            if target else
+            "pass --model with an exported model (a folder written by the export stage)")
     fp32 = model.with_name(contract.ONNX_FP32_FILE)
     if what == "model" and model.name == contract.ONNX_INT8_FILE and fp32.is_file():
         hint = (f"the int8 model was not written (export.int8: false in params.yaml?); use "
                 f"--model {fp32} for fp32, or set export.int8: true "
-                + (f"and run `dvc repro {target}`" if target else "and export again"))
-    raise PredictError(f"{path}: {what} not found; {hint}")
+                + (f"and run `dvc repro {target}`{where}" if target else "and export again"))
+    raise PredictError(f"{path.absolute()}: {what} not found; {hint}")

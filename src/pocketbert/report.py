@@ -1,4 +1,5 @@
-"""Reports from the committed metrics: README's results table and diffs between revisions."""
+"""Reports from the committed metrics: the generated tables of README.md and docs/ (BLOCKS) and
+diffs between revisions."""
 
 from __future__ import annotations
 
@@ -170,46 +171,84 @@ def latency_table(latency: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+README = "README.md"
+"the file every other generated block's path is relative to (its folder is the checkout root)"
+
+BLOCKS = (
+    (README, START, END),
+    ("docs/experiments.md", LATENCY_START, LATENCY_END),
+    ("docs/reference.md", PARAMS_START, PARAMS_END),
+)
+"""Every generated block: the markdown file that holds it (relative to the checkout root) and
+its start and end markers. The latency block is rewritten only when latency metrics are given."""
+
+
+def block_file(readme: str | Path, name: str) -> Path:
+    """Where the file ``name`` of BLOCKS is for the README at ``readme``: ``readme`` itself, or
+    ``name`` under README's folder (``docs/reference.md`` beside ``README.md``)."""
+    readme = Path(readme)
+    return readme if name == README else readme.parent / name
+
+
 def _blocks(metrics: dict[str, Any], params_file: str | Path,
-            latency: dict[str, Any] | None = None) -> dict[tuple[str, str], str]:
-    blocks = {(START, END): results_table(metrics),
-              (PARAMS_START, PARAMS_END): params_table(params_file)}
-    if latency is not None:
-        blocks[(LATENCY_START, LATENCY_END)] = latency_table(latency)
-    return blocks
+            latency: dict[str, Any] | None = None) -> dict[tuple[str, str, str], str]:
+    """The body of each block of BLOCKS, keyed by (file, start, end); the latency block only
+    with ``latency``."""
+    bodies = {START: lambda: results_table(metrics),
+              PARAMS_START: lambda: params_table(params_file),
+              LATENCY_START: lambda: latency_table(latency)}
+    return {(name, start, end): bodies[start]() for name, start, end in BLOCKS
+            if start != LATENCY_START or latency is not None}
+
+
+def _read(path: Path, start: str, end: str) -> str:
+    if not path.is_file():
+        raise ValueError(f"{path}: not found (it holds the generated block {start} … {end})")
+    text = path.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise ValueError(f"{path}: markers {start} and {end} not found")
+    return text
 
 
 def update_readme(readme: Path, metrics: dict[str, Any],
                   params_file: str | Path = "params.yaml",
                   latency: dict[str, Any] | None = None) -> bool:
-    """Replace the generated blocks (results, params, and the latency candidates given
-    ``latency``, metrics/latency.json); True when the file changed. Raises ValueError when a
-    block's markers are missing."""
-    text = new = readme.read_text(encoding="utf-8")
-    for (start, end), body in _blocks(metrics, params_file, latency).items():
+    """Replace the generated blocks of BLOCKS (results in README, the latency candidates in
+    docs/experiments.md given ``latency``, metrics/latency.json, and params in
+    docs/reference.md; each file found from ``readme``'s folder); True when a file changed.
+    Raises ValueError when a file or a block's markers are missing, before any file is
+    written."""
+    texts: dict[Path, tuple[str, str]] = {}  # path: (as read, as rewritten)
+    for (name, start, end), body in _blocks(metrics, params_file, latency).items():
+        path = block_file(readme, name)
+        old, new = texts.get(path) or (_read(path, start, end),) * 2
         if start not in new or end not in new:
-            raise ValueError(f"{readme}: markers {start} and {end} not found")
+            raise ValueError(f"{path}: markers {start} and {end} not found")
         head, rest = new.split(start, 1)
         _, tail = rest.split(end, 1)
-        new = f"{head}{start}\n{body}\n{end}{tail}"
-    if new != text:
-        readme.write_text(new, encoding="utf-8")
-    return new != text
+        texts[path] = (old, f"{head}{start}\n{body}\n{end}{tail}")
+    changed = False
+    for path, (old, new) in texts.items():
+        if new != old:
+            path.write_text(new, encoding="utf-8")
+            changed = True
+    return changed
 
 
 def readme_table(readme: Path, start: str = START, end: str = END) -> str:
-    """The text currently between two markers."""
-    text = readme.read_text(encoding="utf-8")
-    return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+    """The text currently between two markers of a markdown file (README.md or another file
+    of BLOCKS)."""
+    return _read(Path(readme), start, end).split(start, 1)[1].split(end, 1)[0].strip("\n")
 
 
 def readme_is_current(readme: Path, metrics: dict[str, Any],
                       params_file: str | Path = "params.yaml",
                       latency: dict[str, Any] | None = None) -> bool:
-    """True when README's generated blocks equal what ``metrics``, ``params_file`` and
-    ``latency`` give."""
-    return all(readme_table(readme, s, e) == body
-               for (s, e), body in _blocks(metrics, params_file, latency).items())
+    """True when every generated block of BLOCKS (found from ``readme``'s folder) equals what
+    ``metrics``, ``params_file`` and ``latency`` give. Raises ValueError when a file or a
+    block's markers are missing."""
+    return all(readme_table(block_file(readme, name), s, e) == body
+               for (name, s, e), body in _blocks(metrics, params_file, latency).items())
 
 
 def diff_markdown(a_rev: str, b_rev: str | None = None, cwd: str | Path = ".") -> str:

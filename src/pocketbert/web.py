@@ -33,6 +33,11 @@ VENDOR_FILES = {
     "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm": "ort-wasm-simd-threaded.wasm",
 }
 MODEL_FILES = ("model.int8.onnx", "tokenizer.json", "tokenizer_config.json")
+PAGE_DISABLED_OPTIMIZERS: tuple[str, ...] = ()
+"""onnxruntime graph optimizers the page's session turns off: none. app.js creates it with
+onnxruntime-web's defaults (level all), so it fuses Add + LayerNormalization into
+SkipLayerNormalization, which native sessions turn off (predictor.DISABLED_OPTIMIZERS); a
+native reference for the page passes this to predictor.session to run the page's graph."""
 
 
 class WebError(PocketbertError):
