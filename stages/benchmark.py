@@ -138,7 +138,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     for key, result in results.items():
         metrics.update(evaluation.flatten(key, result.metrics()))
     metrics.update(evaluation.flatten("headline", benchmarking.headline(
-        results, gold, student=student, teacher=teacher_key, params=b)))
+        results, gold, student=student, teacher=teacher_key, params=b,
+        baseline=BASELINE if BASELINE in results else None)))
     _write_plots(outputs["plots"], results, gold, labels, teacher_key)
     write_json(outputs["metrics"], metrics)
     return metrics

@@ -394,6 +394,34 @@ def test_headline_ratio_interval_resamples_both_models_together() -> None:
     assert h["macro_f1_target_met"] is False  # judged on the point estimate
 
 
+def test_gain_kept_is_the_share_of_the_teachers_gain_over_the_baseline() -> None:
+    gold = np.arange(212) % 4
+    teacher_pred = _noisy(gold, 0.1, 4)
+    base_pred = _noisy(gold, 0.4, 6)
+    results = {"s": _result("s", teacher_pred, gold, 0.1, 0.5),
+               "t": _result("t", teacher_pred, gold), "b": _result("b", base_pred, gold)}
+    h = benchmarking.headline(results, gold, student="s", teacher="t", params=BOOT,
+                              baseline="b")
+    t_f1, b_f1 = (results[k].scores["macro_f1"] for k in ("t", "b"))
+    assert h["teacher_gain_over_baseline"] == pytest.approx(t_f1 - b_f1) and t_f1 > b_f1
+    assert h["gain_kept"] == pytest.approx(1.0)  # the teacher's own predictions keep it all
+    assert h["gain_kept_ci_low"] == pytest.approx(1.0) == h["gain_kept_ci_high"]  # paired
+    # a student that answers as the baseline does keeps none of it
+    results["s"] = _result("s", base_pred, gold, 0.1, 0.5)
+    h = benchmarking.headline(results, gold, student="s", teacher="t", params=BOOT,
+                              baseline="b")
+    assert h["gain_kept"] == pytest.approx(0.0)
+    assert h["gain_kept_ci_low"] <= 0.0 <= h["gain_kept_ci_high"]
+    # without a baseline the keys are absent
+    assert "gain_kept" not in benchmarking.headline(results, gold, student="s", teacher="t",
+                                                    params=BOOT)
+    # a teacher no better than the baseline: no gain to keep, said as None
+    results["t"] = _result("t", base_pred, gold)
+    h = benchmarking.headline(results, gold, student="s", teacher="t", params=BOOT,
+                              baseline="b")
+    assert h["gain_kept"] is None and h["gain_kept_ci_low"] is None
+
+
 def test_headline_ratio_interval_is_null_where_the_teacher_can_score_zero() -> None:
     gold = np.arange(8) % 4
     teacher_pred = (gold + 1) % 4
@@ -480,3 +508,16 @@ def test_bad_baseline_params_name_the_key() -> None:
         params.BaselineParams(c_values=(1.0, 0.0))
     with pytest.raises(ParamsError, match=r"benchmark\.confidence_level"):
         params.BenchmarkParams(confidence_level=95)
+
+
+def test_results_table_says_how_much_of_the_gain_over_the_baseline_is_kept() -> None:
+    metrics = _metrics(intervals=True)
+    assert "gain over" not in report.results_table(metrics)  # older metrics: no sentence
+    metrics.update({"headline.baseline_variant": "baseline.tfidf_logreg",
+                    "headline.teacher_gain_over_baseline": 0.08, "headline.gain_kept": 0.75,
+                    "headline.gain_kept_ci_low": 0.41, "headline.gain_kept_ci_high": 1.02})
+    assert ("Of the teacher's macro-F1 gain over `baseline.tfidf_logreg` (+0.080), the student "
+            "keeps 0.75 (95% interval 0.41–1.02, paired).") in report.results_table(metrics)
+    metrics.update({"headline.teacher_gain_over_baseline": -0.01, "headline.gain_kept": None,
+                    "headline.gain_kept_ci_low": None, "headline.gain_kept_ci_high": None})
+    assert "no gain over the baseline to keep" in report.results_table(metrics)

@@ -200,7 +200,7 @@ def add_intervals(result: VariantResult, gold: np.ndarray, teacher_pred: np.ndar
 
 
 def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: str,
-             teacher: str, params: Any) -> dict:
+             teacher: str, params: Any, baseline: str | None = None) -> dict:
     """Size, macro-F1 and p50 latency of ``student`` against ``teacher``, and whether each
     meets its target (``params``: BenchmarkParams; targets are judged on the point estimates).
 
@@ -209,7 +209,13 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
     identical predictions give the degenerate interval [1, 1]. Where some resample leaves the
     teacher with macro-F1 0 (a handful of test sentences and a poor teacher) the ratio is
     undefined there and both bounds are None. A teacher without a size or latency (an API
-    teacher: None) gives None for that ratio and its target."""
+    teacher: None) gives None for that ratio and its target.
+
+    With ``baseline`` (the classical baseline's key), also the share of the teacher's
+    macro-F1 gain over the baseline that the student keeps, (student - baseline) /
+    (teacher - baseline), with the same paired interval: a ratio near 1 can hide that a
+    classical model is nearly as good, which this figure shows. Undefined (None) where the
+    teacher is not better than the baseline (point estimate) or on some resample."""
     from scipy.stats import DegenerateDataWarning
 
     s, t = results[student], results[teacher]
@@ -226,6 +232,7 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
             resamples=params.bootstrap_resamples, seed=params.bootstrap_seed,
             level=params.confidence_level)
     low, high = bounds if np.isfinite(bounds).all() else (None, None)
+    gain = _gain_kept(results, gold, student, teacher, baseline, n_labels, params)
     out = {
         "student_variant": student,
         "target_size_ratio": params.target_size_ratio,
@@ -237,6 +244,7 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
         "macro_f1_ratio_ci_high": high,
         "p50_speedup": (None if t.latency_p50_ms is None
                         else t.latency_p50_ms / s.latency_p50_ms),
+        **gain,
     }
     out["size_target_met"] = (None if out["size_ratio"] is None
                               else out["size_ratio"] <= params.target_size_ratio)
@@ -244,6 +252,38 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
     out["speedup_target_met"] = (None if out["p50_speedup"] is None
                                  else out["p50_speedup"] >= params.target_speedup)
     return out
+
+
+def _gain_kept(results: dict[str, VariantResult], gold: np.ndarray, student: str, teacher: str,
+               baseline: str | None, n_labels: int, params: Any) -> dict:
+    """headline's gain-kept keys (see there); {} without a scored baseline."""
+    from scipy.stats import DegenerateDataWarning
+
+    b = results.get(baseline) if baseline else None
+    if b is None or b.probs is None:
+        return {}
+    s, t = results[student], results[teacher]
+    gain = t.scores["macro_f1"] - b.scores["macro_f1"]
+
+    def kept(y: np.ndarray, ps: np.ndarray, pt: np.ndarray, pb: np.ndarray,
+             axis: int = -1) -> np.ndarray:
+        fs, ft, fb = (macro_f1_along(y, p, n_labels, axis) for p in (ps, pt, pb))
+        return np.divide(fs - fb, ft - fb, out=np.full(fs.shape, np.nan), where=ft > fb)
+
+    low = high = None
+    if gain > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateDataWarning)
+            bounds = bootstrap_interval(
+                kept, (gold, s.probs.argmax(-1), t.probs.argmax(-1), b.probs.argmax(-1)),
+                resamples=params.bootstrap_resamples, seed=params.bootstrap_seed,
+                level=params.confidence_level)
+        low, high = bounds if np.isfinite(bounds).all() else (None, None)
+    return {"baseline_variant": baseline,
+            "teacher_gain_over_baseline": gain,
+            "gain_kept": (s.scores["macro_f1"] - b.scores["macro_f1"]) / gain if gain > 0
+            else None,
+            "gain_kept_ci_low": low, "gain_kept_ci_high": high}
 
 
 # --- variant builders ---------------------------------------------------------------------------

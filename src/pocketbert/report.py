@@ -105,9 +105,24 @@ def results_table(metrics: dict[str, Any]) -> str:
             f"{metrics.get('test_rows')} test sentences, {metrics.get('threads')} thread(s): "
             f"{size}, macro-F1 ratio "
             f"{h['macro_f1_ratio']:.3f} ({ratio_ci}target ≥ {h['target_macro_f1_ratio']:.4g}"
-            f": {met(h['macro_f1_target_met'])}), {speed}.",
+            f": {met(h['macro_f1_target_met'])}), {speed}.{_gain_sentence(h, level)}",
         ]
     return "\n".join(lines)
+
+
+def _gain_sentence(h: dict[str, Any], level: float | None) -> str:
+    """The headline's gain-kept sentence (benchmarking.headline), or '' without a baseline."""
+    if "gain_kept" not in h:
+        return ""
+    gain = h["teacher_gain_over_baseline"]
+    if h["gain_kept"] is None:
+        return (f" The teacher's macro-F1 is not above `{h['baseline_variant']}` "
+                f"({gain:+.3f}): there is no gain over the baseline to keep.")
+    interval = (f" ({level:.0%} interval {h['gain_kept_ci_low']:.2f}–"
+                f"{h['gain_kept_ci_high']:.2f}, paired)"
+                if level is not None and h.get("gain_kept_ci_low") is not None else "")
+    return (f" Of the teacher's macro-F1 gain over `{h['baseline_variant']}` ({gain:+.3f}), "
+            f"the student keeps {h['gain_kept']:.2f}{interval}.")
 
 
 PARAMS_START, PARAMS_END = "<!-- params:start -->", "<!-- params:end -->"
