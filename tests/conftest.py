@@ -206,3 +206,61 @@ def tiny_world(tmp_path: Path, write_params: Callable[..., Path]) -> dict[str, P
     )
     return {"root": tmp_path, "tokenize": tok_dir, "augmented": aug_dir,
             "given_teacher": teacher_dir, "params": params_file}
+
+
+# --- secrets and ports for the API tests --------------------------------------------------------
+
+
+def secret_forms(secret: str) -> dict[str, bytes]:
+    """The forms a leaked ``secret`` would take in a file, an output or a log, by name: as it
+    is, URL-encoded (``quote`` and ``quote_plus``), and base64 (standard and URL-safe).
+
+    Base64 of a longer text that contains the secret (``user:secret`` in a Basic header)
+    encodes it differently for each of the three byte offsets it can start at modulo 3; each
+    form here is the part that does not depend on the bytes around it: the encoding of the
+    whole 3-byte groups of the secret from offset 0, 1 or 2."""
+    import base64
+    import urllib.parse
+
+    raw = secret.encode()
+    forms = {"plain": raw, "url-encoded": urllib.parse.quote(secret, safe="").encode(),
+             "url-encoded (plus)": urllib.parse.quote_plus(secret).encode()}
+    for start in range(3):
+        whole = raw[start : start + 3 * ((len(raw) - start) // 3)]
+        forms[f"base64 at offset {start}"] = base64.b64encode(whole)
+        forms[f"urlsafe base64 at offset {start}"] = base64.urlsafe_b64encode(whole)
+    return forms
+
+
+def secret_hits(secret: str, places: dict[str, bytes | str]) -> list[str]:
+    """``'<place>: <form>'`` for every place (a name -> its bytes or text) holding any of
+    ``secret_forms(secret)``; empty when none does."""
+    forms = secret_forms(secret)
+    hits = []
+    for place, content in places.items():
+        data = content.encode() if isinstance(content, str) else content
+        hits += [f"{place}: {name}" for name, form in forms.items() if form in data]
+    return hits
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` (hidden folders such as caches included): path -> bytes."""
+    return {str(path): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture
+def held_port() -> Iterable[int]:
+    """A port on 127.0.0.1 that refuses connections for the whole test, and is not freed for
+    another program to take: a socket bound to it that never listens (on Linux a connection to
+    a bound, non-listening port is refused with a reset). The socket sets SO_REUSEPORT, so a
+    test server may listen on the same port by setting it too (then it answers); any socket
+    without it, another program's, cannot bind the port while it is held."""
+    import socket
+
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    held.bind(("127.0.0.1", 0))
+    try:
+        yield held.getsockname()[1]
+    finally:
+        held.close()

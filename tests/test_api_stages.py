@@ -3,22 +3,30 @@ teacher row, against pocketbert's own classifier server (a tiny in-process BERT)
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import re
+import sys
 import threading
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import LABELS, default_params
+import yaml
+from conftest import LABELS, ROOT, default_params, files_under, secret_hits
 
 from pocketbert import benchmarking, params, serving, tokenization
 from pocketbert.errors import ParamsError, PocketbertError
 from stages import benchmark, soft_label, teacher, train_student
 
-SECRET = "s3cr3t-Stage-Key-4a5b6c"  # must reach the server's request headers and no file
+# must reach the server's request headers and no file, output or log; with characters that
+# URL encoding changes, so that its URL-encoded form differs from it
+SECRET = "s3cr3t/Stage+Key=4a5b6c"
 KEY_VAR = "POCKETBERT_TEST_API_KEY"
 
 
@@ -65,6 +73,36 @@ def _soft_label(w: dict[str, Path], teacher_dir: Path, name: str = "soft_label",
         "--tokenize", str(w["tokenize"]), "--augmented", str(w["augmented"]), "--out", str(out),
         "--metrics", str(w["root"] / "m" / f"{name}.json"), "--api-cache", str(w["cache"])])
     return out, metrics
+
+
+def _train_student(w: dict[str, Path], teacher_dir: Path, soft: Path,
+                   params_file: Path | None = None) -> dict:
+    """Run train_student on the API teacher's soft labels; its metrics."""
+    return train_student.main([
+        "--params", str(params_file or w["params"]), "--teacher", str(teacher_dir),
+        "--tokenize", str(w["tokenize"]), "--augmented", str(w["augmented"]),
+        "--soft-label", str(soft), "--out", str(w["root"] / "models" / "student"),
+        "--metrics", str(w["root"] / "m" / "train_student.json"),
+        "--curves", str(w["root"] / "m" / "curves")])
+
+
+def _lock_params(params_file: Path, stages: Sequence[str]) -> dict[str, dict]:
+    """The params part of a dvc.lock for ``stages``, built as dvc builds it: each entry of the
+    stage's ``params`` in dvc.yaml (a whole section or a dotted key) with its value as written
+    in ``params_file`` (dvc reads the file; it fills in no environment variable)."""
+    declared = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    written = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    record: dict[str, dict] = {}
+    for name in stages:
+        entries = {}
+        for key in declared[name].get("params", []):
+            assert isinstance(key, str), key  # all of pocketbert's come from params.yaml
+            value = written
+            for part in key.split("."):
+                value = value[part]
+            entries[key] = value
+        record[name] = {"params": {"params.yaml": entries}}
+    return record
 
 
 def _local_log_softmax(folder: Path, texts: list[str]) -> np.ndarray:
@@ -115,17 +153,60 @@ def test_teacher_and_soft_label_ask_the_api_and_store_log_probabilities(api_worl
     assert again["api.cache_hits"] == len(set(data["train"]["text"])) + n_eval
 
 
-def test_no_secret_in_any_output_log_or_params(api_world, capsys) -> None:
+def test_no_secret_in_any_output_log_or_params(api_world, capfd, caplog, monkeypatch) -> None:
+    caplog.set_level(logging.DEBUG)  # every library's log, httpx's and httpcore's included
     w = api_world
+    params_before = w["params"].read_bytes()
+    sent: list[str | None] = []  # the Authorization header of every request the stages make
+    real_send = httpx.Client.send
+
+    def recording_send(client: httpx.Client, request: httpx.Request, **kw) -> httpx.Response:
+        sent.append(request.headers.get("Authorization"))
+        return real_send(client, request, **kw)
+
+    monkeypatch.setattr(httpx.Client, "send", recording_send)
+    # every stage that runs with teacher.mode api in the tiny world (the benchmark needs the
+    # export and convert outputs; it reads the API's answers from soft_label, not the API)
     teacher_dir, _ = _teacher(w)
-    _soft_label(w, teacher_dir)
-    captured = capsys.readouterr()
-    assert SECRET not in captured.out + captured.err
-    assert "Bearer ${" + KEY_VAR + "}" in w["params"].read_text()  # params hold the name only
-    files = [p for p in w["root"].rglob("*") if p.is_file()]
-    assert any(p.name == "answers.sqlite" for p in files)
-    for path in files:
-        assert SECRET.encode() not in path.read_bytes(), path
+    soft, _ = _soft_label(w, teacher_dir)
+    _train_student(w, teacher_dir, soft)
+    assert sent and set(sent) == {f"Bearer {SECRET}"}  # the key was in play, in every request
+    out, err = capfd.readouterr()
+    # the stages log their params as read: the variable's name, never its value
+    assert f"Authorization: Bearer ${{{KEY_VAR}}}" in err
+    files = files_under(w["root"])
+    for produced in ("models/student/params.yaml", "m/train_student.json", "m/teacher.json",
+                     "m/soft_label.json", ".cache/api/answers.sqlite", "soft_label/meta.json",
+                     "models/teacher/endpoint.json"):
+        assert str(w["root"] / produced) in files, produced
+    assert any(name.startswith(str(w["root"] / "m" / "curves")) for name in files)
+    # a dvc.lock-like record of the params: the stages left params.yaml as it was, so dvc
+    # would record the ${VAR} reference and never the value
+    assert w["params"].read_bytes() == params_before
+    lock = _lock_params(w["params"], ("teacher", "soft_label", "train_student", "benchmark"))
+    reference = {"Authorization": f"Bearer ${{{KEY_VAR}}}"}
+    assert lock["teacher"]["params"]["params.yaml"]["teacher"]["api_headers"] == reference
+    assert lock["soft_label"]["params"]["params.yaml"]["teacher.api_headers"] == reference
+    for name in ("train_student", "benchmark"):  # they do not read the headers at all
+        assert KEY_VAR not in json.dumps(lock[name])
+    outputs = {"stdout": out, "stderr": err, "the log": caplog.text,
+               "dvc.lock-like record": yaml.safe_dump(lock),
+               **{f"log record {i}": str(r.getMessage()) for i, r in enumerate(caplog.records)}}
+    assert secret_hits(SECRET, {**files, **outputs}) == []
+
+    # the negative control: the same scan finds the secret, in each form, where it is written
+    leak_txt = w["root"] / "models" / "student" / "leak.txt"
+    leak_txt.write_text(urllib.parse.quote(SECRET, safe=""), encoding="utf-8")
+    # a Basic header's user:secret in base64: "user:" is 5 bytes, so the secret's whole
+    # 3-byte groups start at its byte 1 (5 + 1 = 6)
+    leak_bin = w["root"] / ".cache" / "api" / "leak.bin"
+    leak_bin.write_bytes(base64.b64encode(f"user:{SECRET}".encode()))
+    logging.getLogger("pocketbert").warning("token %s", SECRET)
+    print(SECRET, file=sys.stderr)
+    _, err = capfd.readouterr()
+    found = secret_hits(SECRET, {**files_under(w["root"]), "stderr": err, "the log": caplog.text})
+    assert {f"{leak_txt}: url-encoded", f"{leak_bin}: base64 at offset 1", "stderr: plain",
+            "the log: plain"} <= set(found), found
 
 
 def test_soft_label_refuses_a_teacher_folder_of_another_endpoint(api_world, capsys) -> None:
@@ -151,20 +232,22 @@ def test_api_stages_without_the_cache_option_name_it(api_world, capsys) -> None:
     assert exc.value.code == 2 and "pass --api-cache FOLDER" in capsys.readouterr().err
 
 
-def test_an_endpoint_that_is_down_fails_the_teacher_stage_cleanly(api_world, endpoint,
+def test_an_endpoint_that_is_down_fails_the_teacher_stage_cleanly(api_world, held_port,
                                                                   write_params, capsys) -> None:
-    endpoint.shutdown()
-    endpoint.server_close()
+    # held_port: bound, not listening, for the whole test: refused, and not another
+    # program's server (a port just freed could be)
     p = params.load(api_world["params"], "teacher")
+    down = f"http://127.0.0.1:{held_port}/predict"
     raw = default_params()
-    raw["teacher"].update(params.as_dict(p), api_max_retries=0)
+    raw["teacher"].update(params.as_dict(p), api_url=down, api_max_retries=0)
     raw["tokenize"]["max_length"] = 32
     api_world["params"] = write_params(raw=raw)
     with pytest.raises(SystemExit) as exc:
         _teacher(api_world)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert p.api_url in err and "cannot reach the endpoint" in err and SECRET not in err
+    assert f"error: {down}: cannot reach the endpoint (ConnectError" in err
+    assert secret_hits(SECRET, {"stderr": err}) == []
     assert not (api_world["root"] / "models" / "teacher").exists()
 
 
@@ -172,12 +255,7 @@ def test_train_student_with_an_api_teacher(api_world, write_params, capsys) -> N
     w = api_world
     teacher_dir, _ = _teacher(w)
     soft, _ = _soft_label(w, teacher_dir)
-    args = ["--params", str(w["params"]), "--teacher", str(teacher_dir),
-            "--tokenize", str(w["tokenize"]), "--augmented", str(w["augmented"]),
-            "--soft-label", str(soft), "--out", str(w["root"] / "models" / "student"),
-            "--metrics", str(w["root"] / "m" / "train_student.json"),
-            "--curves", str(w["root"] / "m" / "curves")]
-    metrics = train_student.main(args)
+    metrics = _train_student(w, teacher_dir, soft)
     assert (w["root"] / "models" / "student" / "model.safetensors").is_file()
     assert "teacher.parameters" not in metrics and "size_ratio" not in metrics
     # the teacher's scores are the API's answers as soft_label stored them
@@ -190,7 +268,7 @@ def test_train_student_with_an_api_teacher(api_world, write_params, capsys) -> N
     raw["teacher"].update(params.as_dict(params.load(w["params"], "teacher")))
     raw["train_student"].update(init="copy")
     with pytest.raises(SystemExit) as exc:
-        train_student.main(["--params", str(write_params(raw=raw, name="copy.yaml")), *args[2:]])
+        _train_student(w, teacher_dir, soft, write_params(raw=raw, name="copy.yaml"))
     assert exc.value.code == 2
     assert "'train_student.init' is 'copy', but teacher.mode api" in capsys.readouterr().err
 

@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
 import math
 import os
+import select
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,14 +27,23 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
+from conftest import (
+    LABELS,
+    files_under,
+    secret_hits,
+    sentences,
+    tiny_classifier,
+    tiny_tokenizer,
+)
 
 from pocketbert import api_teacher, params, serving
 from pocketbert.errors import ApiError, ModelError, ParamsError
 
 TEXTS = [text for label in LABELS for text in sentences(label)]  # 40 distinct texts
 BATCH = 4
-SECRET = "s3cr3t-Token-9f8e7d"  # an API key that must never reach a file, a log or an error
+# an API key that must never reach a file, a log or an error; with characters that URL
+# encoding changes, so that its URL-encoded form differs from it
+SECRET = "s3cr3t/Token+9f8e=7d"
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +104,7 @@ Action = Callable[[BaseHTTPRequestHandler, list[str]], None]
 
 def send(handler: BaseHTTPRequestHandler, status: int, body: bytes,
          headers: dict[str, str] | None = None) -> None:
+    """Answer with ``status``, a JSON content type, ``headers`` and ``body``."""
     handler.send_response(status)
     for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
         handler.send_header(name, value)
@@ -100,17 +114,20 @@ def send(handler: BaseHTTPRequestHandler, status: int, body: bytes,
 
 
 def ok(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
+    """Answer the classifier's own probabilities and logits of ``texts`` (the server's table)."""
     rows = [handler.server.table[t] for t in texts]
     send(handler, 200, json.dumps({"probabilities": [r["probabilities"] for r in rows],
                                    "logits": [r["logits"] for r in rows]}).encode())
 
 
 def status(code: int, body: str = '{"error": "busy"}', **headers: str) -> Action:
+    """An action answering ``code`` with ``body``; header names with '_' for '-'."""
     return lambda handler, texts: send(handler, code, body.encode(),
                                        {k.replace("_", "-"): v for k, v in headers.items()})
 
 
 def slow(seconds: float) -> Action:
+    """An action answering 'ok' after sleeping ``seconds``."""
     def act(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
         time.sleep(seconds)
         with contextlib.suppress(OSError):  # the client may have given up waiting
@@ -118,33 +135,90 @@ def slow(seconds: float) -> Action:
     return act
 
 
-def die(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
-    """Drop this request unanswered and close the server for good."""
-    server = handler.server
-    threading.Thread(target=lambda: (server.shutdown(), server.server_close())).start()
+def drop(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
+    """Close the connection without an answer."""
     handler.close_connection = True
 
 
+def die(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
+    """Drop this request unanswered and go down for good: every later request is dropped too
+    (set at once, so a retry that arrives before the shutdown below is not answered), and the
+    listening socket is closed (on a held_port, connections are refused from then on)."""
+    server = handler.server
+    with server.lock:
+        server.down = True
+    threading.Thread(target=lambda: (server.shutdown(), server.server_close())).start()
+    drop(handler, texts)
+
+
+def unanswered(at_most_s: float) -> Action:
+    """Answer nothing until the client hangs up (httpx closes a connection it timed out on),
+    for at most ``at_most_s``: such a request is answered after the client's timeout however
+    slow or fast the machine is, unlike one that sleeps a fixed time."""
+    def act(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
+        deadline = time.monotonic() + at_most_s
+        sock = handler.connection
+        while time.monotonic() < deadline:
+            if select.select([sock], [], [], 0.05)[0]:
+                try:
+                    if not sock.recv(1, socket.MSG_PEEK):
+                        break  # end of stream: the client hung up
+                except OSError:
+                    break  # reset: hung up too
+                time.sleep(0.05)  # bytes of another request (httpx does not pipeline): wait on
+        handler.close_connection = True
+    return act
+
+
+def hold(until_in_flight: int, at_most_s: float) -> Action:
+    """Keep the request open until ``until_in_flight`` requests have been open at once (or for
+    at most ``at_most_s``), then answer 'ok'. A request stops counting as open before its
+    answer is sent, and the client cannot start a request in its place before it has the
+    answer: the server never counts more open requests than the client has."""
+    def act(handler: BaseHTTPRequestHandler, texts: list[str]) -> None:
+        server = handler.server
+        with server.changed:
+            server.in_flight += 1
+            server.max_in_flight = max(server.max_in_flight, server.in_flight)
+            server.overlapped |= server.in_flight >= until_in_flight
+            server.changed.notify_all()
+            server.changed.wait_for(lambda: server.overlapped, at_most_s)
+            server.in_flight -= 1
+        ok(handler, texts)
+    return act
+
+
 class ScriptedServer(ThreadingHTTPServer):
-    """Answers each POST with the next scripted action ('ok' once the script is used up) and
-    records the request's headers and body."""
+    """Answers each POST with the next scripted action ('ok' once the script is used up;
+    'drop' once a 'die' has run) and records the request's headers, body and arrival time
+    (time.monotonic(), taken before the body is read). ``port`` (default: a free one) may be a
+    held_port: the server then sets SO_REUSEPORT to listen there."""
 
     daemon_threads = True
 
-    def __init__(self, table: dict[str, dict], script: list[Action]) -> None:
+    def __init__(self, table: dict[str, dict], script: list[Action], port: int = 0) -> None:
         self.table, self.script, self.requests = table, script, []
         self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), ScriptedHandler)
+        self.changed = threading.Condition(self.lock)  # notified on each request and by hold
+        self.down = False
+        self.in_flight = self.max_in_flight = 0
+        self.overlapped = False
+        self.allow_reuse_port = port != 0
+        super().__init__(("127.0.0.1", port), ScriptedHandler)
 
 
 class ScriptedHandler(BaseHTTPRequestHandler):
     server: ScriptedServer
 
     def do_POST(self) -> None:  # noqa: N802
+        arrived = time.monotonic()
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self.server.requests.append({"headers": dict(self.headers), "body": body})
-            action = self.server.script.pop(0) if self.server.script else ok
+        with self.server.changed:
+            self.server.requests.append({"headers": dict(self.headers), "body": body,
+                                         "arrived": arrived})
+            self.server.changed.notify_all()
+            action = drop if self.server.down else \
+                self.server.script.pop(0) if self.server.script else ok
         action(self, body["texts"])
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
@@ -152,6 +226,7 @@ class ScriptedHandler(BaseHTTPRequestHandler):
 
 
 def scripted(table: dict[str, dict], *script: Action) -> Served:
+    """A ScriptedServer on a free port with these actions, to run in a with-block."""
     return Served(ScriptedServer(table, list(script)))
 
 
@@ -200,23 +275,31 @@ def test_hugging_face_label_score_lists_and_rounded_probabilities_are_read():
 # --- failures ------------------------------------------------------------------------------------
 
 
-def test_resume_after_the_server_dies_asks_only_for_the_rest(classifier, table, tmp_path):
-    with scripted(table, ok, ok, ok, die) as first:
+def test_resume_after_the_server_dies_asks_only_for_the_rest(classifier, table, tmp_path,
+                                                            held_port):
+    # The answers are cached per URL, so the endpoint must come back at the same address. The
+    # port stays held from start to end (held_port): while the endpoint is down it refuses
+    # connections, and no other program can take it in between.
+    with Served(ScriptedServer(table, [ok, ok, ok, die], port=held_port)) as first:
         p = api(first.url, api_concurrency=1, api_timeout_s=2.0)
         with pytest.raises(ApiError) as info:
             api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
     message = str(info.value)
     assert message.startswith(f"{first.url}: cannot reach the endpoint")
     assert "after 3 tries; start the endpoint, or fix teacher.api_url" in message
+    with pytest.raises(httpx.ConnectError):  # down: refused, not answered by anyone else
+        httpx.post(first.url, json={"texts": TEXTS[:1]}, timeout=5)
     cache = api_teacher.AnswerCache(tmp_path, first.url, "texts", "probabilities")
     assert sorted(cache.get(TEXTS)) == sorted(TEXTS[:12])  # the three answered batches
     cache.close()
-    # the same endpoint back up (pocketbert's own server, same address)
-    with Served(serving.make_server(classifier, port=first.port)) as second:
+    # the same endpoint back up, same address (answers: the classifier's own, as before)
+    with Served(ScriptedServer(table, [], port=held_port)) as second:
         logits, stats = api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
-    assert (stats.cache_hits, stats.texts_sent, stats.calls) == (12, 28, 7)
-    np.testing.assert_allclose(logits, local_log_softmax(classifier, TEXTS), atol=1e-5, rtol=0)
+        asked = [text for r in second.server.requests for text in r["body"]["texts"]]
     assert second.url == first.url
+    assert (stats.cache_hits, stats.texts_sent, stats.calls) == (12, 28, 7)
+    assert sorted(asked) == sorted(TEXTS[12:])  # only the rest went out
+    np.testing.assert_allclose(logits, local_log_softmax(classifier, TEXTS), atol=1e-5, rtol=0)
 
 
 def test_429_waits_as_long_as_retry_after_says(table, tmp_path):
@@ -256,19 +339,113 @@ def test_5xx_that_persists_names_url_status_body_and_fix(table, tmp_path):
     assert len(message) < 500 and "\n" not in message
 
 
-def test_slow_server_past_the_timeout_is_retried(table, tmp_path):
-    with scripted(table, slow(1.5)) as served:
-        _, stats = api_teacher.teacher_logits(
-            TEXTS[:4], LABELS, api(served.url, api_timeout_s=0.4), tmp_path)
-    assert (stats.calls, stats.retries, stats.texts_sent) == (2, 1, 4)
+# A request the server leaves unanswered until the client hangs up times out whatever the
+# machine's speed; this bounds how long a server thread waits for a client that never does.
+HANG_UP_BOUND_S = 60.0
+
+
+def test_slow_server_past_the_timeout_is_retried(table, tmp_path, caplog):
+    # The first request is answered only after the client gave up on it (unanswered), so it
+    # times out however fast the machine is. The retries are answered from a dictionary over
+    # loopback, in milliseconds; api_timeout_s=1.0 leaves a busy machine a wide margin, and a
+    # retry that still misses it is followed by another (api_max_retries=3): the assertions
+    # count the tries rather than expect exactly two.
+    caplog.set_level(logging.WARNING, logger="pocketbert.api_teacher")
+    with scripted(table, unanswered(HANG_UP_BOUND_S)) as served:
+        p = api(served.url, api_timeout_s=1.0, api_max_retries=3)
+        _, stats = api_teacher.teacher_logits(TEXTS[:4], LABELS, p, tmp_path)
+        seen = len(served.server.requests)
+    assert stats.texts_sent == 4 and stats.calls == seen == stats.retries + 1
+    assert 2 <= stats.calls <= p.api_max_retries + 1
+    assert "no answer within teacher.api_timeout_s=1.0 s; retry 1 of 3" in caplog.text
 
 
 def test_server_slow_every_time_fails_with_the_timeout_fix(table, tmp_path):
-    with scripted(table, slow(1.0), slow(1.0)) as served, pytest.raises(
+    never = unanswered(HANG_UP_BOUND_S)  # each try times out, however fast the machine is
+    with scripted(table, never, never) as served, pytest.raises(
             ApiError, match=r"no answer within teacher.api_timeout_s=0.3 s, after 2 tries; "
                             r"raise teacher.api_timeout_s"):
         api_teacher.teacher_logits(TEXTS[:4], LABELS,
                                    api(served.url, api_timeout_s=0.3, api_max_retries=1), tmp_path)
+
+
+# --- pacing: requests per second, concurrency, back-off ------------------------------------------
+# Only lower bounds on time: a slow machine can only make a run take longer. Each bound
+# follows from api_teacher._Endpoint: _take_call gives request k (in the order requests take
+# their slot) the start time first_slot + k / api_requests_per_second, first_slot being the
+# endpoint's creation (after the test's clock reading), and sleeps until then before sending.
+# A server's arrival time comes after the client sent the request. FLOAT_SLACK_S covers only
+# float rounding: monotonic clock readings (float64 steps of 1e-10 s or less at uptimes up to
+# weeks) and the sums of float steps of 1/rate; it is 100,000 times smaller than the smallest
+# gap asserted below (0.1 s).
+FLOAT_SLACK_S = 1e-6
+
+
+def test_requests_per_second_spaces_the_requests_the_server_sees(table, tmp_path):
+    rate, calls = 10.0, 8  # requests/s; at least (calls - 1) / rate = 0.7 s in all
+    with scripted(table) as served:
+        # 4 may be in flight at once: only the pacing can space the requests
+        p = api(served.url, api_requests_per_second=rate, api_concurrency=4)
+        start = time.monotonic()
+        _, stats = api_teacher.teacher_logits(TEXTS[: calls * BATCH], LABELS, p, tmp_path)
+        arrivals = sorted(r["arrived"] for r in served.server.requests)
+    assert stats.calls == len(arrivals) == calls and stats.retries == 0
+    # By the k-th arrival (sorted, from 0) k + 1 requests have arrived; one of them has slot
+    # >= k, so it was sent at start + k / rate or later.
+    for k, arrived in enumerate(arrivals):
+        assert arrived - start >= k / rate - FLOAT_SLACK_S, (k, arrived - start)
+    assert arrivals[-1] - start >= (calls - 1) / rate - FLOAT_SLACK_S
+
+
+def _most_in_flight(table: dict[str, dict], tmp_path: Path, concurrency: int, batches: int,
+                    overlap: int, at_most_s: float) -> int:
+    """The most requests the server saw open at once in a run of ``batches`` batches with
+    ``concurrency``, each request held open until ``overlap`` were open at once (at most
+    ``at_most_s``)."""
+    with scripted(table, *[hold(overlap, at_most_s)] * batches) as served:
+        # the client waits longer than a request is held: a held request is never retried
+        p = api(served.url, api_concurrency=concurrency, api_timeout_s=2 * at_most_s + 5.0)
+        _, stats = api_teacher.teacher_logits(TEXTS[: batches * BATCH], LABELS, p, tmp_path)
+        assert stats.calls == batches and stats.retries == 0
+        return served.server.max_in_flight
+
+
+def test_api_concurrency_caps_the_requests_in_flight(table, tmp_path):
+    cap = 2
+    # Each request is held open for 0.3 s unless a third one opens meanwhile: the window in
+    # which a request over the cap would be seen (the pool starts its threads together, and
+    # pacing at 1,000 requests/s spaces them 1 ms apart). No assertion depends on it; with the
+    # cap the run takes batches / cap * 0.3 s = 0.9 s.
+    seen = _most_in_flight(table, tmp_path / "capped", concurrency=cap, batches=6,
+                           overlap=cap + 1, at_most_s=0.3)
+    assert 1 <= seen <= cap
+    # the negative control: a larger cap lets the server see more than `cap` at once (the
+    # held requests are released as soon as cap + 1 are open, so the generous bound costs
+    # time only on a machine that cannot open 3 requests in that time)
+    wider = _most_in_flight(table, tmp_path / "wider", concurrency=4, batches=4,
+                            overlap=cap + 1, at_most_s=HANG_UP_BOUND_S)
+    assert wider > cap
+
+
+@pytest.mark.parametrize(("backoff", "max_wait"), [(0.1, 2.0), (0.1, 0.15)])
+def test_back_off_doubles_up_to_max_wait(table, tmp_path, caplog, backoff, max_wait):
+    # api_teacher._Endpoint.ask, after failed attempt i (from 0) that sent no Retry-After:
+    #     wait = min(p.api_backoff_s * 2**attempt, p.api_max_wait_s)
+    # (no jitter; a Retry-After replaces it), time.sleep(wait), then _take_call, which can only
+    # add time. The failure's answer reached the client after the request arrived, so the next
+    # attempt arrives at least `wait` after this one.
+    caplog.set_level(logging.WARNING, logger="pocketbert.api_teacher")
+    failures = 3
+    with scripted(table, *[status(503)] * failures) as served:
+        p = api(served.url, api_concurrency=1, api_max_retries=failures, api_backoff_s=backoff,
+                api_max_wait_s=max_wait)
+        _, stats = api_teacher.teacher_logits(TEXTS[:4], LABELS, p, tmp_path)
+        arrivals = [r["arrived"] for r in served.server.requests]
+    assert (stats.calls, stats.retries, stats.texts_sent) == (failures + 1, failures, 4)
+    waits = [min(backoff * 2**i, max_wait) for i in range(failures)]
+    for i, wait in enumerate(waits):
+        assert arrivals[i + 1] - arrivals[i] >= wait - FLOAT_SLACK_S, (i, wait)
+        assert f"retry {i + 1} of {failures} in {wait:.2f} s" in caplog.text
 
 
 def test_wrong_label_names_are_one_clear_error(classifier, tmp_path):
@@ -348,17 +525,34 @@ def test_api_key_goes_only_into_the_request(table, tmp_path, caplog, capfd):
         p = api(served.url, api_headers={"Authorization": "Bearer ${POCKETBERT_TEST_KEY}"})
         with pytest.raises(ApiError) as refused:
             api_teacher.teacher_logits(TEXTS[:4], LABELS, p, tmp_path / "cache", env=env)
-        api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path / "cache", env=env)
+        logits, stats = api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path / "cache", env=env)
         sent = {r["headers"]["Authorization"] for r in served.server.requests}
-    assert sent == {f"Bearer {SECRET}"}  # the header was sent
-    assert SECRET not in str(refused.value) and "invalid token Bearer ***" in str(refused.value)
+    assert sent == {f"Bearer {SECRET}"}  # the header was sent, with every request
+    assert "invalid token Bearer ***" in str(refused.value)  # the echo, redacted
     assert "check teacher.api_headers" in str(refused.value)
-    assert SECRET not in caplog.text
     out, err = capfd.readouterr()
-    assert SECRET not in out + err
-    files = [f for f in tmp_path.rglob("*") if f.is_file()]
-    assert files and all(SECRET.encode() not in f.read_bytes() for f in files)
-    assert "POCKETBERT_TEST_KEY" in str(p.api_headers) and SECRET not in str(p)
+    files = files_under(tmp_path)
+    assert any(name.endswith(api_teacher.CACHE_FILE) for name in files)
+    shown = {"the error": str(refused.value), "stdout": out, "stderr": err,
+             "the log": caplog.text, "the stats": json.dumps(stats.metrics()),
+             **{f"log record {i}": r.getMessage() for i, r in enumerate(caplog.records)}}
+    assert secret_hits(SECRET, {**files, **shown}) == []
+    assert len(caplog.records) > 0 and np.isfinite(logits).all()
+
+
+def test_the_secret_scan_finds_every_form_at_every_offset():
+    # the negative control of the scans above: each form is found wherever it starts
+    for before, after in (("", ""), ("u", "!"), ("us", "!!"), ("user:", "\n"), ("Basic a", "")):
+        text = f"{before}{SECRET}{after}"
+        encoded = {"base64": base64.b64encode(text.encode()),
+                   "urlsafe base64": base64.urlsafe_b64encode(text.encode()),
+                   "url-encoded": urllib.parse.quote(text, safe="").encode(),
+                   "url-encoded (plus)": urllib.parse.quote_plus(text).encode(),
+                   "plain": text.encode()}
+        for name, data in encoded.items():
+            hits = secret_hits(SECRET, {"x": b"noise " + data + b" noise"})
+            assert any(hit.startswith(f"x: {name}") for hit in hits), (before, name)
+    assert secret_hits(SECRET, {"x": SECRET[:-1], "y": SECRET[1:]}) == []  # only the whole
 
 
 def test_a_missing_environment_variable_is_named(tmp_path):

@@ -249,3 +249,29 @@ def test_a_public_variant_without_its_data_stops_before_any_run(tmp_path, monkey
     assert "--variants r8: data/public/r8/data.csv not found; run make datasets first" in err
     with pytest.raises(recipe_check.RecipeCheckError, match="run make datasets first"):
         recipe_check.VARIANTS["tweets"].build([], tmp_path)
+
+
+def test_vocabulary_coverage_counts_test_pieces_outside_the_trimmed_vocabulary(tmp_path) -> None:
+    from conftest import tiny_tokenizer
+
+    from pocketbert import dataset as ds
+    from pocketbert import params as ps
+
+    rows = [("the pump must stop", "a"), ("the valve must open", "a"), ("if it rains wait", "b"),
+            ("if it snows wait", "b")] * 5
+    rows += [(f"{text} {i}", label) for i, (text, label) in enumerate(rows)]
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows),
+                    encoding="utf-8")
+    split = ps.SplitParams(csv=str(path), labels=(), validation_fraction=0.2,
+                           test_fraction=0.2, seed=0)
+    tokenizer = tiny_tokenizer()
+    got = public_data.vocabulary_coverage(path, "stop", split, 0, 32, tokenizer)
+    parts = ds.stratified_split(ds.load_csv(path).examples, ("a", "b"), 0.2, 0.2, 0,
+                                labels_from_csv=True)
+    assert got["test_tokens"] == sum(len(tokenizer(e.text)["input_ids"]) - 2
+                                     for e in parts["test"])
+    assert 0.0 <= got["outside_share"] < 1.0
+    # a reserve of the whole vocabulary leaves nothing outside
+    full = public_data.vocabulary_coverage(path, "stop", split, len(tokenizer), 32, tokenizer)
+    assert full["outside_share"] == 0.0 and full["kept_tokens"] >= got["kept_tokens"]

