@@ -521,3 +521,13 @@ def test_results_table_says_how_much_of_the_gain_over_the_baseline_is_kept() -> 
     metrics.update({"headline.teacher_gain_over_baseline": -0.01, "headline.gain_kept": None,
                     "headline.gain_kept_ci_low": None, "headline.gain_kept_ci_high": None})
     assert "no gain over the baseline to keep" in report.results_table(metrics)
+
+
+def test_worst_class_names_the_label_the_student_keeps_least_of() -> None:
+    got = benchmarking.worst_class({"a": 0.9, "b": 0.5, "c": 0.0},
+                                   {"a": 1.0, "b": 0.8, "c": 0.0})
+    assert got == {"worst_class": "b", "worst_class_f1_ratio": pytest.approx(0.625)}
+    assert benchmarking.worst_class({"a": 0.0}, {"a": 0.0}) == {}  # no label to judge
+    metrics = _metrics(intervals=True)
+    metrics.update({"headline.worst_class": "b", "headline.worst_class_f1_ratio": 0.625})
+    assert "Worst label: `b`, F1 ratio 0.625." in report.results_table(metrics)

@@ -233,6 +233,7 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
             level=params.confidence_level)
     low, high = bounds if np.isfinite(bounds).all() else (None, None)
     gain = _gain_kept(results, gold, student, teacher, baseline, n_labels, params)
+    worst = worst_class(s.scores.get("f1", {}), t.scores.get("f1", {}))
     out = {
         "student_variant": student,
         "target_size_ratio": params.target_size_ratio,
@@ -245,6 +246,7 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
         "p50_speedup": (None if t.latency_p50_ms is None
                         else t.latency_p50_ms / s.latency_p50_ms),
         **gain,
+        **worst,
     }
     out["size_target_met"] = (None if out["size_ratio"] is None
                               else out["size_ratio"] <= params.target_size_ratio)
@@ -252,6 +254,19 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
     out["speedup_target_met"] = (None if out["p50_speedup"] is None
                                  else out["p50_speedup"] >= params.target_speedup)
     return out
+
+
+def worst_class(student_f1: dict[str, float], teacher_f1: dict[str, float]) -> dict:
+    """The label whose F1 the student keeps least of: {"worst_class": label,
+    "worst_class_f1_ratio": student F1 / teacher F1}, over the labels where the teacher's F1
+    is above 0 ({} when there is none). Macro-F1 averages the labels, so a rare label the
+    student loses moves it little; this names it."""
+    ratios = {label: student_f1[label] / f1 for label, f1 in teacher_f1.items()
+              if f1 > 0 and label in student_f1}
+    if not ratios:
+        return {}
+    label = min(ratios, key=lambda k: (ratios[k], k))
+    return {"worst_class": label, "worst_class_f1_ratio": ratios[label]}
 
 
 def _gain_kept(results: dict[str, VariantResult], gold: np.ndarray, student: str, teacher: str,

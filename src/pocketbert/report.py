@@ -105,7 +105,9 @@ def results_table(metrics: dict[str, Any]) -> str:
             f"{metrics.get('test_rows')} test sentences, {metrics.get('threads')} thread(s): "
             f"{size}, macro-F1 ratio "
             f"{h['macro_f1_ratio']:.3f} ({ratio_ci}target ≥ {h['target_macro_f1_ratio']:.4g}"
-            f": {met(h['macro_f1_target_met'])}), {speed}.{_gain_sentence(h, level)}",
+            f": {met(h['macro_f1_target_met'])}), {speed}.{_gain_sentence(h, level)}"
+            + (f" Worst label: `{h['worst_class']}`, F1 ratio {h['worst_class_f1_ratio']:.3f}."
+               if h.get("worst_class") is not None else ""),
         ]
     return "\n".join(lines)
 
