@@ -4,8 +4,8 @@ Builds every candidate of pocketbert.latency.CANDIDATES from the student's fp32 
 (quantization styles, transformer fusions, a trimmed position table, session settings, a
 fewer-heads probe), times them interleaved on the test sentences, one text per call with
 benchmark.threads threads, and scores each against fp32: top-1 agreement and test macro-F1
-(judged against fp32's bootstrap interval). README "Student latency candidates" is generated
-from the metrics; the plot ranks the candidates by p50.
+(judged against fp32's bootstrap interval). The latency candidates table of docs/experiments.md
+is generated from the metrics; the plot ranks the candidates by p50.
 
     python -m stages.latency --export models/export/student --model models/student \
         --tokenize data/tokenize/written --metrics metrics/latency.json \

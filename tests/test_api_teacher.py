@@ -664,3 +664,21 @@ def test_server_loads_only_a_usable_classifier_folder(classifier, tmp_path):
     with pytest.raises(ModelError, match=r"config.json: id2label has ids \[0, 1, 2, 4\]: ids "
                                          r"\[3\] are missing"):
         serving.Classifier(folder)
+
+
+def test_redact_removes_the_secret_in_every_form_an_endpoint_might_echo() -> None:
+    import base64
+    import urllib.parse
+
+    from conftest import secret_hits
+
+    secret = "s3cr3t/Token+9f8e=7d"
+    for prefix in ("", "u:", "us:"):  # base64 of a longer text: each offset modulo 3
+        echoed = (f"bad key {secret}; {urllib.parse.quote(secret, safe='')}; "
+                  f"{urllib.parse.quote_plus(secret)}; "
+                  f"{base64.b64encode((prefix + secret).encode()).decode()}; "
+                  f"{base64.urlsafe_b64encode((prefix + secret).encode()).decode()}")
+        assert secret_hits(secret, {"echo": echoed})  # the control: the scan sees them
+        assert secret_hits(secret, {"redacted": api_teacher.redact(echoed, [secret])}) == []
+    # ordinary text is left alone, and an empty secret redacts nothing
+    assert api_teacher.redact("nothing to hide", [secret, ""]) == "nothing to hide"

@@ -109,10 +109,38 @@ def resolve_headers(templates: Mapping[str, str], env: Mapping[str, str],
     return headers, tuple(secrets)
 
 
+MIN_ENCODED_CHARS = 8
+"a base64 form shorter than this is left alone: it would match ordinary text"
+
+
+def encoded_forms(secret: str) -> list[str]:
+    """``secret`` as an endpoint might echo it: as it is, URL-encoded (urllib's ``quote`` and
+    ``quote_plus``), and base64 (standard and URL-safe alphabets, RFC 4648). Inside a longer
+    base64 text (``user:secret`` in a Basic header) the secret's encoding depends on its byte
+    offset modulo 3, so each base64 form is the run of characters that depends on the
+    secret's bytes alone, for each of the three offsets."""
+    import base64
+    import urllib.parse
+
+    raw = secret.encode()
+    forms = [secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)]
+    for offset in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            text = encode(b"\0" * offset + raw).decode()
+            # base64 character j holds bits [6j, 6j + 6); the secret holds bits
+            # [8 offset, 8 (offset + len)): keep the characters wholly inside it
+            first, end = -(-8 * offset // 6), 8 * (offset + len(raw)) // 6
+            if end - first >= MIN_ENCODED_CHARS:
+                forms.append(text[first:end])
+    return list(dict.fromkeys(forms))
+
+
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret replaced by ``***`` (longest first, so none leaks in part)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
+    """``text`` with every secret, and every encoded form of it an endpoint might echo
+    (encoded_forms), replaced by ``***`` (longest first, so none leaks in part)."""
+    forms = {form for secret in secrets if secret for form in encoded_forms(secret)}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
     return text
 
 

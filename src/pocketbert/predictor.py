@@ -41,7 +41,8 @@ DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 """onnxruntime graph optimizers every session here turns off. SkipLayerNormFusion merges each
 residual Add with its LayerNormalization into the contrib op SkipLayerNormalization, whose CPU
 kernel (onnxruntime 1.32) is slower than the two ops it replaces at batch 1: measured by the
-latency stage (README "Student latency candidates") on the int8 student, one thread."""
+latency stage (docs/experiments.md, student latency candidates) on the int8 student, one
+thread."""
 
 OPTIMIZATION_LEVELS = ("basic", "extended", "all")
 "onnxruntime's graph optimization levels, by name (GraphOptimizationLevel.ORT_ENABLE_*)"
