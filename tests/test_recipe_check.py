@@ -19,7 +19,7 @@ from conftest import (
     write_tokenized_splits,
 )
 
-from pocketbert import dataset, evaluation, recipe_check
+from pocketbert import baseline, dataset, evaluation, recipe_check
 
 
 def _source_rows(tmp_path: Path) -> list[dict[str, str]]:
@@ -116,6 +116,7 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     """A workspace as the stages leave it; the teacher's stored logits disagree with the
     student on exactly one test row, so agreement is (n - 1) / n."""
     from pocketbert import predictor
+    from stages import baseline as baseline_stage
     from stages import export
 
     ws = _workspace(tmp_path)
@@ -133,6 +134,9 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     export.main(["--params", str(ws / "params.yaml"), "--model", str(model_dir),
                  "--tokenize", str(tok_dir), "--out", str(ws / "models/export/student"),
                  "--metrics", str(tmp_path / "export.json")])
+    baseline_stage.main(["--params", str(ws / "params.yaml"), "--tokenize", str(tok_dir),
+                         "--out", str(ws / "models/baseline"),
+                         "--metrics", str(tmp_path / "baseline.json")])
     (ws / "metrics").mkdir()
     (ws / "metrics/train_student.json").write_text('{"epochs_run": 3.0}', encoding="utf-8")
     texts = [r.text for r in rows["test"]]
@@ -153,6 +157,14 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     assert got["teacher_macro_f1"] == pytest.approx(
         evaluation.macro_f1(gold, teacher_pred, len(LABELS)))
     assert got["ratio"] == pytest.approx(got["student_int8_macro_f1"] / got["teacher_macro_f1"])
+    base = baseline.probabilities(baseline.load(ws / "models/baseline/model.pkl"), texts,
+                                  len(LABELS)).argmax(-1)
+    base_f1 = evaluation.macro_f1(gold, base, len(LABELS))
+    assert got["baseline_macro_f1"] == pytest.approx(base_f1)
+    gain = got["teacher_macro_f1"] - base_f1
+    assert got["teacher_gain_over_baseline"] == pytest.approx(gain)
+    assert got["gain_kept"] == (pytest.approx((got["student_int8_macro_f1"] - base_f1) / gain)
+                                if gain > 0 else None)
     assert got["agreement_ci"][0] <= got["agreement"] <= got["agreement_ci"][1]
     assert got["epochs_run"] == 3.0
     assert got["disagreements"] == 1
@@ -162,10 +174,11 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
 
 def test_table_lists_every_variant_with_intervals() -> None:
     row = {"test_rows": 212, "teacher_macro_f1": 0.976, "student_int8_macro_f1": 0.967,
-           "ratio": 0.99, "ratio_ci": (0.97, 1.01), "agreement": 0.98,
+           "ratio": 0.99, "ratio_ci": (0.97, 1.01), "agreement": 0.98, "baseline_macro_f1": 0.9,
+           "gain_kept": 0.88, "gain_kept_ci": (0.5, 1.2),
            "agreement_ci": (0.96, 0.99), "epochs_run": 6.0, "disagreements": 4,
            "disagreements_where_teacher_wrong": 3}
     lines = recipe_check.table({"default": row, "small": row}).splitlines()
     assert len(lines) == 4
-    assert lines[3] == ("| `small` | 212 | 0.976 | 0.967 | 0.990 (0.970–1.010) | "
-                        "0.980 (0.960–0.990) | 4 (3) | 6 |")
+    assert lines[3] == ("| `small` | 212 | 0.976 | 0.900 | 0.967 | 0.990 (0.970–1.010) | "
+                        "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | 4 (3) | 6 |")

@@ -216,23 +216,13 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
     (teacher - baseline), with the same paired interval: a ratio near 1 can hide that a
     classical model is nearly as good, which this figure shows. Undefined (None) where the
     teacher is not better than the baseline (point estimate) or on some resample."""
-    from scipy.stats import DegenerateDataWarning
-
     s, t = results[student], results[teacher]
-    n_labels = s.probs.shape[1]
-
-    def ratio(y: np.ndarray, ps: np.ndarray, pt: np.ndarray, axis: int = -1) -> np.ndarray:
-        num, den = (macro_f1_along(y, p, n_labels, axis) for p in (ps, pt))
-        return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
-
-    with warnings.catch_warnings():  # a NaN bound is handled below
-        warnings.simplefilter("ignore", DegenerateDataWarning)
-        bounds = bootstrap_interval(
-            ratio, (gold, s.probs.argmax(-1), t.probs.argmax(-1)),
-            resamples=params.bootstrap_resamples, seed=params.bootstrap_seed,
-            level=params.confidence_level)
-    low, high = bounds if np.isfinite(bounds).all() else (None, None)
-    gain = _gain_kept(results, gold, student, teacher, baseline, n_labels, params)
+    b = results.get(baseline) if baseline else None
+    paired = paired_ratios(
+        gold, s.probs.argmax(-1), t.probs.argmax(-1),
+        None if b is None or b.probs is None else b.probs.argmax(-1),
+        n_labels=s.probs.shape[1], params=params)
+    gain = {} if "gain_kept" not in paired else {"baseline_variant": baseline}
     worst = worst_class(s.scores.get("f1", {}), t.scores.get("f1", {}))
     out = {
         "student_variant": student,
@@ -240,9 +230,7 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
         "target_macro_f1_ratio": params.target_macro_f1_ratio,
         "target_speedup": params.target_speedup,
         "size_ratio": None if t.size_mb is None else s.size_mb / t.size_mb,
-        "macro_f1_ratio": s.scores["macro_f1"] / t.scores["macro_f1"],
-        "macro_f1_ratio_ci_low": low,
-        "macro_f1_ratio_ci_high": high,
+        **paired,
         "p50_speedup": (None if t.latency_p50_ms is None
                         else t.latency_p50_ms / s.latency_p50_ms),
         **gain,
@@ -250,7 +238,8 @@ def headline(results: dict[str, VariantResult], gold: np.ndarray, *, student: st
     }
     out["size_target_met"] = (None if out["size_ratio"] is None
                               else out["size_ratio"] <= params.target_size_ratio)
-    out["macro_f1_target_met"] = out["macro_f1_ratio"] >= params.target_macro_f1_ratio
+    out["macro_f1_target_met"] = (out["macro_f1_ratio"] is not None
+                                  and out["macro_f1_ratio"] >= params.target_macro_f1_ratio)
     out["speedup_target_met"] = (None if out["p50_speedup"] is None
                                  else out["p50_speedup"] >= params.target_speedup)
     return out
@@ -269,36 +258,50 @@ def worst_class(student_f1: dict[str, float], teacher_f1: dict[str, float]) -> d
     return {"worst_class": label, "worst_class_f1_ratio": ratios[label]}
 
 
-def _gain_kept(results: dict[str, VariantResult], gold: np.ndarray, student: str, teacher: str,
-               baseline: str | None, n_labels: int, params: Any) -> dict:
-    """headline's gain-kept keys (see there); {} without a scored baseline."""
+def paired_ratios(gold: np.ndarray, student: np.ndarray, teacher: np.ndarray,
+                  baseline: np.ndarray | None, *, n_labels: int, params: Any) -> dict:
+    """The student's macro-F1 ratio to the teacher and, with ``baseline``, the share of the
+    teacher's gain over the baseline it keeps, each with its paired bootstrap interval.
+
+    ``gold``, ``student``, ``teacher``, ``baseline``: label ids [n] of the same test texts;
+    ``params``: BenchmarkParams' bootstrap_resamples, bootstrap_seed, confidence_level.
+    Returns ``macro_f1_ratio`` (+ ``_ci_low``/``_ci_high``) and, with a baseline,
+    ``teacher_gain_over_baseline`` and ``gain_kept`` (+ bounds). A ratio undefined on some
+    resample (teacher macro-F1 0, or no gain over the baseline) gives None bounds; a gain
+    kept with the teacher not above the baseline (point estimate) is None."""
     from scipy.stats import DegenerateDataWarning
 
-    b = results.get(baseline) if baseline else None
-    if b is None or b.probs is None:
-        return {}
-    s, t = results[student], results[teacher]
-    gain = t.scores["macro_f1"] - b.scores["macro_f1"]
+    settings = {"resamples": params.bootstrap_resamples, "seed": params.bootstrap_seed,
+                "level": params.confidence_level}
+
+    def interval(statistic: Callable[..., np.ndarray], samples: tuple) -> tuple:
+        with warnings.catch_warnings():  # a NaN bound is reported as None
+            warnings.simplefilter("ignore", DegenerateDataWarning)
+            bounds = bootstrap_interval(statistic, samples, **settings)
+        return bounds if np.isfinite(bounds).all() else (None, None)
+
+    def ratio(y: np.ndarray, ps: np.ndarray, pt: np.ndarray, axis: int = -1) -> np.ndarray:
+        num, den = (macro_f1_along(y, p, n_labels, axis) for p in (ps, pt))
+        return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
 
     def kept(y: np.ndarray, ps: np.ndarray, pt: np.ndarray, pb: np.ndarray,
              axis: int = -1) -> np.ndarray:
         fs, ft, fb = (macro_f1_along(y, p, n_labels, axis) for p in (ps, pt, pb))
         return np.divide(fs - fb, ft - fb, out=np.full(fs.shape, np.nan), where=ft > fb)
 
-    low = high = None
-    if gain > 0:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DegenerateDataWarning)
-            bounds = bootstrap_interval(
-                kept, (gold, s.probs.argmax(-1), t.probs.argmax(-1), b.probs.argmax(-1)),
-                resamples=params.bootstrap_resamples, seed=params.bootstrap_seed,
-                level=params.confidence_level)
-        low, high = bounds if np.isfinite(bounds).all() else (None, None)
-    return {"baseline_variant": baseline,
-            "teacher_gain_over_baseline": gain,
-            "gain_kept": (s.scores["macro_f1"] - b.scores["macro_f1"]) / gain if gain > 0
-            else None,
-            "gain_kept_ci_low": low, "gain_kept_ci_high": high}
+    fs, ft = (float(macro_f1_along(gold, p, n_labels)) for p in (student, teacher))
+    low, high = interval(ratio, (gold, student, teacher))
+    out: dict[str, Any] = {"macro_f1_ratio": fs / ft if ft > 0 else None,
+                           "macro_f1_ratio_ci_low": low, "macro_f1_ratio_ci_high": high}
+    if baseline is None:
+        return out
+    fb = float(macro_f1_along(gold, baseline, n_labels))
+    gain = ft - fb
+    low, high = interval(kept, (gold, student, teacher, baseline)) if gain > 0 else (None, None)
+    out.update({"teacher_gain_over_baseline": gain,
+                "gain_kept": (fs - fb) / gain if gain > 0 else None,
+                "gain_kept_ci_low": low, "gain_kept_ci_high": high})
+    return out
 
 
 # --- variant builders ---------------------------------------------------------------------------

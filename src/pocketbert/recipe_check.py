@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pocketbert import benchmarking, contract, dataset, evaluation, params, public_data
+from pocketbert import baseline, benchmarking, contract, dataset, evaluation, params, public_data
 from pocketbert.errors import PocketbertError
 
 SOURCE_CSV = Path("data/raw/sentences.csv")
@@ -64,7 +64,8 @@ VARIANT_CSV = Path("data/variant.csv")
 UNLABELLED_CSV = Path("data/raw/unlabelled.csv")
 VARIANT_UNLABELLED_CSV = Path("data/variant_unlabelled.csv")
 # split, then the stages the student's numbers depend on, in pipeline order
-STAGES = ("augment", "tokenize", "teacher", "soft_label", "train_student", "export@student")
+STAGES = ("augment", "tokenize", "baseline", "teacher", "soft_label", "train_student",
+          "export@student")
 HELD_OUT_DOMAIN = "legal/contracts"
 MINUS_ONE_SHARE = 0.03  # share of rows the regrouped variant marks label id -1
 SEED = 7  # seed of every choice this driver makes (rows marked -1, subsample, held-out split)
@@ -317,9 +318,11 @@ def run_variant(variant: Variant, rows: list[dict[str, str]], source: Path, root
 
 
 def measure(ws: Path) -> dict:
-    """Teacher and int8-student metrics on the workspace's test split: macro-F1 of each, their
-    ratio and the student's agreement with the teacher, with paired bootstrap intervals, and
-    how many disagreements fall on sentences the teacher itself gets wrong."""
+    """Teacher, TF-IDF baseline and int8-student metrics on the workspace's test split: macro-F1
+    of each, the student's ratio to the teacher, the share of the teacher's gain over the
+    baseline it keeps (None where there is no gain) and its agreement with the teacher, with
+    paired bootstrap intervals (benchmarking.paired_ratios), and how many disagreements fall on
+    sentences the teacher itself gets wrong."""
     from datasets import load_from_disk
 
     from pocketbert import predictor
@@ -332,26 +335,28 @@ def measure(ws: Path) -> dict:
     # an int8 model predicts one text per call (predictor.batch_size), as on a device
     model = predictor.load_classifier(ws / "models/export/student" / contract.ONNX_INT8_FILE,
                                       max_length)
-    student = model.logits(list(test["text"])).argmax(-1)  # [n]
+    texts = list(test["text"])
+    student = model.logits(texts).argmax(-1)  # [n]
     n_labels = len(model.labels)
     settings = {"resamples": bench.bootstrap_resamples, "seed": bench.bootstrap_seed,
                 "level": bench.confidence_level}
-
-    def ratio(y: np.ndarray, ps: np.ndarray, pt: np.ndarray, axis: int = -1) -> np.ndarray:
-        num, den = (benchmarking.macro_f1_along(y, p, n_labels, axis) for p in (ps, pt))
-        return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
-
-    teacher_f1 = evaluation.macro_f1(gold, teacher, n_labels)
-    student_f1 = evaluation.macro_f1(gold, student, n_labels)
+    base = baseline.probabilities(baseline.load(ws / "models/baseline" / baseline.MODEL_FILE),
+                                  texts, n_labels).argmax(-1)  # [n]
+    paired = benchmarking.paired_ratios(gold, student, teacher, base, n_labels=n_labels,
+                                        params=bench)
     right = teacher == gold  # [n]: where the teacher is right, a disagreement is a student error
     return {
         "train_rows": len(dataset.read_examples(ws / "data/split/train.csv")),
         "test_rows": len(gold),
         "epochs_run": json.loads((ws / "metrics/train_student.json").read_text())["epochs_run"],
-        "teacher_macro_f1": teacher_f1,
-        "student_int8_macro_f1": student_f1,
-        "ratio": student_f1 / teacher_f1,
-        "ratio_ci": benchmarking.bootstrap_interval(ratio, (gold, student, teacher), **settings),
+        "teacher_macro_f1": evaluation.macro_f1(gold, teacher, n_labels),
+        "student_int8_macro_f1": evaluation.macro_f1(gold, student, n_labels),
+        "baseline_macro_f1": evaluation.macro_f1(gold, base, n_labels),
+        "ratio": paired["macro_f1_ratio"],
+        "ratio_ci": (paired["macro_f1_ratio_ci_low"], paired["macro_f1_ratio_ci_high"]),
+        "teacher_gain_over_baseline": paired["teacher_gain_over_baseline"],
+        "gain_kept": paired["gain_kept"],
+        "gain_kept_ci": (paired["gain_kept_ci_low"], paired["gain_kept_ci_high"]),
         "agreement": evaluation.accuracy(teacher, student),
         "agreement_ci": benchmarking.bootstrap_interval(
             lambda t, p, axis=-1: (t == p).mean(axis=axis), (teacher, student), **settings),
@@ -363,14 +368,23 @@ def measure(ws: Path) -> dict:
 
 def table(results: dict[str, dict]) -> str:
     """Markdown table of ``measure`` results by variant."""
-    lines = ["| variant | test rows | teacher macro-F1 | student int8 macro-F1 | ratio (95% CI) | "
-             "agreement (95% CI) | disagreements (teacher wrong) | epochs |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | test rows | teacher macro-F1 | baseline macro-F1 | student int8 macro-F1 "
+             "| ratio (95% CI) | gain kept (95% CI) | agreement (95% CI) "
+             "| disagreements (teacher wrong) | epochs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    def with_ci(value: float | None, ci: tuple | None) -> str:
+        if value is None:
+            return "–"
+        if ci is None or None in ci:
+            return f"{value:.3f}"
+        return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
+
     for name, r in results.items():
         lines.append(
             f"| `{name}` | {r['test_rows']} | {r['teacher_macro_f1']:.3f} | "
-            f"{r['student_int8_macro_f1']:.3f} | {r['ratio']:.3f} ({r['ratio_ci'][0]:.3f}–"
-            f"{r['ratio_ci'][1]:.3f}) | {r['agreement']:.3f} ({r['agreement_ci'][0]:.3f}–"
+            f"{with_ci(r.get('baseline_macro_f1'), None)} | "
+            f"{r['student_int8_macro_f1']:.3f} | {with_ci(r['ratio'], r['ratio_ci'])} | "
+            f"{with_ci(r.get('gain_kept'), r.get('gain_kept_ci'))} | {r['agreement']:.3f} ({r['agreement_ci'][0]:.3f}–"
             f"{r['agreement_ci'][1]:.3f}) | {r['disagreements']} "
             f"({r['disagreements_where_teacher_wrong']}) | {r['epochs_run']:g} |")
     return "\n".join(lines)
