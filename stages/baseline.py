@@ -3,7 +3,7 @@
 TF-IDF word and character n-grams with logistic regression (scikit-learn), fitted on the
 written train rows (the texts and labels the teacher is trained on; no augmented variants),
 one fit per baseline.c_values, the best validation macro-F1 kept. Writes the pickled pipeline
-(pocketbert.baseline says why pickle) with labels.json and the resolved params beside it.
+(pocketbert.training.baseline says why pickle) with labels.json and the resolved params beside it.
 
     python -m stages.baseline --tokenize data/tokenize/written --out models/baseline \
         --metrics metrics/baseline.json
@@ -16,9 +16,11 @@ from collections.abc import Sequence
 
 import yaml
 
-from pocketbert import baseline, contract, dataset, stage, tokenization
-from pocketbert.artifacts import atomic_path, size_mb, write_json
-from pocketbert.errors import DataError
+from pocketbert.core import contract, stage
+from pocketbert.core.artifacts import atomic_path, size_mb, write_json
+from pocketbert.core.errors import DataError
+from pocketbert.data import dataset, tokenization
+from pocketbert.training import baseline
 
 PARAMS = ("baseline",)
 INPUTS = ("tokenize",)

@@ -8,7 +8,7 @@ Per variant: size, parameters, accuracy, macro-F1, per-class F1, agreement with 
 expected calibration error, batch-1 latency p50/p95 and throughput, and bootstrap confidence
 intervals of macro-F1 and agreement (every variant on the same resampled test sets). Core ML
 variants: on macOS by Core ML itself; elsewhere accuracy by the reference executor
-(pocketbert.mil_executor) and latency not measured (null). Writes the headline ratios against
+(pocketbert.export.mil_executor) and latency not measured (null). Writes the headline ratios against
 the teacher (the macro-F1 ratio with a paired interval) and the data of the plots declared in
 dvc.yaml. With teacher.mode api there are no teacher weights: the teacher row is the API's own
 answers on the test split, read from the soft labels (``--soft-label``), with no size,
@@ -27,20 +27,14 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from pocketbert import (
-    baseline,
-    benchmarking,
-    contract,
-    dataset,
-    evaluation,
-    modeling,
-    predictor,
-    stage,
-    tokenization,
-)
-from pocketbert.artifacts import atomic_path, read_json, size_mb, write_json
-from pocketbert.benchmarking import VariantResult
-from pocketbert.errors import DataError, ParamsError
+from pocketbert.benchmarks import benchmarking
+from pocketbert.benchmarks.benchmarking import VariantResult
+from pocketbert.core import contract, evaluation, stage
+from pocketbert.core.artifacts import atomic_path, read_json, size_mb, write_json
+from pocketbert.core.errors import DataError, ParamsError
+from pocketbert.data import dataset, tokenization
+from pocketbert.runtime import onnx_runner
+from pocketbert.training import baseline, modeling
 
 PARAMS = ("benchmark", "tokenize.max_length", "convert.variants", "export.int8", "teacher.mode")
 INPUTS = (
@@ -131,7 +125,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     metrics: dict = {"test_rows": len(texts), "threads": b.threads,
                      "confidence_level": b.confidence_level,
                      "bootstrap_resamples": b.bootstrap_resamples,
-                     **predictor.cpu_features()}  # the int8 kernels onnxruntime picked
+                     **onnx_runner.cpu_features()}  # the int8 kernels onnxruntime picked
     if params.teacher.mode != "api":  # false: that step's variants are absent
         metrics.update({f"teacher.{step}_supported": supported
                         for step, supported in _teacher_steps(inputs).items()})

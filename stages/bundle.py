@@ -14,8 +14,10 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from pocketbert import contract, coreml, dataset, stage, tokenization
-from pocketbert.artifacts import atomic_path, size_mb, write_json
+from pocketbert.core import contract, stage
+from pocketbert.core.artifacts import atomic_path, size_mb, write_json
+from pocketbert.data import dataset, tokenization
+from pocketbert.export import coreml
 
 PARAMS = ("convert.app_variant", "tokenize.max_length")
 INPUTS = ("student", "coreml", "tokenize")

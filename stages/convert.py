@@ -1,22 +1,21 @@
 """convert: write a model as Core ML ML programs (fp16, fp32, int8, palettized) from PyTorch.
 
-Run per model (dvc foreach: teacher, student):
-``python -m stages.convert --model models/student --tokenize data/tokenize/written
---out models/convert/student --metrics metrics/convert_student.json``.
-Each variant is saved, read back and checked: one int32 input ``input_ids`` of the enumerated
-lengths (convert.buckets) or of 1..max_length (convert.shapes range), classLabel +
-classLabel_probs outputs, the labels and the metadata (labels, max_length, buckets, lowercasing,
-special token ids). Every variant is then run by the reference executor
-(pocketbert.mil_executor) on the tokenizer edge cases and the first convert.bucket_check_texts
-texts of the test split, each text padded to every bucket that holds it, against the unpadded
-PyTorch model (``<variant>.bucket_*`` metrics); a NaN or infinite probability fails the stage. A
-model of more than convert.bucket_check_max_parameters parameters skips that check
-(``bucket_checked: false``): the executor runs in numpy, minutes per variant at BERT-large size.
-On macOS every variant also predicts the test split in Core ML; elsewhere those metrics are
-absent and a note says why. A teacher whose architecture the converter cannot take is recorded,
-not fatal: one warning line, an output folder holding only unsupported.json (step, model_type,
-reason), ``supported: false`` in the metrics, exit 0; the benchmark then leaves the teacher's
-Core ML rows out. The student must convert."""
+Run per model (dvc foreach: teacher, student): ``python -m stages.convert --model models/student
+--tokenize data/tokenize/written --out models/convert/student --metrics
+metrics/convert_student.json``. Each variant is saved, read back and checked: one int32 input
+``input_ids`` of the enumerated lengths (convert.buckets) or of 1..max_length (convert.shapes
+range), classLabel + classLabel_probs outputs, the labels and the metadata (labels, max_length,
+buckets, lowercasing, special token ids). Every variant is then run by the reference executor
+(pocketbert.export.mil_executor) on the tokenizer edge cases and the first
+convert.bucket_check_texts texts of the test split, each text padded to every bucket that holds it,
+against the unpadded PyTorch model (``<variant>.bucket_*`` metrics); a NaN or infinite probability
+fails the stage. A model of more than convert.bucket_check_max_parameters parameters skips that
+check (``bucket_checked: false``): the executor runs in numpy, minutes per variant at BERT-large
+size. On macOS every variant also predicts the test split in Core ML; elsewhere those metrics are
+absent and a note says why. A teacher whose architecture the converter cannot take is recorded, not
+fatal: one warning line, an output folder holding only unsupported.json (step, model_type, reason),
+``supported: false`` in the metrics, exit 0; the benchmark then leaves the teacher's Core ML rows
+out. The student must convert."""
 
 from __future__ import annotations
 
@@ -26,18 +25,13 @@ from collections.abc import Sequence
 import numpy as np
 
 import pocketbert
-from pocketbert import (
-    contract,
-    coreml,
-    dataset,
-    evaluation,
-    inference,
-    modeling,
-    stage,
-    tokenization,
-)
-from pocketbert.artifacts import atomic_path, size_mb, write_json
-from pocketbert.errors import ModelError
+from pocketbert.core import contract, evaluation, stage
+from pocketbert.core.artifacts import atomic_path, size_mb, write_json
+from pocketbert.core.errors import ModelError
+from pocketbert.data import dataset, tokenization
+from pocketbert.export import coreml
+from pocketbert.runtime import torch_runner
+from pocketbert.training import modeling
 
 # Not convert.app_variant: choosing the app's variant must not re-convert every model.
 PARAMS = ("convert.variants", "convert.minimum_deployment_target", "convert.license",
@@ -119,12 +113,12 @@ class _BucketParity:
         texts = tokenization.edge_cases(max_length) + list(test["text"][:n_test])
         ids = tokenization.encode(tokenizer, texts, max_length)["input_ids"]
         # batch 1: no padding at all in the reference
-        logits, _ = inference.predict_logits(model, ids, 1, tokenizer.pad_token_id,
+        logits, _ = torch_runner.predict_logits(model, ids, 1, tokenizer.pad_token_id,
                                              progress=False)
         return cls(ids, evaluation.softmax(logits))
 
     def scores(self, variant: str, path, lengths, pad_id: int) -> dict:
-        from pocketbert.mil_executor import Executor
+        from pocketbert.export.mil_executor import Executor
 
         with coreml.quiet():
             executor = Executor(path)
@@ -146,7 +140,7 @@ class _TestSplit:
     def load(cls, folder, tokenizer, model, max_length: int) -> _TestSplit:
         test = tokenization.load(folder)["test"]
         ids = tokenization.encode(tokenizer, list(test["text"]), max_length)["input_ids"]
-        reference, _ = inference.predict_logits(model, ids, 32, tokenizer.pad_token_id)
+        reference, _ = torch_runner.predict_logits(model, ids, 32, tokenizer.pad_token_id)
         return cls(ids, np.asarray(test["label"]), reference)
 
     def scores(self, variant: str, mlmodel, labels: tuple[str, ...]) -> dict:

@@ -20,19 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pocketbert import (
-    contract,
-    dataset,
-    evaluation,
-    inference,
-    modeling,
-    onnx_export,
-    predictor,
-    stage,
-    tokenization,
-)
-from pocketbert.artifacts import atomic_path, size_mb, write_json
-from pocketbert.params import ExportParams
+from pocketbert.core import contract, evaluation, stage
+from pocketbert.core.artifacts import atomic_path, size_mb, write_json
+from pocketbert.core.params import ExportParams
+from pocketbert.data import dataset, tokenization
+from pocketbert.export import onnx_export
+from pocketbert.runtime import onnx_runner, torch_runner
+from pocketbert.training import modeling
 
 PARAMS = ("export", "tokenize.max_length")
 INPUTS = ("model", "tokenize")
@@ -48,7 +42,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     texts, gold, pad_id = list(test["text"]), np.asarray(test["label"]), tokenizer.pad_token_id
     # the model's own tokenizer: a trimmed student vocabulary gives other ids than the teacher's
     ids = tokenization.encode(tokenizer, texts, params.tokenize.max_length)["input_ids"]
-    reference, _ = inference.predict_logits(model, ids, 32, pad_id, desc="pytorch test")
+    reference, _ = torch_runner.predict_logits(model, ids, 32, pad_id, desc="pytorch test")
     metrics: dict = {"pytorch.size_mb": size_mb(model_dir / contract.WEIGHTS_FILE)}
     metrics.update(evaluation.report(reference, gold, labels, "pytorch.test"))
     try:
@@ -73,7 +67,7 @@ def _export(params: stage.Params, model, out: Path, *, ids: list[list[int]], pad
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter
             onnx_export.export(model, fp32, params.export.opset)
-        logits = predictor.predict_logits(predictor.session(fp32), ids, pad_id)
+        logits = onnx_runner.predict_logits(onnx_runner.session(fp32), ids, pad_id)
         check = onnx_export.parity(reference, logits)
         metrics.update({
             "fp32.size_mb": size_mb(fp32),
@@ -103,13 +97,13 @@ def _int8(p: ExportParams, fp32: Path, int8: Path, *, ids: list[list[int]], pad_
     if source != fp32:
         source.unlink()
     # one text per call, as predict and the app run it: dynamic int8 results depend on the batch
-    per_call = predictor.texts_per_call(int8)
-    q_logits = predictor.predict_logits(predictor.session(int8), ids, pad_id,
+    per_call = onnx_runner.texts_per_call(int8)
+    q_logits = onnx_runner.predict_logits(onnx_runner.session(int8), ids, pad_id,
                                         batch_size=per_call)
     q_check = onnx_export.parity(fp32_logits, q_logits)
     metrics = {
         **fused,
-        **predictor.cpu_features(),  # int8 kernels, and so int8 numbers, differ by CPU
+        **onnx_runner.cpu_features(),  # int8 kernels, and so int8 numbers, differ by CPU
         "int8.texts_per_call": per_call,
         "int8.size_mb": size_mb(int8),
         "int8.max_abs_logit_diff": q_check.max_abs_diff,
@@ -130,20 +124,20 @@ def _fuse(p: ExportParams, fp32: Path, target: Path, config, *, ids: list[list[i
           pad_id: int, fp32_logits: np.ndarray) -> dict:
     """With export.fuse: write ``target`` through onnx_export.fuse_transformer and return
     {"path": target, "int8.fused": True, "int8.fused.<op>": count}; SkipLayerNormalization is
-    fused only where the sessions keep its optimizer (predictor.DISABLED_OPTIMIZERS). The
+    fused only where the sessions keep its optimizer (onnx_runner.DISABLED_OPTIMIZERS). The
     fused fp32 graph must give the unfused one's logits on the test split (``fp32_logits``)
     within export.atol with the same top-1; where it does not, or the fusions fail on the
     graph, the int8 model is quantized unfused, with one warning. Without export.fuse:
     {"int8.fused": False}."""
     if not p.fuse:
         return {"int8.fused": False}
-    skip = "SkipLayerNormFusion" not in predictor.DISABLED_OPTIMIZERS
+    skip = "SkipLayerNormFusion" not in onnx_runner.DISABLED_OPTIMIZERS
     try:
         counts = onnx_export.fuse_transformer(
             fp32, target, num_heads=config.num_attention_heads, hidden_size=config.hidden_size,
             skip_layer_norm=skip)
         check = onnx_export.parity(
-            fp32_logits, predictor.predict_logits(predictor.session(target), ids, pad_id))
+            fp32_logits, onnx_runner.predict_logits(onnx_runner.session(target), ids, pad_id))
         if check.max_abs_diff > p.atol or check.top1_agreement < 1.0:
             raise onnx_export.ParityError(
                 f"max |logit difference| {check.max_abs_diff:.2e} against the unfused graph")

@@ -1,6 +1,6 @@
 """latency: batch-1 latency candidates for the student's int8 ONNX model.
 
-Builds every candidate of pocketbert.latency.CANDIDATES from the student's fp32 export
+Builds every candidate of pocketbert.benchmarks.latency.CANDIDATES from the student's fp32 export
 (quantization styles, transformer fusions, a trimmed position table, session settings, a
 fewer-heads probe), times them interleaved on the test sentences, one text per call with
 benchmark.threads threads, and scores each against fp32: top-1 agreement and test macro-F1
@@ -19,9 +19,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pocketbert import contract, dataset, latency, predictor, stage, tokenization
-from pocketbert.artifacts import atomic_path, read_json, write_json
-from pocketbert.errors import ModelError
+from pocketbert.benchmarks import latency
+from pocketbert.core import contract, stage
+from pocketbert.core.artifacts import atomic_path, read_json, write_json
+from pocketbert.core.errors import ModelError
+from pocketbert.data import dataset, tokenization
+from pocketbert.runtime import onnx_runner
 
 PARAMS = ("latency", "export", "tokenize.max_length", "benchmark.threads",
           "benchmark.bootstrap_resamples", "benchmark.bootstrap_seed",
@@ -55,7 +58,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         sequences=test_ids["input_ids"], gold=np.asarray(data["test"]["label"]),
         labels=labels, pad_id=tokenizer.pad_token_id, calibration=calibration, params=params)
     lengths = [len(ids) for ids in test_ids["input_ids"]]
-    metrics = {"cpu.model": predictor.cpu_model(), **predictor.cpu_features(),
+    metrics = {"cpu.model": onnx_runner.cpu_model(), **onnx_runner.cpu_features(),
                "threads": params.benchmark.threads, "rounds": params.latency.rounds,
                "test_sentences": len(lengths), "median_tokens": float(np.median(lengths)),
                "fp32_macro_f1_ci_low": low, "fp32_macro_f1_ci_high": high,

@@ -6,7 +6,7 @@ softmax outputs and softening them again would flatten the targets towards unifo
 often the student agrees with the teacher). With soft_label.use_unlabelled, also the texts of
 soft_label.unlabelled_csv (rows repeating a labelled text are skipped and counted): the student
 learns them through the distillation term only. With teacher.mode api the same texts go to the
-endpoint instead (pocketbert.api_teacher: answers cached in --api-cache, outside DVC; calls
+endpoint instead (pocketbert.teachers.api: answers cached in --api-cache, outside DVC; calls
 and cache hits are metrics) and probabilities are stored as log-probabilities.
 
     python -m stages.soft_label --teacher models/teacher --tokenize data/tokenize/written \
@@ -21,10 +21,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pocketbert import api_teacher, dataset, evaluation, modeling, stage, student, tokenization
-from pocketbert.artifacts import atomic_path, write_json
+from pocketbert.core import evaluation, stage
+from pocketbert.core.artifacts import atomic_path, write_json
+from pocketbert.data import dataset, tokenization
+from pocketbert.teachers import api
+from pocketbert.training import modeling, student
 
-PARAMS = ("soft_label", "tokenize.max_length", *api_teacher.PARAMS)
+PARAMS = ("soft_label", "tokenize.max_length", *api.PARAMS)
 INPUTS = ("teacher", "tokenize", "augmented")
 OUTPUTS = ("out", "metrics")
 OPTIONS = ("api_cache",)
@@ -34,7 +37,7 @@ SPLITS = ("train", "validation", "test")
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
     if params.teacher.mode == "api":
         return _run_api(params, inputs, outputs)
-    from pocketbert import inference
+    from pocketbert.runtime import torch_runner
 
     p = params.soft_label
     labels = dataset.read_labels(inputs["tokenize"] / "labels.json")
@@ -43,7 +46,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                                        origin=f"stage input {inputs['teacher']}")
     teacher_tokenizer = tokenization.load_tokenizer(inputs["teacher"])
     pad_id = teacher_tokenizer.pad_token_id
-    device = inference.pick_device()
+    device = torch_runner.pick_device()
     metrics: dict = {"device": device.type}
     rows = {split: data[split]["input_ids"] for split in SPLITS}
     if p.use_unlabelled:
@@ -54,7 +57,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         metrics["unlabelled.skipped_labelled_texts"] = skipped
     with atomic_path(outputs["out"], directory=True) as tmp:
         for split, ids in rows.items():
-            logits, throughput = inference.predict_logits(
+            logits, throughput = torch_runner.predict_logits(
                 teacher, ids, p.batch_size, pad_id, device=device, desc=f"soft_label {split}")
             np.save(tmp / f"{split}_logits.npy", logits)  # [rows, num_labels] float32
             metrics[f"{split}.rows"] = len(ids)
@@ -73,9 +76,9 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
 def _run_api(params: stage.Params, inputs: stage.Paths, outputs: stage.Paths) -> dict:
     """teacher.mode api: the endpoint's scores for the same rows, in the same files."""
     p = params.soft_label
-    cache = api_teacher.cache_folder(inputs)
+    cache = api.cache_folder(inputs)
     labels = dataset.read_labels(inputs["tokenize"] / "labels.json")
-    api_teacher.check_endpoint(inputs["teacher"], params.teacher, labels)
+    api.check_endpoint(inputs["teacher"], params.teacher, labels)
     data = tokenization.load(inputs["tokenize"], inputs["augmented"])
     texts = {split: list(data[split]["text"]) for split in SPLITS}
     metrics: dict = {}
@@ -85,7 +88,7 @@ def _run_api(params: stage.Params, inputs: stage.Paths, outputs: stage.Paths) ->
                                                                    exclude=labelled)
         metrics["unlabelled.skipped_labelled_texts"] = skipped
     flat = [text for rows in texts.values() for text in rows]
-    logits, stats = api_teacher.teacher_logits(flat, labels, params.teacher, cache)
+    logits, stats = api.teacher_logits(flat, labels, params.teacher, cache)
     with atomic_path(outputs["out"], directory=True) as tmp:
         start = 0
         for split, rows in texts.items():

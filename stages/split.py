@@ -16,10 +16,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pocketbert import contract, dataset, stage
-from pocketbert.artifacts import atomic_path, write_json
-from pocketbert.errors import ParamsError
-from pocketbert.params import EMBEDDED_CSV, EMBEDDED_UNLABELLED_CSV
+from pocketbert.core import contract, stage
+from pocketbert.core.artifacts import atomic_path, write_json
+from pocketbert.core.errors import ParamsError
+from pocketbert.core.params import EMBEDDED_CSV, EMBEDDED_UNLABELLED_CSV
+from pocketbert.data import dataset
 
 PARAMS = ("split", "soft_label.use_unlabelled", "soft_label.unlabelled_csv")
 INPUTS = ()

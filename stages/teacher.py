@@ -22,8 +22,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pocketbert import checkpoints, dataset, evaluation, modeling, stage, tokenization
-from pocketbert.artifacts import atomic_path, size_mb, write_json
+from pocketbert.core import evaluation, model_folders, stage
+from pocketbert.core.artifacts import atomic_path, size_mb, write_json
+from pocketbert.data import dataset, tokenization
+from pocketbert.training import modeling
 
 PARAMS = ("teacher",)
 INPUTS = ("tokenize",)
@@ -36,13 +38,14 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         return _run_api(params.teacher, inputs, outputs)
     from transformers import set_seed
 
-    from pocketbert import distillation, inference
+    from pocketbert.runtime import torch_runner
+    from pocketbert.training import distillation
 
     p = params.teacher
     labels = dataset.read_labels(inputs["tokenize"] / "labels.json")
     data = tokenization.load(inputs["tokenize"])
     tokenizer = tokenization.load_tokenizer(inputs["tokenize"] / "tokenizer")
-    folder = checkpoints.resolve(p.model)
+    folder = model_folders.resolve(p.model)
     set_seed(p.seed)
     metrics: dict = {}
     if p.mode == "given":
@@ -59,7 +62,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
             tokenizer.pad_token_id, scratch=outputs["out"].with_name(".teacher.trainer"))
         metrics["epochs_run"] = result["epochs_run"]
     for split in ("validation", "test"):
-        logits, _ = inference.predict_logits(model, data[split]["input_ids"], 64,
+        logits, _ = torch_runner.predict_logits(model, data[split]["input_ids"], 64,
                                              tokenizer.pad_token_id, desc=f"teacher {split}")
         metrics.update(evaluation.report(logits, data[split]["label"], labels, split))
     with atomic_path(outputs["out"], directory=True) as tmp:
@@ -72,14 +75,14 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
 
 def _run_api(p, inputs: stage.Paths, outputs: stage.Paths) -> dict:
     """mode api: the endpoint's scores of the validation and test texts, and endpoint.json."""
-    from pocketbert import api_teacher
+    from pocketbert.teachers import api
 
-    cache = api_teacher.cache_folder(inputs)
+    cache = api.cache_folder(inputs)
     labels = dataset.read_labels(inputs["tokenize"] / "labels.json")
     data = tokenization.load(inputs["tokenize"])
     splits = ("validation", "test")
     texts = [text for split in splits for text in data[split]["text"]]
-    logits, stats = api_teacher.teacher_logits(texts, labels, p, cache)  # [texts, labels]
+    logits, stats = api.teacher_logits(texts, labels, p, cache)  # [texts, labels]
     metrics: dict = {}
     start = 0
     for split in splits:
@@ -88,7 +91,7 @@ def _run_api(p, inputs: stage.Paths, outputs: stage.Paths) -> dict:
         start = end
     metrics.update(stats.metrics())
     with atomic_path(outputs["out"], directory=True) as tmp:
-        api_teacher.write_endpoint(tmp, p, labels)
+        api.write_endpoint(tmp, p, labels)
     write_json(outputs["metrics"], metrics)
     return metrics
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pocketbert import checkpoints, contract, dataset, stage, tokenization
-from pocketbert.artifacts import atomic_path, write_json
+from pocketbert.core import contract, model_folders, stage
+from pocketbert.core.artifacts import atomic_path, write_json
+from pocketbert.data import dataset, tokenization
 
 PARAMS = ("tokenize", "teacher.model", "teacher.mode", "train_student.backbone")
 INPUTS = ("split", "augment")
@@ -26,10 +27,10 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
 
     p = params.tokenize
     if params.teacher.mode == "api":
-        folder = checkpoints.resolve(params.train_student.backbone,
+        folder = model_folders.resolve(params.train_student.backbone,
                                      "params.yaml 'train_student.backbone'")
     else:
-        folder = checkpoints.resolve(params.teacher.model)
+        folder = model_folders.resolve(params.teacher.model)
     tokenizer = tokenization.load_tokenizer(folder)
     labels = dataset.read_labels(inputs["split"] / contract.LABELS_FILE)
     train = dataset.read_examples(inputs["augment"] / "train.csv")

@@ -1,15 +1,15 @@
 """train_student: initialise a small student and train it by knowledge distillation.
 
-The student starts from chosen teacher layers, from layers of its own pre-trained backbone with
-its own tokenizer, or from a fresh config (pocketbert.student); keeps only the vocabulary it
-needs; and learns from the teacher's stored logits (KL at temperature T, weight alpha) plus the
-gold labels (weight 1 - alpha). Unlabelled transfer texts labelled by soft_label enter the KL
-term only. With teacher.mode api there are no teacher weights: init must be pretrained, and the
-teacher's scores in the metrics are the API's answers stored by soft_label. The weights kept
-follow train_student.select_by: the mean of the last average_last epochs (default), or the
-epoch with the best validation macro-F1, agreement or KL with early stopping; curves (with
-validation agreement and KL) go to dvclive.
-The same command runs under ``torchrun --nproc_per_node N -m stages.train_student ...`` (DDP).
+The student starts from chosen teacher layers, from layers of its own pre-trained backbone with its
+own tokenizer, or from a fresh config (pocketbert.training.student); keeps only the vocabulary it
+needs; and learns from the teacher's stored logits (KL at temperature T, weight alpha) plus the gold
+labels (weight 1 - alpha). Unlabelled transfer texts labelled by soft_label enter the KL term only.
+With teacher.mode api there are no teacher weights: init must be pretrained, and the teacher's
+scores in the metrics are the API's answers stored by soft_label. The weights kept follow
+train_student.select_by: the mean of the last average_last epochs (default), or the epoch with the
+best validation macro-F1, agreement or KL with early stopping; curves (with validation agreement and
+KL) go to dvclive. The same command runs under ``torchrun --nproc_per_node N -m stages.train_student
+...`` (DDP).
 
     python -m stages.train_student --teacher models/teacher --tokenize data/tokenize/written \
         --augmented data/tokenize/augmented --soft-label data/soft_label --out models/student \
@@ -25,9 +25,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pocketbert import dataset, evaluation, modeling, stage, student, tokenization, vocabulary
-from pocketbert.artifacts import atomic_path, size_mb, write_json
-from pocketbert.errors import ParamsError
+from pocketbert.core import evaluation, stage
+from pocketbert.core.artifacts import atomic_path, size_mb, write_json
+from pocketbert.core.errors import ParamsError
+from pocketbert.data import dataset, tokenization, vocabulary
+from pocketbert.training import modeling, student
 
 PARAMS = ("train_student", "tokenize.max_length", "teacher.mode")
 INPUTS = ("teacher", "tokenize", "augmented", "soft_label")
@@ -37,7 +39,8 @@ OUTPUTS = ("out", "metrics", "curves")
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
     from transformers import set_seed
 
-    from pocketbert import distillation, inference
+    from pocketbert.runtime import torch_runner
+    from pocketbert.training import distillation
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     p, max_length = params.train_student, params.tokenize.max_length
@@ -95,7 +98,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     metrics["epochs_run"] = result["epochs_run"]
     metrics["world_size"] = result["world_size"]
     for split in ("validation", "test"):
-        logits, _ = inference.predict_logits(model, splits[split]["input_ids"], 64,
+        logits, _ = torch_runner.predict_logits(model, splits[split]["input_ids"], 64,
                                              tokenizer.pad_token_id, desc=f"student {split}")
         metrics.update(evaluation.report(logits, np.asarray(splits[split]["label"]), labels,
                                          f"student.{split}", reference_logits=soft[split]))

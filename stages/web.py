@@ -14,8 +14,10 @@ import gzip
 import sys
 from collections.abc import Sequence
 
-from pocketbert import dataset, stage, web
-from pocketbert.artifacts import atomic_path, write_json
+from pocketbert.apps import web
+from pocketbert.core import stage
+from pocketbert.core.artifacts import atomic_path, write_json
+from pocketbert.data import dataset
 
 PARAMS = ("tokenize.max_length",)
 INPUTS = ("model", "page")

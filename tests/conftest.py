@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pocketbert import params
+from pocketbert.core import params
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = params.LABELS
@@ -66,7 +66,7 @@ def write_tokenized_splits(tok_dir: Path, tokenizer, max_length: int = 32,
     per label at per_label=12) in ``tok_dir``; returns the rows by split."""
     from datasets import DatasetDict
 
-    from pocketbert import dataset, tokenization
+    from pocketbert.data import dataset, tokenization
 
     rows: dict[str, list] = {name: [] for name in ("train", "validation", "test")}
     for label in LABELS:
@@ -175,7 +175,7 @@ def tiny_world(tmp_path: Path, write_params: Callable[..., Path]) -> dict[str, P
     """A tokenize output folder and a tiny 'given' teacher classifier folder, on disk."""
     from datasets import DatasetDict
 
-    from pocketbert import dataset, tokenization
+    from pocketbert.data import dataset, tokenization
 
     tokenizer = tiny_tokenizer()
     teacher = tiny_classifier(len(tokenizer))

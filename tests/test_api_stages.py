@@ -20,8 +20,11 @@ import torch
 import yaml
 from conftest import LABELS, ROOT, default_params, files_under, secret_hits
 
-from pocketbert import benchmarking, params, serving, tokenization
-from pocketbert.errors import ParamsError, PocketbertError
+from pocketbert.apps import serving
+from pocketbert.benchmarks import benchmarking
+from pocketbert.core import params
+from pocketbert.core.errors import ParamsError, PocketbertError
+from pocketbert.data import tokenization
 from stages import benchmark, soft_label, teacher, train_student
 
 # must reach the server's request headers and no file, output or log; with characters that
@@ -107,7 +110,7 @@ def _lock_params(params_file: Path, stages: Sequence[str]) -> dict[str, dict]:
 
 def _local_log_softmax(folder: Path, texts: list[str]) -> np.ndarray:
     """The served model run directly on ``texts``: log-softmax of its logits, float64."""
-    from pocketbert import modeling
+    from pocketbert.training import modeling
 
     model = modeling.load_classifier(folder, LABELS)
     tokenizer = tokenization.load_tokenizer(folder)
@@ -315,7 +318,7 @@ def test_tokenize_uses_the_student_backbone_tokenizer_for_an_api_teacher(tmp_pat
                                                                          write_params) -> None:
     from conftest import sentences, tiny_tokenizer
 
-    from pocketbert import dataset
+    from pocketbert.data import dataset
     from stages import tokenize
 
     backbone = tmp_path / "backbone"
@@ -345,7 +348,7 @@ def test_tokenize_uses_the_student_backbone_tokenizer_for_an_api_teacher(tmp_pat
 
 
 def test_results_table_names_the_api_teacher_and_the_ratios_it_cannot_have() -> None:
-    from pocketbert import report
+    from pocketbert.apps import results
 
     m = {"test_rows": 4, "threads": 1, "teacher.api.size_mb": None,
          "teacher.api.parameters": None, "teacher.api.macro_f1": 0.9,
@@ -357,7 +360,7 @@ def test_results_table_names_the_api_teacher_and_the_ratios_it_cannot_have() -> 
          "headline.size_ratio": None, "headline.macro_f1_ratio": 0.88 / 0.9,
          "headline.p50_speedup": None, "headline.size_target_met": None,
          "headline.macro_f1_target_met": True, "headline.speedup_target_met": None}
-    table = report.results_table(m)
+    table = results.results_table(m)
     row = next(line for line in table.splitlines() if line.startswith("| `teacher.api`"))
     assert row.split(" | ")[1] == "not measured here"  # its size
     assert "against `teacher.api`" in table and "macro-F1 ratio 0.978" in table

@@ -36,8 +36,10 @@ from conftest import (
     tiny_tokenizer,
 )
 
-from pocketbert import api_teacher, params, serving
-from pocketbert.errors import ApiError, ModelError, ParamsError
+from pocketbert.apps import serving
+from pocketbert.core import params
+from pocketbert.core.errors import ApiError, ModelError, ParamsError
+from pocketbert.teachers import api
 
 TEXTS = [text for label in LABELS for text in sentences(label)]  # 40 distinct texts
 BATCH = 4
@@ -72,7 +74,7 @@ def local_log_softmax(classifier: serving.Classifier, texts: list[str]) -> np.nd
     return torch.log_softmax(logits.double(), dim=-1).numpy()
 
 
-def api(url: str, **overrides) -> params.TeacherParams:
+def api_params(url: str, **overrides) -> params.TeacherParams:
     """Params for a fast test run: small batches, short waits, no pacing to speak of."""
     values = {"mode": "api", "api_url": url, "api_batch_size": BATCH, "api_concurrency": 2,
               "api_requests_per_second": 1000.0, "api_timeout_s": 5.0, "api_max_retries": 2,
@@ -236,8 +238,8 @@ def scripted(table: dict[str, dict], *script: Action) -> Served:
 def test_healthy_server_gives_the_local_teachers_log_probabilities(classifier, tmp_path):
     texts = [*TEXTS, TEXTS[0]]  # a repeated text is asked once
     with Served(serving.make_server(classifier, port=0)) as served:
-        logits, stats = api_teacher.teacher_logits(texts, LABELS, api(served.url), tmp_path)
-        again, stats2 = api_teacher.teacher_logits(texts, LABELS, api(served.url), tmp_path)
+        logits, stats = api.teacher_logits(texts, LABELS, api_params(served.url), tmp_path)
+        again, stats2 = api.teacher_logits(texts, LABELS, api_params(served.url), tmp_path)
     reference = local_log_softmax(classifier, texts)
     assert logits.shape == (41, 4) and logits.dtype == np.float32
     np.testing.assert_allclose(logits, reference, atol=1e-5, rtol=0)
@@ -255,7 +257,7 @@ def test_answers_are_reordered_into_the_pipelines_label_order(classifier, tmp_pa
     kw = ({} if form.startswith("probabilities") else
           {"api_answer_field": "logits", "api_scores": "logits", "api_labels": LABELS})
     with Served(serving.make_server(classifier, port=0)) as served:
-        logits, _ = api_teacher.teacher_logits(TEXTS, pipeline_labels, api(served.url, **kw),
+        logits, _ = api.teacher_logits(TEXTS, pipeline_labels, api_params(served.url, **kw),
                                                tmp_path)
     reference = local_log_softmax(classifier, TEXTS)[:, ::-1]
     if kw:  # raw logits: compare after log-softmax
@@ -264,12 +266,12 @@ def test_answers_are_reordered_into_the_pipelines_label_order(classifier, tmp_pa
 
 
 def test_hugging_face_label_score_lists_and_rounded_probabilities_are_read():
-    p = api("http://127.0.0.1:9/")
+    p = api_params("http://127.0.0.1:9/")
     entry = [{"label": "notice", "score": 0.5}, {"label": "condition", "score": 0.25},
              {"label": "process", "score": 0.25}, {"label": "constraint", "score": 0.0}]
-    row = api_teacher.scores_row(entry, LABELS, p)
+    row = api.scores_row(entry, LABELS, p)
     assert row[0] == pytest.approx(math.log(0.25)) and row[2] == pytest.approx(math.log(0.5))
-    assert row[1] == pytest.approx(math.log(api_teacher.MIN_PROBABILITY))  # finite, not -inf
+    assert row[1] == pytest.approx(math.log(api.MIN_PROBABILITY))  # finite, not -inf
 
 
 # --- failures ------------------------------------------------------------------------------------
@@ -281,20 +283,20 @@ def test_resume_after_the_server_dies_asks_only_for_the_rest(classifier, table, 
     # port stays held from start to end (held_port): while the endpoint is down it refuses
     # connections, and no other program can take it in between.
     with Served(ScriptedServer(table, [ok, ok, ok, die], port=held_port)) as first:
-        p = api(first.url, api_concurrency=1, api_timeout_s=2.0)
+        p = api_params(first.url, api_concurrency=1, api_timeout_s=2.0)
         with pytest.raises(ApiError) as info:
-            api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
+            api.teacher_logits(TEXTS, LABELS, p, tmp_path)
     message = str(info.value)
     assert message.startswith(f"{first.url}: cannot reach the endpoint")
     assert "after 3 tries; start the endpoint, or fix teacher.api_url" in message
     with pytest.raises(httpx.ConnectError):  # down: refused, not answered by anyone else
         httpx.post(first.url, json={"texts": TEXTS[:1]}, timeout=5)
-    cache = api_teacher.AnswerCache(tmp_path, first.url, "texts", "probabilities")
+    cache = api.AnswerCache(tmp_path, first.url, "texts", "probabilities")
     assert sorted(cache.get(TEXTS)) == sorted(TEXTS[:12])  # the three answered batches
     cache.close()
     # the same endpoint back up, same address (answers: the classifier's own, as before)
     with Served(ScriptedServer(table, [], port=held_port)) as second:
-        logits, stats = api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
+        logits, stats = api.teacher_logits(TEXTS, LABELS, p, tmp_path)
         asked = [text for r in second.server.requests for text in r["body"]["texts"]]
     assert second.url == first.url
     assert (stats.cache_hits, stats.texts_sent, stats.calls) == (12, 28, 7)
@@ -305,8 +307,8 @@ def test_resume_after_the_server_dies_asks_only_for_the_rest(classifier, table, 
 def test_429_waits_as_long_as_retry_after_says(table, tmp_path):
     with scripted(table, status(429, Retry_After="1")) as served:
         start = time.monotonic()
-        _, stats = api_teacher.teacher_logits(TEXTS[:8], LABELS,
-                                              api(served.url, api_concurrency=1), tmp_path)
+        _, stats = api.teacher_logits(TEXTS[:8], LABELS,
+                                              api_params(served.url, api_concurrency=1), tmp_path)
         waited = time.monotonic() - start
     assert waited >= 1.0  # back-off alone would have waited 0.01 s
     assert (stats.calls, stats.retries, stats.texts_sent) == (3, 1, 8)
@@ -316,14 +318,14 @@ def test_retry_after_longer_than_allowed_stops_at_once(table, tmp_path):
     with scripted(table, status(429, Retry_After="120")) as served, pytest.raises(
             ApiError, match=r"HTTP 429: .*asks to wait 120 s \(Retry-After\), more than "
                             r"teacher.api_max_wait_s=2.0"):
-        api_teacher.teacher_logits(TEXTS[:4], LABELS, api(served.url), tmp_path)
+        api.teacher_logits(TEXTS[:4], LABELS, api_params(served.url), tmp_path)
 
 
 def test_500_then_success(table, tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="pocketbert.api_teacher")
+    caplog.set_level(logging.WARNING, logger="pocketbert.teachers.api")
     with scripted(table, status(500), status(503)) as served:
-        logits, stats = api_teacher.teacher_logits(TEXTS[:4], LABELS,
-                                                   api(served.url, api_concurrency=1), tmp_path)
+        logits, stats = api.teacher_logits(TEXTS[:4], LABELS,
+                                           api_params(served.url, api_concurrency=1), tmp_path)
     assert (stats.calls, stats.retries) == (3, 2)
     assert np.isfinite(logits).all()
     assert "HTTP 500" in caplog.text and "retry 2 of 2" in caplog.text
@@ -332,7 +334,7 @@ def test_500_then_success(table, tmp_path, caplog):
 def test_5xx_that_persists_names_url_status_body_and_fix(table, tmp_path):
     failing = status(502, "<html>upstream gone " + "x" * 500 + "</html>")
     with scripted(table, failing, failing, failing) as served, pytest.raises(ApiError) as info:
-        api_teacher.teacher_logits(TEXTS[:4], LABELS, api(served.url), tmp_path)
+        api.teacher_logits(TEXTS[:4], LABELS, api_params(served.url), tmp_path)
     message = str(info.value)
     assert message.startswith(f"{served.url}: HTTP 502: '<html>upstream gone xxx")
     assert "...', after 3 tries; the endpoint keeps failing" in message
@@ -350,10 +352,10 @@ def test_slow_server_past_the_timeout_is_retried(table, tmp_path, caplog):
     # loopback, in milliseconds; api_timeout_s=1.0 leaves a busy machine a wide margin, and a
     # retry that still misses it is followed by another (api_max_retries=3): the assertions
     # count the tries rather than expect exactly two.
-    caplog.set_level(logging.WARNING, logger="pocketbert.api_teacher")
+    caplog.set_level(logging.WARNING, logger="pocketbert.teachers.api")
     with scripted(table, unanswered(HANG_UP_BOUND_S)) as served:
-        p = api(served.url, api_timeout_s=1.0, api_max_retries=3)
-        _, stats = api_teacher.teacher_logits(TEXTS[:4], LABELS, p, tmp_path)
+        p = api_params(served.url, api_timeout_s=1.0, api_max_retries=3)
+        _, stats = api.teacher_logits(TEXTS[:4], LABELS, p, tmp_path)
         seen = len(served.server.requests)
     assert stats.texts_sent == 4 and stats.calls == seen == stats.retries + 1
     assert 2 <= stats.calls <= p.api_max_retries + 1
@@ -365,13 +367,13 @@ def test_server_slow_every_time_fails_with_the_timeout_fix(table, tmp_path):
     with scripted(table, never, never) as served, pytest.raises(
             ApiError, match=r"no answer within teacher.api_timeout_s=0.3 s, after 2 tries; "
                             r"raise teacher.api_timeout_s"):
-        api_teacher.teacher_logits(TEXTS[:4], LABELS,
-                                   api(served.url, api_timeout_s=0.3, api_max_retries=1), tmp_path)
+        api.teacher_logits(TEXTS[:4], LABELS,
+                           api_params(served.url, api_timeout_s=0.3, api_max_retries=1), tmp_path)
 
 
 # --- pacing: requests per second, concurrency, back-off ------------------------------------------
 # Only lower bounds on time: a slow machine can only make a run take longer. Each bound
-# follows from api_teacher._Endpoint: _take_call gives request k (in the order requests take
+# follows from api._Endpoint: _take_call gives request k (in the order requests take
 # their slot) the start time first_slot + k / api_requests_per_second, first_slot being the
 # endpoint's creation (after the test's clock reading), and sleeps until then before sending.
 # A server's arrival time comes after the client sent the request. FLOAT_SLACK_S covers only
@@ -385,9 +387,9 @@ def test_requests_per_second_spaces_the_requests_the_server_sees(table, tmp_path
     rate, calls = 10.0, 8  # requests/s; at least (calls - 1) / rate = 0.7 s in all
     with scripted(table) as served:
         # 4 may be in flight at once: only the pacing can space the requests
-        p = api(served.url, api_requests_per_second=rate, api_concurrency=4)
+        p = api_params(served.url, api_requests_per_second=rate, api_concurrency=4)
         start = time.monotonic()
-        _, stats = api_teacher.teacher_logits(TEXTS[: calls * BATCH], LABELS, p, tmp_path)
+        _, stats = api.teacher_logits(TEXTS[: calls * BATCH], LABELS, p, tmp_path)
         arrivals = sorted(r["arrived"] for r in served.server.requests)
     assert stats.calls == len(arrivals) == calls and stats.retries == 0
     # By the k-th arrival (sorted, from 0) k + 1 requests have arrived; one of them has slot
@@ -404,8 +406,8 @@ def _most_in_flight(table: dict[str, dict], tmp_path: Path, concurrency: int, ba
     ``at_most_s``)."""
     with scripted(table, *[hold(overlap, at_most_s)] * batches) as served:
         # the client waits longer than a request is held: a held request is never retried
-        p = api(served.url, api_concurrency=concurrency, api_timeout_s=2 * at_most_s + 5.0)
-        _, stats = api_teacher.teacher_logits(TEXTS[: batches * BATCH], LABELS, p, tmp_path)
+        p = api_params(served.url, api_concurrency=concurrency, api_timeout_s=2 * at_most_s + 5.0)
+        _, stats = api.teacher_logits(TEXTS[: batches * BATCH], LABELS, p, tmp_path)
         assert stats.calls == batches and stats.retries == 0
         return served.server.max_in_flight
 
@@ -429,17 +431,17 @@ def test_api_concurrency_caps_the_requests_in_flight(table, tmp_path):
 
 @pytest.mark.parametrize(("backoff", "max_wait"), [(0.1, 2.0), (0.1, 0.15)])
 def test_back_off_doubles_up_to_max_wait(table, tmp_path, caplog, backoff, max_wait):
-    # api_teacher._Endpoint.ask, after failed attempt i (from 0) that sent no Retry-After:
+    # api._Endpoint.ask, after failed attempt i (from 0) that sent no Retry-After:
     #     wait = min(p.api_backoff_s * 2**attempt, p.api_max_wait_s)
     # (no jitter; a Retry-After replaces it), time.sleep(wait), then _take_call, which can only
     # add time. The failure's answer reached the client after the request arrived, so the next
     # attempt arrives at least `wait` after this one.
-    caplog.set_level(logging.WARNING, logger="pocketbert.api_teacher")
+    caplog.set_level(logging.WARNING, logger="pocketbert.teachers.api")
     failures = 3
     with scripted(table, *[status(503)] * failures) as served:
-        p = api(served.url, api_concurrency=1, api_max_retries=failures, api_backoff_s=backoff,
-                api_max_wait_s=max_wait)
-        _, stats = api_teacher.teacher_logits(TEXTS[:4], LABELS, p, tmp_path)
+        p = api_params(served.url, api_concurrency=1, api_max_retries=failures,
+                       api_backoff_s=backoff, api_max_wait_s=max_wait)
+        _, stats = api.teacher_logits(TEXTS[:4], LABELS, p, tmp_path)
         arrivals = [r["arrived"] for r in served.server.requests]
     assert (stats.calls, stats.retries, stats.texts_sent) == (failures + 1, failures, 4)
     waits = [min(backoff * 2**i, max_wait) for i in range(failures)]
@@ -452,12 +454,12 @@ def test_wrong_label_names_are_one_clear_error(classifier, tmp_path):
     labels = ("condition", "constraint", "notice", "warning")
     with Served(serving.make_server(classifier, port=0)) as served, pytest.raises(
             ApiError) as info:
-        api_teacher.teacher_logits(TEXTS, labels, api(served.url), tmp_path)
+        api.teacher_logits(TEXTS, labels, api_params(served.url), tmp_path)
     message = str(info.value)
     assert message.startswith(f"{served.url}: HTTP 200, but the answer for the text ")
     assert "do not match split.labels" in message and "(missing ['warning'], unknown " \
         "['process'])" in message and "labels are matched by name" in message
-    assert not api_teacher.AnswerCache(tmp_path, served.url, "texts", "probabilities") \
+    assert not api.AnswerCache(tmp_path, served.url, "texts", "probabilities") \
         .get(TEXTS)  # a wrong answer is never cached
 
 
@@ -472,7 +474,7 @@ def test_wrong_label_names_are_one_clear_error(classifier, tmp_path):
 ])
 def test_malformed_answers_name_the_problem(table, tmp_path, body, expected):
     with scripted(table, status(200, body)) as served, pytest.raises(ApiError) as info:
-        api_teacher.teacher_logits(TEXTS[:1], LABELS, api(served.url), tmp_path)
+        api.teacher_logits(TEXTS[:1], LABELS, api_params(served.url), tmp_path)
     assert str(info.value).startswith(f"{served.url}: ") and expected in str(info.value)
 
 
@@ -484,23 +486,23 @@ def test_non_finite_numbers_are_refused(table, tmp_path, value, shown):
     with scripted(table, status(200, body)) as served, pytest.raises(
             ApiError, match=rf"has the non-finite number {shown} for label 'condition': .*; "
                             r"fix the endpoint"):
-        api_teacher.teacher_logits(TEXTS[:1], LABELS, api(served.url, api_scores="logits"),
+        api.teacher_logits(TEXTS[:1], LABELS, api_params(served.url, api_scores="logits"),
                                    tmp_path)
 
 
 def test_probabilities_that_are_not_a_distribution_are_refused():
-    p = api("http://127.0.0.1:9/")
-    with pytest.raises(api_teacher._BadEntry, match="not probabilities summing to 1"):
-        api_teacher.scores_row({n: 0.9 for n in LABELS}, LABELS, p)
-    with pytest.raises(api_teacher._BadEntry, match="a list without label names") as info:
-        api_teacher.scores_row([0.1, 0.2, 0.3, 0.4], LABELS, p)
+    p = api_params("http://127.0.0.1:9/")
+    with pytest.raises(api._BadEntry, match="not probabilities summing to 1"):
+        api.scores_row({n: 0.9 for n in LABELS}, LABELS, p)
+    with pytest.raises(api._BadEntry, match="a list without label names") as info:
+        api.scores_row([0.1, 0.2, 0.3, 0.4], LABELS, p)
     assert "set teacher.api_labels" in info.value.fix
 
 
 def test_client_errors_are_not_retried(table, tmp_path):
     with scripted(table, status(404, '{"detail": "Not Found"}')) as served:
         with pytest.raises(ApiError) as info:
-            api_teacher.teacher_logits(TEXTS[:4], LABELS, api(served.url), tmp_path)
+            api.teacher_logits(TEXTS[:4], LABELS, api_params(served.url), tmp_path)
         assert len(served.server.requests) == 1
     assert str(info.value) == (f"{served.url}: HTTP 404: '{{\"detail\": \"Not Found\"}}'; "
                                "check teacher.api_url (the path, and that it takes POST)")
@@ -508,12 +510,12 @@ def test_client_errors_are_not_retried(table, tmp_path):
 
 def test_call_cap_stops_the_run_and_keeps_what_was_answered(table, tmp_path):
     with scripted(table) as served:
-        p = api(served.url, api_concurrency=1, api_max_calls=3)
+        p = api_params(served.url, api_concurrency=1, api_max_calls=3)
         with pytest.raises(ApiError, match=r"stopped at teacher.api_max_calls=3 requests; the "
                                            r"answers so far are cached"):
-            api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
+            api.teacher_logits(TEXTS, LABELS, p, tmp_path)
         assert len(served.server.requests) == 3
-        _, stats = api_teacher.teacher_logits(TEXTS[:16], LABELS, p, tmp_path)
+        _, stats = api.teacher_logits(TEXTS[:16], LABELS, p, tmp_path)
     assert (stats.cache_hits, stats.calls) == (12, 1)
 
 
@@ -522,17 +524,17 @@ def test_api_key_goes_only_into_the_request(table, tmp_path, caplog, capfd):
     env = {"POCKETBERT_TEST_KEY": SECRET}
     echo = status(401, json.dumps({"error": f"invalid token Bearer {SECRET}"}))
     with scripted(table, echo) as served:
-        p = api(served.url, api_headers={"Authorization": "Bearer ${POCKETBERT_TEST_KEY}"})
+        p = api_params(served.url, api_headers={"Authorization": "Bearer ${POCKETBERT_TEST_KEY}"})
         with pytest.raises(ApiError) as refused:
-            api_teacher.teacher_logits(TEXTS[:4], LABELS, p, tmp_path / "cache", env=env)
-        logits, stats = api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path / "cache", env=env)
+            api.teacher_logits(TEXTS[:4], LABELS, p, tmp_path / "cache", env=env)
+        logits, stats = api.teacher_logits(TEXTS, LABELS, p, tmp_path / "cache", env=env)
         sent = {r["headers"]["Authorization"] for r in served.server.requests}
     assert sent == {f"Bearer {SECRET}"}  # the header was sent, with every request
     assert "invalid token Bearer ***" in str(refused.value)  # the echo, redacted
     assert "check teacher.api_headers" in str(refused.value)
     out, err = capfd.readouterr()
     files = files_under(tmp_path)
-    assert any(name.endswith(api_teacher.CACHE_FILE) for name in files)
+    assert any(name.endswith(api.CACHE_FILE) for name in files)
     shown = {"the error": str(refused.value), "stdout": out, "stderr": err,
              "the log": caplog.text, "the stats": json.dumps(stats.metrics()),
              **{f"log record {i}": r.getMessage() for i, r in enumerate(caplog.records)}}
@@ -556,10 +558,10 @@ def test_the_secret_scan_finds_every_form_at_every_offset():
 
 
 def test_a_missing_environment_variable_is_named(tmp_path):
-    p = api("http://127.0.0.1:9/", api_headers={"X-Api-Key": "${POCKETBERT_UNSET_KEY}"})
+    p = api_params("http://127.0.0.1:9/", api_headers={"X-Api-Key": "${POCKETBERT_UNSET_KEY}"})
     with pytest.raises(ApiError, match=r"teacher.api_headers.X-Api-Key needs the environment "
                                        r"variable POCKETBERT_UNSET_KEY, which is not set"):
-        api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path, env={})
+        api.teacher_logits(TEXTS, LABELS, p, tmp_path, env={})
 
 
 def cached_rows(db: Path) -> int:
@@ -572,11 +574,12 @@ def cached_rows(db: Path) -> int:
 
 
 def test_a_killed_run_leaves_a_sound_cache_to_resume_from(table, tmp_path):
-    child = ("import sys; from pathlib import Path; from pocketbert import api_teacher, params;"
+    child = ("import sys; from pathlib import Path; from pocketbert.teachers import api;"
+             "from pocketbert.core import params;"
              "p = params.TeacherParams(mode='api', api_url=sys.argv[1], api_batch_size=4,"
              " api_concurrency=1, api_requests_per_second=1000.0);"
-             "api_teacher.teacher_logits(sys.argv[3:], params.LABELS, p, Path(sys.argv[2]))")
-    db = tmp_path / api_teacher.CACHE_FILE
+             "api.teacher_logits(sys.argv[3:], params.LABELS, p, Path(sys.argv[2]))")
+    db = tmp_path / api.CACHE_FILE
     with scripted(table, *[slow(0.3)] * 10) as served:
         proc = subprocess.Popen([sys.executable, "-c", child, served.url, str(tmp_path), *TEXTS])
         try:
@@ -593,7 +596,7 @@ def test_a_killed_run_leaves_a_sound_cache_to_resume_from(table, tmp_path):
             assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         done = cached_rows(db)
         assert 8 <= done < 40 and done % 4 == 0  # whole batches only
-        _, stats = api_teacher.teacher_logits(TEXTS, LABELS, api(served.url), tmp_path)
+        _, stats = api.teacher_logits(TEXTS, LABELS, api_params(served.url), tmp_path)
     assert (stats.cache_hits, stats.texts_sent) == (done, 40 - done)
 
 
@@ -619,10 +622,10 @@ def test_api_params_are_checked_by_full_key(raw, message):
 
 
 def test_api_labels_must_name_the_pipelines_labels(tmp_path):
-    p = api("http://127.0.0.1:9/", api_labels=("a", "b", "c", "d"))
+    p = api_params("http://127.0.0.1:9/", api_labels=("a", "b", "c", "d"))
     with pytest.raises(ParamsError, match=r"'teacher.api_labels' \['a', 'b', 'c', 'd'\] must "
                                           r"name the labels of split.labels"):
-        api_teacher.teacher_logits(TEXTS, LABELS, p, tmp_path)
+        api.teacher_logits(TEXTS, LABELS, p, tmp_path)
 
 
 def test_server_refuses_bad_requests_with_a_reason(classifier):
@@ -647,10 +650,10 @@ def test_server_refuses_bad_requests_with_a_reason(classifier):
 
 
 def test_cache_that_is_not_a_database_is_named(tmp_path):
-    (tmp_path / api_teacher.CACHE_FILE).write_bytes(b"not sqlite" * 100)
+    (tmp_path / api.CACHE_FILE).write_bytes(b"not sqlite" * 100)
     with pytest.raises(ApiError, match=r"answers.sqlite: not a usable answer cache .*delete the "
                                        r"file"):
-        api_teacher.AnswerCache(tmp_path, "http://127.0.0.1:9/", "texts", "probabilities")
+        api.AnswerCache(tmp_path, "http://127.0.0.1:9/", "texts", "probabilities")
 
 
 def test_server_loads_only_a_usable_classifier_folder(classifier, tmp_path):
@@ -679,6 +682,6 @@ def test_redact_removes_the_secret_in_every_form_an_endpoint_might_echo() -> Non
                   f"{base64.b64encode((prefix + secret).encode()).decode()}; "
                   f"{base64.urlsafe_b64encode((prefix + secret).encode()).decode()}")
         assert secret_hits(secret, {"echo": echoed})  # the control: the scan sees them
-        assert secret_hits(secret, {"redacted": api_teacher.redact(echoed, [secret])}) == []
+        assert secret_hits(secret, {"redacted": api.redact(echoed, [secret])}) == []
     # ordinary text is left alone, and an empty secret redacts nothing
-    assert api_teacher.redact("nothing to hide", [secret, ""]) == "nothing to hide"
+    assert api.redact("nothing to hide", [secret, ""]) == "nothing to hide"

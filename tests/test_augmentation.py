@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pocketbert import augmentation, dataset, params, stage, wordnet
-from pocketbert.errors import ParamsError
+from pocketbert.core import params, stage
+from pocketbert.core.errors import ParamsError
+from pocketbert.data import augmentation, dataset, wordnet
 from stages import augment
 
 KEEP = frozenset(params.CUE_WORDS)

@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 from conftest import LABELS, ROOT, sentences
 
-from pocketbert import baseline, benchmarking, evaluation, params, report
-from pocketbert.errors import ModelError, ParamsError
+from pocketbert.apps import results
+from pocketbert.benchmarks import benchmarking
+from pocketbert.core import evaluation, params
+from pocketbert.core.errors import ModelError, ParamsError
+from pocketbert.training import baseline
 
 
 def test_accuracy_and_macro_f1_on_known_inputs() -> None:
@@ -129,7 +132,7 @@ def _metrics(flagged: bool = False, intervals: bool = False) -> dict:
 
 
 def test_results_table_shows_every_variant_flags_and_unmet_targets() -> None:
-    table = report.results_table(_metrics(flagged=True))
+    table = results.results_table(_metrics(flagged=True))
     lines = table.splitlines()
     assert lines[0].startswith("| variant | size MB |")
     rows = [line for line in lines if line.startswith("| `")]
@@ -144,7 +147,7 @@ def test_results_table_shows_every_variant_flags_and_unmet_targets() -> None:
 
 
 def test_results_table_prints_intervals_beside_the_point_and_the_baseline_row() -> None:
-    table = report.results_table(_metrics(intervals=True))
+    table = results.results_table(_metrics(intervals=True))
     rows = {r.split("`")[1]: r for r in table.splitlines() if r.startswith("| `")}
     assert "| 0.900 [0.850, 0.950] |" in rows["student.onnx_int8"]  # macro-F1 and interval
     assert "| 1.000 [0.970, 1.000] |" in rows["student.onnx_int8"]  # agreement
@@ -155,10 +158,10 @@ def test_results_table_prints_intervals_beside_the_point_and_the_baseline_row() 
     assert "95% bootstrap interval (9,999 resamples" in table
     assert "macro-F1 ratio 1.000 (95% interval 0.930–1.040, paired; target ≥ 0.97: met)" in table
     # metrics from before the intervals existed still render, without them
-    assert "interval" not in report.results_table(_metrics())
+    assert "interval" not in results.results_table(_metrics())
 
 
-MARKDOWN = tuple(dict.fromkeys(name for name, _, _ in report.BLOCKS))
+MARKDOWN = tuple(dict.fromkeys(name for name, _, _ in results.BLOCKS))
 "README.md and the docs files that hold generated blocks"
 GENERATED_FROM = (*MARKDOWN, "metrics/benchmark.json", "metrics/latency.json", "params.yaml")
 "README, the docs with generated blocks, and the files their generated tables are made from"
@@ -191,9 +194,9 @@ def _readme_revision(tmp_path):
 
 
 def test_every_generated_block_is_in_its_file() -> None:
-    """Each block of report.BLOCKS has its markers once, in order, in its own file and in
-    no other file of MARKDOWN (a block moved without report.BLOCKS would go unchecked)."""
-    for name, start, end in report.BLOCKS:
+    """Each block of results.BLOCKS has its markers once, in order, in its own file and in
+    no other file of MARKDOWN (a block moved without results.BLOCKS would go unchecked)."""
+    for name, start, end in results.BLOCKS:
         text = (ROOT / name).read_text(encoding="utf-8")
         assert text.count(start) == 1 and text.count(end) == 1, (name, start)
         assert text.index(start) < text.index(end), (name, start)
@@ -207,20 +210,20 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
     readme = files / "README.md"
     metrics = json.loads((files / "metrics" / "benchmark.json").read_text(encoding="utf-8"))
     latency = json.loads((files / "metrics" / "latency.json").read_text(encoding="utf-8"))
-    expected = {report.START: (report.results_table(metrics), "results"),
-                report.PARAMS_START: (report.params_table(files / "params.yaml"), "params"),
-                report.LATENCY_START: (report.latency_table(latency), "latency candidates")}
-    assert set(expected) == {start for _, start, _ in report.BLOCKS}
-    for name, start, end in report.BLOCKS:
+    expected = {results.START: (results.results_table(metrics), "results"),
+                results.PARAMS_START: (results.params_table(files / "params.yaml"), "params"),
+                results.LATENCY_START: (results.latency_table(latency), "latency candidates")}
+    assert set(expected) == {start for _, start, _ in results.BLOCKS}
+    for name, start, end in results.BLOCKS:
         body, what = expected[start]
-        assert report.readme_table(report.block_file(readme, name), start, end) == body, (
+        assert results.readme_table(results.block_file(readme, name), start, end) == body, (
             f"the {what} table in {name} is stale: run `make results`")
-    assert report.readme_is_current(readme, metrics, files / "params.yaml", latency)
+    assert results.readme_is_current(readme, metrics, files / "params.yaml", latency)
 
 
 def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
                                                                          capsys) -> None:
-    from pocketbert import cli
+    from pocketbert.apps import cli
 
     files = _readme_revision(tmp_path)
     args = ["results", "--readme", str(files / "README.md"),
@@ -243,15 +246,15 @@ def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
 
 def test_update_readme_replaces_only_the_marked_blocks_in_every_file(tmp_path) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.START}\nSTALE\n{report.END}\nend\n", encoding="utf-8")
+    readme.write_text(f"intro\n{results.START}\nSTALE\n{results.END}\nend\n", encoding="utf-8")
     reference = tmp_path / "docs" / "reference.md"
     reference.parent.mkdir()
-    reference.write_text(f"# Reference\n{report.PARAMS_START}\nSTALE\n{report.PARAMS_END}\nmid\n",
+    reference.write_text(f"# Reference\n{results.PARAMS_START}\nSTALE\n{results.PARAMS_END}\nmid\n",
                          encoding="utf-8")
     params_file = tmp_path / "params.yaml"
     params_file.write_text("train_student:\n  alpha: 0.25\n", encoding="utf-8")
-    assert not report.readme_is_current(readme, _metrics(), params_file)
-    assert report.update_readme(readme, _metrics(), params_file)
+    assert not results.readme_is_current(readme, _metrics(), params_file)
+    assert results.update_readme(readme, _metrics(), params_file)
     text = readme.read_text(encoding="utf-8")
     assert text.startswith("intro\n") and text.endswith("end\n") and "STALE" not in text
     assert "| `student.onnx_int8` |" in text and "`train_student.alpha`" not in text
@@ -260,22 +263,22 @@ def test_update_readme_replaces_only_the_marked_blocks_in_every_file(tmp_path) -
     assert "| `train_student.alpha` | `0.25` |" in docs
     assert "| `train_student.temperature` | `2.0` |" in docs  # absent: the default
     assert docs.startswith("# Reference\n") and docs.endswith("mid\n") and "STALE" not in docs
-    assert report.readme_is_current(readme, _metrics(), params_file)
-    assert not report.update_readme(readme, _metrics(), params_file)  # idempotent
+    assert results.readme_is_current(readme, _metrics(), params_file)
+    assert not results.update_readme(readme, _metrics(), params_file)  # idempotent
 
 
 def test_update_readme_names_a_missing_file_or_marker_and_writes_nothing(tmp_path) -> None:
     readme = tmp_path / "README.md"
-    original = f"intro\n{report.START}\nSTALE\n{report.END}\n"
+    original = f"intro\n{results.START}\nSTALE\n{results.END}\n"
     readme.write_text(original, encoding="utf-8")
     params_file = tmp_path / "params.yaml"
     params_file.write_text("train_student:\n  alpha: 0.25\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"reference\.md: not found"):
-        report.update_readme(readme, _metrics(), params_file)
+        results.update_readme(readme, _metrics(), params_file)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "reference.md").write_text("no markers\n", encoding="utf-8")
     with pytest.raises(ValueError, match="markers <!-- params:start -->"):
-        report.update_readme(readme, _metrics(), params_file)
+        results.update_readme(readme, _metrics(), params_file)
     assert readme.read_text(encoding="utf-8") == original  # nothing half-written
 
 
@@ -303,7 +306,7 @@ def test_report_diffs_metrics_and_params_between_two_commits(tmp_path, monkeypat
                                                      "coreml_fp16.latency_p50_ms": p50}))
         sh("git", "add", "-A")
         sh("git", "commit", "-qm", f"run {i}")
-    md = report.diff_markdown("HEAD~1", "HEAD", cwd=tmp_path)
+    md = results.diff_markdown("HEAD~1", "HEAD", cwd=tmp_path)
     assert "### Metrics (HEAD~1 → HEAD)" in md and "### Params (HEAD~1 → HEAD)" in md
     metrics_part, params_part = md.split("### Params")
     assert "test.macro_f1" in metrics_part and "0.9" in metrics_part and "0.93" in metrics_part
@@ -512,15 +515,15 @@ def test_bad_baseline_params_name_the_key() -> None:
 
 def test_results_table_says_how_much_of_the_gain_over_the_baseline_is_kept() -> None:
     metrics = _metrics(intervals=True)
-    assert "gain over" not in report.results_table(metrics)  # older metrics: no sentence
+    assert "gain over" not in results.results_table(metrics)  # older metrics: no sentence
     metrics.update({"headline.baseline_variant": "baseline.tfidf_logreg",
                     "headline.teacher_gain_over_baseline": 0.08, "headline.gain_kept": 0.75,
                     "headline.gain_kept_ci_low": 0.41, "headline.gain_kept_ci_high": 1.02})
     assert ("Of the teacher's macro-F1 gain over `baseline.tfidf_logreg` (+0.080), the student "
-            "keeps 0.75 (95% interval 0.41–1.02, paired).") in report.results_table(metrics)
+            "keeps 0.75 (95% interval 0.41–1.02, paired).") in results.results_table(metrics)
     metrics.update({"headline.teacher_gain_over_baseline": -0.01, "headline.gain_kept": None,
                     "headline.gain_kept_ci_low": None, "headline.gain_kept_ci_high": None})
-    assert "no gain over the baseline to keep" in report.results_table(metrics)
+    assert "no gain over the baseline to keep" in results.results_table(metrics)
 
 
 def test_worst_class_names_the_label_the_student_keeps_least_of() -> None:
@@ -530,4 +533,4 @@ def test_worst_class_names_the_label_the_student_keeps_least_of() -> None:
     assert benchmarking.worst_class({"a": 0.0}, {"a": 0.0}) == {}  # no label to judge
     metrics = _metrics(intervals=True)
     metrics.update({"headline.worst_class": "b", "headline.worst_class_f1_ratio": 0.625})
-    assert "Worst label: `b`, F1 ratio 0.625." in report.results_table(metrics)
+    assert "Worst label: `b`, F1 ratio 0.625." in results.results_table(metrics)

@@ -23,8 +23,13 @@ PACKAGES = {"pocketbert": ROOT / "src" / "pocketbert", "stages": ROOT / "stages"
 DVC_STAGES: dict = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 
 
-def _module_file(package: str, name: str) -> Path | None:
-    path = PACKAGES[package] / f"{name}.py"
+def _module_file(dotted: str) -> Path | None:
+    """The file of module ``dotted`` (e.g. pocketbert.core.params) under PACKAGES, if any; a
+    package's __init__.py counts as no file (it holds no code: see the test below)."""
+    package, *rest = dotted.split(".")
+    if package not in PACKAGES or not rest:
+        return None
+    path = PACKAGES[package].joinpath(*rest[:-1]) / f"{rest[-1]}.py"
     return path if path.is_file() else None
 
 
@@ -40,28 +45,35 @@ def _runtime_nodes(tree: ast.AST):
         todo.extend(ast.iter_child_nodes(node))
 
 
+def _dotted_package(path: Path) -> str | None:
+    """pocketbert.core for src/pocketbert/core/params.py; None outside PACKAGES."""
+    for name, root in PACKAGES.items():
+        if path.is_relative_to(root):
+            return ".".join([name, *path.parent.relative_to(root).parts])
+    return None
+
+
 def imported_modules(path: Path) -> set[Path]:
     """Files of the pocketbert and stages modules that the source file at ``path`` imports."""
     found: set[Path] = set()
-    package_of_file = next((p for p, d in PACKAGES.items() if path.parent == d), None)
+    here = _dotted_package(path)
     for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
-        targets: list[tuple[str, str | None]] = []  # (package, module name or None)
+        names: list[str] = []  # dotted module names, or module.name where name is not a module
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                package, _, rest = alias.name.partition(".")
-                targets.append((package, rest.split(".")[0] or None))
+            names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from . import x / from .x import y
-                package, rest = package_of_file, node.module or ""
+            if node.level:  # relative: from . import x / from ..x import y
+                base = (here or "").split(".")[:len((here or "").split(".")) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
             else:
-                package, _, rest = (node.module or "").partition(".")
-            if rest:
-                targets.append((package, rest.split(".")[0]))
-            else:  # from package import a, b: each a module, or a name from __init__
-                targets += [(package, alias.name) for alias in node.names]
-        for package, name in targets:
-            if package in PACKAGES and name and (file := _module_file(package, name)):
-                found.add(file)
+                module = node.module or ""
+            names.append(module)  # from a.b import y: a.b is a module, or y is
+            names += [f"{module}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            # import a.b.c runs a.b and a.b.c: every prefix that is a module file
+            found |= {f for k in range(2, len(parts) + 1)
+                      if (f := _module_file(".".join(parts[:k])))}
     return found
 
 
@@ -98,7 +110,7 @@ def test_stage_code_deps_are_its_import_closure(name):
 def test_package_init_files_run_no_code():
     # __init__.py files run on every import but are in no stage's deps: they may hold a
     # docstring and constants only, so that editing them cannot change a stage's output
-    for init in (d / "__init__.py" for d in PACKAGES.values()):
+    for init in (i for d in PACKAGES.values() for i in d.rglob("__init__.py")):
         for node in ast.parse(init.read_text(encoding="utf-8")).body:
             constant = (isinstance(node, ast.Expr | ast.Assign | ast.AnnAssign)
                         and isinstance(node.value, ast.Constant))
@@ -109,8 +121,11 @@ def test_the_closure_follows_lazy_and_transitive_imports(tmp_path, monkeypatch):
     pkg, stages = tmp_path / "pocketbert", tmp_path / "stages"
     pkg.mkdir()
     stages.mkdir()
-    for name in ("a", "b", "c", "d", "e", "f", "g"):
+    (pkg / "sub").mkdir()
+    for name in ("a", "b", "c", "d", "e", "f", "g", "sub/h", "sub/i"):
         (pkg / f"{name}.py").write_text("", encoding="utf-8")
+    (pkg / "c.py").write_text("from pocketbert.sub import h\n", encoding="utf-8")
+    (pkg / "sub/h.py").write_text("from ..sub.i import thing\n", encoding="utf-8")
     (pkg / "a.py").write_text("from .b import thing\n", encoding="utf-8")  # relative
     (pkg / "b.py").write_text("import pocketbert.c as c\n", encoding="utf-8")
     (pkg / "e.py").write_text("from . import f\n", encoding="utf-8")
@@ -123,4 +138,37 @@ def test_the_closure_follows_lazy_and_transitive_imports(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "PACKAGES", {"pocketbert": pkg, "stages": stages})
     got = {p.relative_to(tmp_path).as_posix() for p in import_closure(stages / "run.py")}
     assert got == {"stages/run.py", "pocketbert/a.py", "pocketbert/b.py", "pocketbert/c.py",
-                   "pocketbert/e.py", "pocketbert/f.py"}
+                   "pocketbert/e.py", "pocketbert/f.py", "pocketbert/sub/h.py",
+                   "pocketbert/sub/i.py"}
+
+
+# the library's layers, bottom first: a module imports its own layer's and lower layers' modules
+LAYERS = ("core", "data", "runtime", "training", "teachers", "export", "benchmarks", "apps")
+
+
+def test_library_imports_point_down_the_layers():
+    library = PACKAGES["pocketbert"]
+    assert sorted(d.name for d in library.iterdir() if (d / "__init__.py").is_file()) == \
+        sorted(LAYERS), "a new subpackage needs its place in LAYERS (and in docs/design.md)"
+    assert not [p.name for p in library.glob("*.py") if p.name != "__init__.py"], \
+        "modules live in a layer's subpackage"
+    upward = []
+    for path in library.glob("*/*.py"):
+        layer = LAYERS.index(path.relative_to(library).parts[0])
+        for target in imported_modules(path):
+            other = target.relative_to(library).parts[0]
+            if LAYERS.index(other) > layer:
+                upward.append(f"{path.relative_to(ROOT)} imports {target.relative_to(ROOT)}")
+    assert not upward, "imports up the layers:\n" + "\n".join(sorted(upward))
+
+
+def test_core_imports_no_torch():
+    # the bottom layer loads without the training stack: params, contract and artifacts are
+    # read by the apps and the drivers too
+    for path in (PACKAGES["pocketbert"] / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        heavy = {a.name.split(".")[0] for n in _runtime_nodes(tree)
+                 if isinstance(n, ast.Import) for a in n.names} | {
+            (n.module or "").split(".")[0] for n in _runtime_nodes(tree)
+            if isinstance(n, ast.ImportFrom) and not n.level}
+        assert not heavy & {"torch", "transformers", "onnxruntime", "coremltools"}, path

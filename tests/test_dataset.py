@@ -1,4 +1,4 @@
-"""The CSV loader (pocketbert.dataset.load_csv), the stratified split and the split stage."""
+"""The CSV loader (pocketbert.data.dataset.load_csv), the stratified split and the split stage."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pocketbert import dataset, params
-from pocketbert.errors import DataError, PocketbertError
+from pocketbert.core import params
+from pocketbert.core.errors import DataError, PocketbertError
+from pocketbert.data import dataset
 from stages import split
 
 LABELS = ("condition", "constraint", "notice", "process")

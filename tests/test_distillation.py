@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pocketbert.distillation import Collator, distillation_loss
+from pocketbert.training.distillation import Collator, distillation_loss
 
 
 def _kl(p: list[float], q: list[float]) -> float:
@@ -72,7 +72,7 @@ def test_collator_pads_per_batch_and_carries_teacher_logits() -> None:
 
 
 def test_unlabelled_rows_enter_the_kd_term_only() -> None:
-    from pocketbert.distillation import UNLABELLED
+    from pocketbert.training.distillation import UNLABELLED
 
     torch.manual_seed(2)
     student = torch.randn(6, 4, requires_grad=True)
@@ -96,7 +96,7 @@ def test_unlabelled_rows_enter_the_kd_term_only() -> None:
 
 
 def test_a_batch_of_unlabelled_rows_only_is_pure_kd() -> None:
-    from pocketbert.distillation import UNLABELLED
+    from pocketbert.training.distillation import UNLABELLED
 
     student, teacher = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[3.0, 1.0, 0.0]])
     labels = torch.tensor([UNLABELLED])
@@ -107,7 +107,7 @@ def test_a_batch_of_unlabelled_rows_only_is_pure_kd() -> None:
 
 
 def test_collator_keeps_the_unlabelled_marker() -> None:
-    from pocketbert.distillation import UNLABELLED
+    from pocketbert.training.distillation import UNLABELLED
 
     batch = Collator(pad_id=0)([
         {"input_ids": [2, 5, 3], "label": UNLABELLED, "teacher_logits": [0.1, 0.2]},

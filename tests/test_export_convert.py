@@ -10,7 +10,10 @@ import pytest
 import yaml
 from conftest import LABELS, PADDING_TOLERANCE, tiny_tokenizer
 
-from pocketbert import contract, coreml, modeling, onnx_export, tokenization
+from pocketbert.core import contract
+from pocketbert.data import tokenization
+from pocketbert.export import coreml, onnx_export
+from pocketbert.training import modeling
 from stages import bundle, convert, export
 
 
@@ -337,7 +340,7 @@ def test_int8_below_the_agreement_target_is_flagged_and_warned(tiny_world, monke
 
 def test_a_variant_giving_nan_fails_the_convert_stage_and_leaves_nothing(tiny_world, monkeypatch,
                                                                           capsys) -> None:
-    from pocketbert import mil_executor
+    from pocketbert.export import mil_executor
 
     # a program that overflows on a device: every probability NaN in the reference executor
     monkeypatch.setattr(mil_executor.Executor, "probabilities",
@@ -355,7 +358,7 @@ def test_a_variant_giving_nan_fails_the_convert_stage_and_leaves_nothing(tiny_wo
 
 
 def test_a_variant_that_disagrees_with_pytorch_is_flagged() -> None:
-    from pocketbert import benchmarking
+    from pocketbert.benchmarks import benchmarking
 
     reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     same = benchmarking.VariantResult("same", 1.0, probs=reference.copy())

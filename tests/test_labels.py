@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import LABELS, tiny_classifier, tiny_tokenizer
 
-from pocketbert import modeling
-from pocketbert.errors import ModelError
-from pocketbert.inference import pad_batch
+from pocketbert.core.errors import ModelError
+from pocketbert.runtime.torch_runner import pad_batch
+from pocketbert.training import modeling
 
 IDS = [[2, 10, 11, 12, 3], [2, 13, 3]]
 

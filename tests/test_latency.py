@@ -11,7 +11,11 @@ import onnx
 import pytest
 import yaml
 
-from pocketbert import latency, onnx_export, predictor, report, tokenization
+from pocketbert.apps import results
+from pocketbert.benchmarks import latency
+from pocketbert.data import tokenization
+from pocketbert.export import onnx_export
+from pocketbert.runtime import onnx_runner
 from stages import export
 from stages import latency as latency_stage
 
@@ -40,7 +44,7 @@ def test_fusions_replace_attention_and_keep_the_function(exported, tmp_path) -> 
     fp32 = exported["onnx"] / "model.onnx"
     ids = _test_ids(exported)
     # padded batches: the fused attention must still mask the padding
-    reference = predictor.predict_logits(predictor.session(fp32), ids, 0, batch_size=5)
+    reference = onnx_runner.predict_logits(onnx_runner.session(fp32), ids, 0, batch_size=5)
     for skip, unskipped_layernorms in ((True, 1), (False, 7)):
         fused = tmp_path / f"fused_{skip}.onnx"
         counts = onnx_export.fuse_transformer(fp32, fused, num_heads=2, hidden_size=32,
@@ -49,7 +53,7 @@ def test_fusions_replace_attention_and_keep_the_function(exported, tmp_path) -> 
         assert counts["SkipLayerNormalization"] == (6 if skip else 0)
         assert counts["LayerNormalization"] == unskipped_layernorms
         assert "Softmax" not in _ops(fused)
-        logits = predictor.predict_logits(predictor.session(fused), ids, 0, batch_size=5)
+        logits = onnx_runner.predict_logits(onnx_runner.session(fused), ids, 0, batch_size=5)
         np.testing.assert_allclose(logits, reference, atol=1e-4)
 
 
@@ -74,15 +78,15 @@ def test_export_quantizes_the_fused_graph_unless_told_not_to(exported, write_par
 def test_sessions_turn_off_skip_layernorm_fusion_by_default(exported, tmp_path) -> None:
     fp32 = exported["onnx"] / "model.onnx"
     seen = {}
-    for name, disabled in (("default", predictor.DISABLED_OPTIMIZERS), ("all", ())):
+    for name, disabled in (("default", onnx_runner.DISABLED_OPTIMIZERS), ("all", ())):
         path = tmp_path / f"{name}.optimized.onnx"
-        predictor.session(fp32, threads=1, disabled_optimizers=disabled,
+        onnx_runner.session(fp32, threads=1, disabled_optimizers=disabled,
                           optimized_model_path=path)
         seen[name] = _ops(path)
     assert "SkipLayerNormalization" not in seen["default"]
     assert "SkipLayerNormalization" in seen["all"]  # onnxruntime fuses it when allowed
     with pytest.raises(ValueError, match="optimization_level 'fast'"):
-        predictor.session(fp32, optimization_level="fast")
+        onnx_runner.session(fp32, optimization_level="fast")
 
 
 def test_position_table_trimmed_to_max_length(exported, tmp_path) -> None:
@@ -94,8 +98,8 @@ def test_position_table_trimmed_to_max_length(exported, tmp_path) -> None:
     assert list(tables.values()) == [[32, 32]]  # was [64, 32]
     ids = _test_ids(exported)
     np.testing.assert_allclose(
-        predictor.predict_logits(predictor.session(trimmed), ids, 0),
-        predictor.predict_logits(predictor.session(fp32), ids, 0), atol=1e-6)
+        onnx_runner.predict_logits(onnx_runner.session(trimmed), ids, 0),
+        onnx_runner.predict_logits(onnx_runner.session(fp32), ids, 0), atol=1e-6)
     assert not latency.trim_positions(fp32, tmp_path / "same.onnx", 64)  # nothing to cut
     assert not (tmp_path / "same.onnx").exists()
 
@@ -159,7 +163,7 @@ def test_latency_stage_measures_every_candidate(exported, capsys) -> None:
     plot = json.loads((w["root"] / "latency_plots" / "candidates.json").read_text())
     p50s = [row["p50_ms"] for row in plot]
     assert p50s == sorted(p50s) and len(plot) == len(latency.CANDIDATES)
-    table = report.latency_table(json.loads((w["root"] / "latency.json").read_text()))
+    table = results.latency_table(json.loads((w["root"] / "latency.json").read_text()))
     assert "`dvc repro latency`" in table
     assert table.count("\n| `") == len(latency.CANDIDATES)  # one row per candidate
 

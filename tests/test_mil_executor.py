@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import LABELS, PADDING_TOLERANCE, tiny_classifier, tiny_tokenizer
 
-from pocketbert import coreml, mil_executor
-from pocketbert.errors import PocketbertError
-from pocketbert.mil_executor import (
+from pocketbert.core.errors import PocketbertError
+from pocketbert.export import coreml, mil_executor
+from pocketbert.export.mil_executor import (
     OPS,
     ExecutionError,
     Executor,

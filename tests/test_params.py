@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pocketbert import params
-from pocketbert.errors import ParamsError
+from pocketbert.core import params
+from pocketbert.core.errors import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_STAGES: dict = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
@@ -140,7 +140,7 @@ def test_load_key_checks_the_section_as_written(write_params) -> None:
 
 
 def test_params_view_raises_on_an_undeclared_key(write_params):
-    from pocketbert import stage
+    from pocketbert.core import stage
 
     p = stage.Params.load(write_params(tokenize={"max_length": 48}),
                           ("export", "tokenize.max_length"))
@@ -152,3 +152,13 @@ def test_params_view_raises_on_an_undeclared_key(write_params):
     with pytest.raises(stage.UndeclaredParamError, match=r"'convert\.app_variant'"):
         _ = p.convert.app_variant
     assert p.resolved() == {"convert": {"variants": ("fp16",)}}
+
+
+def test_overrides_are_parsed_as_yaml_and_unknown_keys_refused() -> None:
+    assert params.parse_overrides(["train_student.epochs=1", "split.labels=[a, b]"]) == {
+        ("train_student", "epochs"): 1, ("split", "labels"): ["a", "b"]}
+    for bad in ("train_student.epoch=1", "nosection.epochs=1", "epochs=1", "teacher.mode"):
+        with pytest.raises(ParamsError, match=f"--set '{bad}'"):
+            params.parse_overrides([bad])
+    with pytest.raises(ParamsError, match="-S 'alpha=0.5': expected section.key=value"):
+        params.parse_overrides(["alpha=0.5"], "-S")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pocketbert import params
-from pocketbert.errors import ParamsError
+from pocketbert.core import params
+from pocketbert.core.errors import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
 

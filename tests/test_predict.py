@@ -21,7 +21,7 @@ from conftest import (
     write_tokenized_splits,
 )
 
-from pocketbert import cli
+from pocketbert.apps import cli
 
 TEXTS = [sentences("condition")[0], sentences("notice")[3], "the pump", "Kettle!"]
 LONG = " ".join(sentences("process", 12))  # ~150 tokens: beyond the tiny model's 64 positions
@@ -77,17 +77,17 @@ def reference_probs(model: Path, texts: list[str], max_length: int,
     """Softmax of onnxruntime logits, with the transformers tokenizer: all texts in one batch,
     or (``batch=False``) one text per call.
 
-    The session is predictor.session, with the graph optimizations predict runs with: a
+    The session is onnx_runner.session, with the graph optimizations predict runs with: a
     default session fuses Add + LayerNormalization into SkipLayerNormalization, whose kernel
     rounds differently; in an int8 graph the normalised values feed DynamicQuantizeLinear,
     where one rounding flip moves an activation by a whole quantization step, far beyond any
     float tolerance, and whether it happens depends on the CPU's kernels (AVX2 or VNNI)."""
     from transformers import AutoTokenizer
 
-    from pocketbert import predictor
+    from pocketbert.runtime import onnx_runner
 
     tokenizer = AutoTokenizer.from_pretrained(str(model.parent))
-    session = predictor.session(model)
+    session = onnx_runner.session(model)
     rows = []
     for group in [texts] if batch else [[t] for t in texts]:
         enc = tokenizer(group, truncation=True, max_length=max_length, padding=True,
@@ -152,7 +152,7 @@ def test_fp32_rows_do_not_depend_on_batch_padding(in_world, capsys) -> None:
 def test_int8_rows_do_not_depend_on_the_batch(in_world, capsys) -> None:
     """Dynamic int8 scales activations per call: predict runs it one text per call, so a text
     gets the same probabilities alone and beside 31 long texts (issue: 0.99412 vs 0.99385)."""
-    from pocketbert import predictor
+    from pocketbert.runtime import onnx_runner
 
     model = in_world / "models/export/student/model.int8.onnx"
     text, crowd = TEXTS[0], [LONG] * 16 + [" ".join(sentences("notice", 8))] * 15
@@ -160,35 +160,35 @@ def test_int8_rows_do_not_depend_on_the_batch(in_world, capsys) -> None:
     together = run_json(capsys, "--model", str(model), text, *crowd)[0]["probabilities"]
     assert together == alone  # identical, not merely close
     # the batch does change int8 logits: batching them would have failed the line above
-    clf = predictor.load_classifier(model, 32)
+    clf = onnx_runner.load_classifier(model, 32)
     seqs = [e.ids for e in clf.tokenizer.encode_batch([text, *crowd])]
-    batched = predictor.predict_logits(clf.session, seqs, clf.pad_id, batch_size=32)[0]
-    single = predictor.predict_logits(clf.session, seqs[:1], clf.pad_id, batch_size=1)[0]
+    batched = onnx_runner.predict_logits(clf.session, seqs, clf.pad_id, batch_size=32)[0]
+    single = onnx_runner.predict_logits(clf.session, seqs[:1], clf.pad_id, batch_size=1)[0]
     assert np.abs(batched - single).max() > 1e-4
     assert clf.batch_size == 1
-    assert predictor.load_classifier(model.with_name("model.onnx"), 32).batch_size > 1
+    assert onnx_runner.load_classifier(model.with_name("model.onnx"), 32).batch_size > 1
 
 
 def test_cpu_features_from_cpuinfo(tmp_path) -> None:
-    from pocketbert import predictor
+    from pocketbert.runtime import onnx_runner
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\n"
                     "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n",
                     encoding="utf-8")
-    found = predictor.cpu_features(info)
+    found = onnx_runner.cpu_features(info)
     assert found["cpu.avx2"] is found["cpu.avx512f"] is True
     assert found["cpu.avx512_vnni"] is found["cpu.vnni"] is False
     info.write_text("flags : avx2 avx_vnni\n", encoding="utf-8")
-    assert predictor.cpu_features(info)["cpu.vnni"] is True
-    absent = predictor.cpu_features(tmp_path / "missing")  # not Linux: unknown, not False
+    assert onnx_runner.cpu_features(info)["cpu.vnni"] is True
+    absent = onnx_runner.cpu_features(tmp_path / "missing")  # not Linux: unknown, not False
     assert set(absent) == set(found) and all(v is None for v in absent.values())
 
 
 @pytest.mark.parametrize("blank", ["\u200b\u200b", "\x00\x01", "\u200e\u00ad\ufeff"])
 def test_text_empty_after_normalisation_is_refused_with_its_line(
         in_world, capsys, tmp_path, monkeypatch, blank: str) -> None:
-    from pocketbert import dataset
+    from pocketbert.data import dataset
 
     reason = dataset.blank_reason(blank)
     assert reason is not None and reason.startswith("only U+")
@@ -210,7 +210,7 @@ def test_serve_answers_a_request(world, tmp_path) -> None:
     import signal
     import urllib.request
 
-    cmd = [sys.executable, "-m", "pocketbert.cli", "serve", str(world / "given_teacher"),
+    cmd = [sys.executable, "-m", "pocketbert.apps.cli", "serve", str(world / "given_teacher"),
            "--port", "0", "--max-length", "16"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -292,19 +292,19 @@ def test_file_input(in_world, capsys, tmp_path) -> None:
 
 
 def test_missing_model_names_the_dvc_target(tmp_path, monkeypatch, capsys) -> None:
-    from pocketbert import predictor
+    from pocketbert.runtime import onnx_runner
 
     monkeypatch.chdir(tmp_path)
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     (checkout / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
-    monkeypatch.setattr(predictor, "CHECKOUT", checkout)
+    monkeypatch.setattr(onnx_runner, "CHECKOUT", checkout)
     # no --model: both folders looked in, absolute, where to build it, and --model
     line = expect_error(capsys, "some text")
     assert line == (f"error: no model.int8.onnx in {tmp_path / 'models/export/student'} nor "
                     f"{checkout / 'models/export/student'}; build it with `dvc repro "
                     f"export@student` in {checkout}, or pass --model PATH")
-    monkeypatch.setattr(predictor, "CHECKOUT", None)  # installed from a wheel: no checkout
+    monkeypatch.setattr(onnx_runner, "CHECKOUT", None)  # installed from a wheel: no checkout
     line = expect_error(capsys, "some text")
     assert f"in {tmp_path / 'models/export/student'};" in line and "--model PATH" in line
     line = expect_error(capsys, "--model", "models/export/teacher/model.onnx", "some text")
@@ -318,15 +318,15 @@ def test_default_model_and_max_length_come_from_the_checkout_not_the_current_fol
         world, tmp_path, monkeypatch, capsys) -> None:
     """Run from another folder, predict finds the checkout's student and cuts texts at the
     checkout's tokenize.max_length (32), not at the current folder's params.yaml (8)."""
-    from pocketbert import predictor
+    from pocketbert.runtime import onnx_runner
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "params.yaml").write_text("tokenize:\n  max_length: 8\n", encoding="utf-8")
     monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr(predictor, "CHECKOUT", world)  # the checkout pocketbert runs from
+    monkeypatch.setattr(onnx_runner, "CHECKOUT", world)  # the checkout pocketbert runs from
     model = world / "models/export/student/model.int8.onnx"
-    assert predictor.default_model() == model
+    assert onnx_runner.default_model() == model
     texts = [LONG, TEXTS[0]]  # LONG: ~150 tokens; TEXTS[0]: 13, under 32 but over 8
     out = run_json(capsys, *texts)
     expected = reference_probs(model, texts, 32, batch=False)
@@ -339,34 +339,34 @@ def test_default_model_and_max_length_come_from_the_checkout_not_the_current_fol
     captured = capsys.readouterr()
     assert [r["truncated"] for r in json.loads(captured.out)] == [True, False]
     assert "cut to 32" in captured.err
-    assert predictor.model_max_length(fp32) == predictor.model_max_length(fp32.parent) == 32
+    assert onnx_runner.model_max_length(fp32) == onnx_runner.model_max_length(fp32.parent) == 32
     # a model outside any checkout: TokenizeParams' default, whatever ./params.yaml says
     copied = tmp_path / "copied"
     shutil.copytree(world / "models/export/student", copied)
-    assert predictor.model_max_length(copied / "model.onnx") == 128
+    assert onnx_runner.model_max_length(copied / "model.onnx") == 128
     # the cwd's own student comes first: a checkout you work in is the one you mean
     local = elsewhere / "models/export/student"
     shutil.copytree(world / "models/export/student", local)
-    assert predictor.default_model() == local / "model.int8.onnx"
+    assert onnx_runner.default_model() == local / "model.int8.onnx"
 
 
 def test_non_utf8_argument_is_an_error(in_world, capsys) -> None:
     """A byte that is not UTF-8 in an argument reaches Python as a lone surrogate
     (surrogateescape); predict refuses it as it refuses a non-UTF-8 file."""
-    from pocketbert import predictor
+    from pocketbert.runtime import onnx_runner
 
     line = expect_error(capsys, TEXTS[0], "\udc80abc")
     assert line == ("error: the command line argument 2: not UTF-8 text (byte 0: invalid start "
                     "byte); pass UTF-8 text (check the terminal's encoding: LANG, LC_ALL)")
     line = expect_error(capsys, "caf\udce9 au lait")  # Latin-1 é: byte 3 of the argument
     assert "argument 1: not UTF-8 text (byte 3: invalid continuation byte)" in line
-    assert "U+D800, a lone surrogate" in predictor.undecodable("ok \ud800")
-    assert predictor.undecodable("caf\u00e9 \u200b") is None
-    clf = predictor.load_classifier(in_world / "models/export/student/model.onnx", 32)
-    with pytest.raises(predictor.PredictError, match=r"text 2 is not UTF-8 text \(byte 0"):
+    assert "U+D800, a lone surrogate" in onnx_runner.undecodable("ok \ud800")
+    assert onnx_runner.undecodable("caf\u00e9 \u200b") is None
+    clf = onnx_runner.load_classifier(in_world / "models/export/student/model.onnx", 32)
+    with pytest.raises(onnx_runner.PredictError, match=r"text 2 is not UTF-8 text \(byte 0"):
         clf.encode(["fine", "\udc80abc"])
     # the real thing: bytes on the command line of a new process
-    done = subprocess.run([sys.executable, "-m", "pocketbert.cli", "predict", b"\x80abc"],
+    done = subprocess.run([sys.executable, "-m", "pocketbert.apps.cli", "predict", b"\x80abc"],
                           cwd=in_world, capture_output=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stdout == b""
@@ -397,9 +397,9 @@ def test_truncated_texts_are_reported(in_world, capsys) -> None:
 
 def cli_classifier(model: Path):
     """The classifier predict loads for ``model`` at the world's max_length (32)."""
-    from pocketbert import predictor
+    from pocketbert.runtime import onnx_runner
 
-    return predictor.load_classifier(model, predictor.model_max_length(model))
+    return onnx_runner.load_classifier(model, onnx_runner.model_max_length(model))
 
 
 def test_missing_tokenizer_beside_model(world, tmp_path, capsys) -> None:
@@ -462,7 +462,7 @@ def test_help(capsys) -> None:
 
 def test_predict_does_not_import_torch(world) -> None:
     model = world / "models/export/student/model.int8.onnx"
-    code = ("import sys; from pocketbert import cli; "
+    code = ("import sys; from pocketbert.apps import cli; "
             f"cli.main(['predict', '--json', '--model', {str(model)!r}, 'the pump']); "
             "heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy")
     done = subprocess.run([sys.executable, "-c", code], cwd=world, capture_output=True,
@@ -472,7 +472,7 @@ def test_predict_does_not_import_torch(world) -> None:
 
 
 def test_length_sorted_batches_pad_per_batch_and_restore_order() -> None:
-    from pocketbert import batching
+    from pocketbert.core import batching
 
     seqs = [[5, 6, 7], [8], [9, 10], [11, 12, 13, 14], [15]]
     batches = list(batching.length_sorted_batches(seqs, 2, pad_id=0))

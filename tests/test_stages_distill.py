@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import ROOT
 
-from pocketbert import modeling, tokenization
-from pocketbert.inference import pad_batch
+from pocketbert.data import tokenization
+from pocketbert.runtime.torch_runner import pad_batch
+from pocketbert.training import modeling
 from stages import soft_label, teacher, train_student
 
 

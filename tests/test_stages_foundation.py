@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from pocketbert import augmentation, dataset, params, tokenization, wordnet
+from pocketbert.core import params
+from pocketbert.data import augmentation, dataset, tokenization, wordnet
 from stages import augment, split, tokenize
 
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
 
-from pocketbert import modeling, vocabulary
-from pocketbert.errors import ModelError, ParamsError
-from pocketbert.inference import pad_batch
-from pocketbert.params import TrainStudentParams
+from pocketbert.core.errors import ModelError, ParamsError
+from pocketbert.core.params import TrainStudentParams
+from pocketbert.data import vocabulary
+from pocketbert.runtime.torch_runner import pad_batch
+from pocketbert.training import modeling
 
 
 def _logits(model, ids: list[list[int]], pad_id: int = 0) -> torch.Tensor:
@@ -144,8 +145,9 @@ def test_vocab_txt_lists_tokens_in_id_order(tmp_path) -> None:
 def test_unlabelled_texts_join_train_without_a_gold_label(tiny_world) -> None:
     import numpy as np
 
-    from pocketbert import student, tokenization
-    from pocketbert.distillation import UNLABELLED
+    from pocketbert.data import tokenization
+    from pocketbert.training import student
+    from pocketbert.training.distillation import UNLABELLED
 
     data = tokenization.load(tiny_world["tokenize"], tiny_world["augmented"])
     soft = {split: np.zeros((len(data[split]), 4), dtype=np.float32)

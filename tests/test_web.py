@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
 
-from pocketbert import browser, cli, dataset, tokenization, web
-from pocketbert.errors import ModelError
+from pocketbert.apps import browser, cli, web
+from pocketbert.core.errors import ModelError
+from pocketbert.data import dataset, tokenization
 
 MAX_LENGTH = 32  # the tiny model has 64 positions
 TYPED = [sentences("condition")[0], sentences("notice")[3], "Kettle!",
@@ -34,7 +35,7 @@ KNOWN_PARITY_DIFFERENCES: dict[str, str] = {}
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What the export stage writes for the student: model.int8.onnx, tokenizer files, labels."""
-    from pocketbert import onnx_export
+    from pocketbert.export import onnx_export
 
     out = tmp_path_factory.mktemp("export")
     tokenizer = tiny_tokenizer()
@@ -150,7 +151,7 @@ def test_browser_tokenizer_matches_every_parity_case(
 
 def test_measure_times_the_page_checks_parity_and_takes_a_screenshot(
         site: Path, export_dir: Path, tmp_path: Path) -> None:
-    """`python -m pocketbert.browser measure`: the figures of docs/guide/browser.md."""
+    """`python -m pocketbert.apps.browser measure`: the figures of docs/guide/browser.md."""
     cases = tokenization.parity_vectors(tiny_tokenizer(), TYPED, MAX_LENGTH)
     cases[0] = {**cases[0], "input_ids": cases[0]["input_ids"][:-1]}  # one wrong on purpose
     report = browser.measure(site, TYPED, parity=cases, screenshot=tmp_path / "shot.png",
@@ -236,7 +237,7 @@ def test_build_names_what_is_missing(export_dir: Path, tmp_path: Path) -> None:
 
 
 def test_serve_prints_the_address_and_serves_the_folder(site: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "pocketbert.browser", "serve", str(site),
+    proc = subprocess.Popen([sys.executable, "-m", "pocketbert.apps.browser", "preview", str(site),
                              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -253,8 +254,8 @@ def test_serve_prints_the_address_and_serves_the_folder(site: Path) -> None:
 
 
 def test_serve_without_a_built_page_says_how_to_build_it(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "pocketbert.browser", "serve", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "pocketbert.apps.browser", "preview",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == (f"error: {tmp_path / 'index.html'}: not found; build the "
                                    "page first (`dvc repro web`)")

@@ -1,6 +1,6 @@
 // pocketbert in the browser: tokenize with tokenizers.js, run the int8 student with
 // onnxruntime-web (WebAssembly, one thread), show every label's probability.
-// Everything is loaded from this folder (no CDN): see pocketbert.web.build for the layout.
+// Everything is loaded from this folder (no CDN): see pocketbert.apps.web.build for the layout.
 import * as ort from "./vendor/ort.wasm.min.mjs";
 import { Tokenizer } from "./vendor/tokenizers.min.mjs";
 
@@ -10,7 +10,7 @@ ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
 
 const $ = (id) => document.getElementById(id);
 
-// The rule of pocketbert.dataset.blank_reason, which `pocketbert predict` and `pocketbert
+// The rule of pocketbert.data.dataset.blank_reason, which `pocketbert predict` and `pocketbert
 // serve` apply: a text is kept when it has a letter, digit, punctuation mark or symbol (Unicode
 // general categories L, N, P, S) other than U+FFFD. BERT's normaliser deletes control, format
 // (zero-width), private-use and unassigned characters and U+FFFD, an uncased model also strips
@@ -114,7 +114,7 @@ function show(model, result) {
 async function main() {
   try {
     const model = await load();
-    // for the browser tests and the measurements (pocketbert.browser): the page's own functions
+    // for the browser tests and the measurements (pocketbert.apps.browser): the page's own functions
     window.pocketbert = { encode: (text) => encode(model, text),
       predict: (text) => predict(model, text), blankReason };
     const button = $("classify");

@@ -13,7 +13,7 @@
 //          "encoded": [[ids], ...], "predicted": [{label, probabilities, ms, ids}, ...],
 //          "refused": [{message, messageVisible, resultVisible, label, predictError}, ...],
 //          "blank": [reason or null, ...], "latency_ms": [...]}
-// Run by pocketbert.browser (tests, `python -m pocketbert.browser measure`).
+// Run by pocketbert.apps.browser (tests, `python -m pocketbert.apps.browser measure`).
 import { chromium } from "playwright-core";
 
 // Flags that keep Debian's Chromium from reaching the network on its own (DESIGN.md).

@@ -1,0 +1,283 @@
+"""Reports from the committed metrics: the generated tables of README.md and docs/ (BLOCKS) and
+diffs between revisions."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pocketbert.core import contract
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+COLUMNS = (
+    ("size_mb", "size MB", "{:.1f}"),
+    ("parameters", "params", "{:,}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("macro_f1", "macro-F1", "{:.3f}"),
+    ("agreement_with_teacher", "agrees with teacher", "{:.3f}"),
+    ("ece", "ECE", "{:.3f}"),
+    ("latency_p50_ms", "p50 ms", "{:.2f}"),
+    ("latency_p95_ms", "p95 ms", "{:.2f}"),
+    ("throughput", "examples/s", "{:,.0f}"),
+)
+
+# benchmark's ``teacher.<step>_supported`` keys: the step, what it does, the rows it gives
+UNSUPPORTED_STEPS = (("export", "ONNX export", "ONNX"),
+                     ("convert", "Core ML conversion", "Core ML"))
+
+
+def _cell(metrics: dict[str, Any], variant: str, key: str, fmt: str) -> str:
+    """A formatted value, with its confidence interval ``[low, high]`` where the metrics hold
+    ``<key>_ci_low`` and ``<key>_ci_high``; null in a measured variant is a number that needs
+    other hardware (Core ML latency off macOS); absent is a column that does not apply."""
+    full = f"{variant}.{key}"
+    if full in metrics and metrics[full] is None:
+        return contract.NOT_MEASURED_NOTE
+    if metrics.get(full) is None:
+        return "–"
+    value = metrics[full]
+    if isinstance(value, str):
+        return value
+    low, high = metrics.get(f"{full}_ci_low"), metrics.get(f"{full}_ci_high")
+    interval = (f" [{fmt.format(low)}, {fmt.format(high)}]"
+                if isinstance(low, int | float) and isinstance(high, int | float) else "")
+    return fmt.format(value) + interval
+
+
+def variants(metrics: dict[str, Any]) -> list[str]:
+    """Variant names (``teacher.pytorch_fp32``, …, ``baseline.tfidf_logreg``) in the order
+    the benchmark wrote them: every key ``<model>.<variant>.size_mb``."""
+    suffix = ".size_mb"
+    return [key[: -len(suffix)] for key in metrics if key.endswith(suffix)
+            and key.startswith(("teacher.", "student.", "baseline."))]
+
+
+def results_table(metrics: dict[str, Any]) -> str:
+    """Markdown table of every variant plus the headline ratios, from metrics/benchmark.json."""
+    header = "| variant | " + " | ".join(title for _, title, _ in COLUMNS) + " | note |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
+    for variant in variants(metrics):
+        cells = [_cell(metrics, variant, key, fmt) for key, _, fmt in COLUMNS]
+        notes = []
+        if f"{variant}.macro_f1" not in metrics:
+            notes.append("size only")
+        elif by := metrics.get(f"{variant}.measured_by"):
+            notes.append(f"accuracy by the {by}")
+        agree = metrics.get(f"{variant}.top1_agreement_with_pytorch")
+        if agree is not None:
+            notes.append(f"agrees with PyTorch {agree:.3f}")
+        if metrics.get(f"{variant}.flagged"):
+            notes.append("**flagged: agreement below benchmark.min_coreml_agreement**")
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " | " + "; ".join(notes) + " |")
+    for step, what, kind in UNSUPPORTED_STEPS:
+        if metrics.get(f"teacher.{step}_supported") is False:
+            lines += ["", f"No teacher {kind} rows: the teacher's architecture does not go "
+                      f"through {what} ({step}@teacher recorded why in its unsupported.json); "
+                      "the student's rows are unaffected."]
+    level = metrics.get("confidence_level")
+    if level is not None:
+        lines += ["", f"In brackets: {level:.0%} bootstrap interval "
+                  f"({metrics.get('bootstrap_resamples'):,} resamples of the test sentences, "
+                  "the same resamples for every variant)."]
+    h = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("headline.")}
+    if h:
+        def met(flag: bool) -> str:
+            return "met" if flag else "**not met**"
+
+        # an API teacher (teacher.mode api) has no file size or latency to compare with
+        teacher = "teacher.api" if "teacher.api.macro_f1" in metrics else "teacher.pytorch_fp32"
+        size = ("size ratio not measured (no teacher weights)" if h["size_ratio"] is None else
+                f"size ratio {h['size_ratio']:.3f} (1/{1 / h['size_ratio']:.1f}; target "
+                f"≤ {h['target_size_ratio']:.4g}: {met(h['size_target_met'])})")
+        speed = ("p50 speed-up not measured (no teacher weights)" if h["p50_speedup"] is None
+                 else f"p50 speed-up {h['p50_speedup']:.1f}× (target ≥ "
+                 f"{h['target_speedup']:.4g}×: {met(h['speedup_target_met'])})")
+
+        ratio_ci = (f"{level:.0%} interval {h['macro_f1_ratio_ci_low']:.3f}–"
+                    f"{h['macro_f1_ratio_ci_high']:.3f}, paired; "
+                    if level is not None and h.get("macro_f1_ratio_ci_low") is not None
+                    else "")
+        lines += [
+            "",
+            f"`{h['student_variant']}` against `{teacher}` on "
+            f"{metrics.get('test_rows')} test sentences, {metrics.get('threads')} thread(s): "
+            f"{size}, macro-F1 ratio "
+            f"{h['macro_f1_ratio']:.3f} ({ratio_ci}target ≥ {h['target_macro_f1_ratio']:.4g}"
+            f": {met(h['macro_f1_target_met'])}), {speed}.{_gain_sentence(h, level)}"
+            + (f" Worst label: `{h['worst_class']}`, F1 ratio {h['worst_class_f1_ratio']:.3f}."
+               if h.get("worst_class") is not None else ""),
+        ]
+    return "\n".join(lines)
+
+
+def _gain_sentence(h: dict[str, Any], level: float | None) -> str:
+    """The headline's gain-kept sentence (benchmarking.headline), or '' without a baseline."""
+    if "gain_kept" not in h:
+        return ""
+    gain = h["teacher_gain_over_baseline"]
+    if h["gain_kept"] is None:
+        return (f" The teacher's macro-F1 is not above `{h['baseline_variant']}` "
+                f"({gain:+.3f}): there is no gain over the baseline to keep.")
+    interval = (f" ({level:.0%} interval {h['gain_kept_ci_low']:.2f}–"
+                f"{h['gain_kept_ci_high']:.2f}, paired)"
+                if level is not None and h.get("gain_kept_ci_low") is not None else "")
+    return (f" Of the teacher's macro-F1 gain over `{h['baseline_variant']}` ({gain:+.3f}), "
+            f"the student keeps {h['gain_kept']:.2f}{interval}.")
+
+
+PARAMS_START, PARAMS_END = "<!-- params:start -->", "<!-- params:end -->"
+
+
+def params_table(params_file: str | Path = "params.yaml") -> str:
+    """Every params key with its committed value (``params_file``; the dataclass default
+    where a key is absent) and its one-line meaning from pocketbert.core.params' field docs.
+
+    Raises ParamsError when ``params_file`` is missing or does not parse."""
+    import dataclasses
+
+    from pocketbert.core import params
+
+    raw = params.read_yaml(params_file)
+    lines = ["| key | value | meaning |", "|---|---|---|"]
+    for section, cls in params.SECTIONS.items():
+        docs = params.field_docs(cls)
+        values = params.as_dict(params.parse_section(section, raw.get(section)))
+        for f in dataclasses.fields(cls):
+            value = values[f.name]
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            if f.name == "keep_words" and isinstance(value, list):
+                shown = f"{len(value)} cue words ({', '.join(value[:3])}, …)"
+            lines.append(f"| `{section}.{f.name}` | `{shown}` | {docs[f.name]} |")
+    return "\n".join(lines)
+
+
+LATENCY_START, LATENCY_END = "<!-- latency:start -->", "<!-- latency:end -->"
+
+
+def latency_table(latency: dict[str, Any]) -> str:
+    """Markdown table of the latency stage's candidates (metrics/latency.json), fastest first,
+    with the command and machine that measured them."""
+    from pocketbert.benchmarks.latency import CANDIDATES
+
+    described = {c.name: c.description for c in CANDIDATES}
+    rows = sorted(latency["candidates"].items(), key=lambda item: item[1]["latency_p50_ms"])
+    fp32 = latency["candidates"]["fp32"]
+    threads = latency["threads"]
+    level = latency.get("confidence_level", 0.95)
+    lines = [
+        f"Measured by the `latency` stage (`dvc repro latency`) on "
+        f"{latency.get('cpu.model') or 'an unnamed CPU'} (AVX-512 VNNI: "
+        f"{latency.get('cpu.avx512_vnni')}), {threads} thread{'s' if threads != 1 else ''}, "
+        f"{latency['rounds']} interleaved rounds over the {latency['test_sentences']} test "
+        f"sentences (median {latency['median_tokens']:.0f} tokens), one text per call. fp32 "
+        f"test macro-F1 {fp32['macro_f1']:.3f}, {level:.0%} interval "
+        f"[{latency['fp32_macro_f1_ci_low']:.3f}, {latency['fp32_macro_f1_ci_high']:.3f}].",
+        "",
+        "| candidate | what changes | p50 ms | p95 ms | vs dynamic | agrees with fp32 | "
+        "macro-F1 | size MB | wins |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        verdict = "probe" if r["probe"] else ("yes" if r["wins"] else "no")
+        lines.append(
+            f"| `{name}` | {described.get(name, '')} | {r['latency_p50_ms']:.3f} | "
+            f"{r['latency_p95_ms']:.3f} | {r['speedup']:.2f}x | {r['agreement_with_fp32']:.3f} | "
+            f"{r['macro_f1']:.3f} | {r['size_mb']:.2f} | {verdict} |")
+    return "\n".join(lines)
+
+
+README = "README.md"
+"the file every other generated block's path is relative to (its folder is the checkout root)"
+
+BLOCKS = (
+    (README, START, END),
+    ("docs/experiments.md", LATENCY_START, LATENCY_END),
+    ("docs/reference.md", PARAMS_START, PARAMS_END),
+)
+"""Every generated block: the markdown file that holds it (relative to the checkout root) and
+its start and end markers. The latency block is rewritten only when latency metrics are given."""
+
+
+def block_file(readme: str | Path, name: str) -> Path:
+    """Where the file ``name`` of BLOCKS is for the README at ``readme``: ``readme`` itself, or
+    ``name`` under README's folder (``docs/reference.md`` beside ``README.md``)."""
+    readme = Path(readme)
+    return readme if name == README else readme.parent / name
+
+
+def _blocks(metrics: dict[str, Any], params_file: str | Path,
+            latency: dict[str, Any] | None = None) -> dict[tuple[str, str, str], str]:
+    """The body of each block of BLOCKS, keyed by (file, start, end); the latency block only
+    with ``latency``."""
+    bodies = {START: lambda: results_table(metrics),
+              PARAMS_START: lambda: params_table(params_file),
+              LATENCY_START: lambda: latency_table(latency)}
+    return {(name, start, end): bodies[start]() for name, start, end in BLOCKS
+            if start != LATENCY_START or latency is not None}
+
+
+def _read(path: Path, start: str, end: str) -> str:
+    if not path.is_file():
+        raise ValueError(f"{path}: not found (it holds the generated block {start} … {end})")
+    text = path.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise ValueError(f"{path}: markers {start} and {end} not found")
+    return text
+
+
+def update_readme(readme: Path, metrics: dict[str, Any],
+                  params_file: str | Path = "params.yaml",
+                  latency: dict[str, Any] | None = None) -> bool:
+    """Replace the generated blocks of BLOCKS (results in README, the latency candidates in
+    docs/experiments.md given ``latency``, metrics/latency.json, and params in
+    docs/reference.md; each file found from ``readme``'s folder); True when a file changed.
+    Raises ValueError when a file or a block's markers are missing, before any file is
+    written."""
+    texts: dict[Path, tuple[str, str]] = {}  # path: (as read, as rewritten)
+    for (name, start, end), body in _blocks(metrics, params_file, latency).items():
+        path = block_file(readme, name)
+        old, new = texts.get(path) or (_read(path, start, end),) * 2
+        if start not in new or end not in new:
+            raise ValueError(f"{path}: markers {start} and {end} not found")
+        head, rest = new.split(start, 1)
+        _, tail = rest.split(end, 1)
+        texts[path] = (old, f"{head}{start}\n{body}\n{end}{tail}")
+    changed = False
+    for path, (old, new) in texts.items():
+        if new != old:
+            path.write_text(new, encoding="utf-8")
+            changed = True
+    return changed
+
+
+def readme_table(readme: Path, start: str = START, end: str = END) -> str:
+    """The text currently between two markers of a markdown file (README.md or another file
+    of BLOCKS)."""
+    return _read(Path(readme), start, end).split(start, 1)[1].split(end, 1)[0].strip("\n")
+
+
+def readme_is_current(readme: Path, metrics: dict[str, Any],
+                      params_file: str | Path = "params.yaml",
+                      latency: dict[str, Any] | None = None) -> bool:
+    """True when every generated block of BLOCKS (found from ``readme``'s folder) equals what
+    ``metrics``, ``params_file`` and ``latency`` give. Raises ValueError when a file or a
+    block's markers are missing."""
+    return all(readme_table(block_file(readme, name), s, e) == body
+               for (name, s, e), body in _blocks(metrics, params_file, latency).items())
+
+
+def diff_markdown(a_rev: str, b_rev: str | None = None, cwd: str | Path = ".") -> str:
+    """``dvc metrics diff`` and ``dvc params diff`` between two git revisions, as markdown."""
+    revs = [a_rev] + ([b_rev] if b_rev else [])
+    out = []
+    for what in ("metrics", "params"):
+        result = subprocess.run(["dvc", what, "diff", "--md", *revs], cwd=cwd,
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"dvc {what} diff failed: {result.stderr.strip()}")
+        body = result.stdout.strip() or f"No {what} changed."
+        span = " → ".join(revs if b_rev else [a_rev, "workspace"])
+        out.append(f"### {what.capitalize()} ({span})\n\n{body}\n")
+    return "\n".join(out)

@@ -1,0 +1,113 @@
+"""The classical baseline: TF-IDF word and character n-grams with logistic regression.
+
+What a user who does not distil would train instead (scikit-learn): the benchmark measures it
+beside the teacher and the student, on the same test sentences. It reads raw text, so it needs
+no tokenizer; its "parameters" are the numbers it learned (idf weights and coefficients).
+
+Serialised with the standard library's pickle (protocol 5), whose bytes are the size on disk
+the benchmark reports: scikit-learn's own persistence advice names pickle/joblib for models
+reloaded by the code that wrote them. skops' secure format was measured and rejected here: it
+writes the fitted n-gram vocabulary (about 40,000 entries) as JSON, 34.5 MB against pickle's
+2.1 MB for the same model, and takes seconds to load. Pickle runs code on load, so
+:func:`load` is only for files the baseline stage wrote (models/baseline, a DVC output).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pocketbert.core import evaluation
+from pocketbert.core.errors import ModelError
+
+MODEL_FILE = "model.pkl"
+"the fitted scikit-learn pipeline in a baseline folder"
+
+
+def build(params: Any, c: float) -> Any:
+    """An unfitted pipeline: word (1..``params.word_ngram_max``) and character
+    (``char_ngram_min``..``char_ngram_max``, within word boundaries) TF-IDF features side by
+    side, then multinomial logistic regression with inverse regularisation ``c``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    return make_pipeline(
+        make_union(
+            TfidfVectorizer(analyzer="word", ngram_range=(1, params.word_ngram_max),
+                            sublinear_tf=params.sublinear_tf),
+            TfidfVectorizer(analyzer="char_wb",
+                            ngram_range=(params.char_ngram_min, params.char_ngram_max),
+                            sublinear_tf=params.sublinear_tf)),
+        LogisticRegression(C=c, max_iter=params.max_iter, random_state=params.seed))
+
+
+def fit(train: tuple[Sequence[str], Sequence[int]],
+        validation: tuple[Sequence[str], Sequence[int]], n_labels: int,
+        params: Any) -> tuple[Any, dict[str, float]]:
+    """Fit one pipeline per ``params.c_values`` on ``train`` (texts, label ids) and keep the
+    one with the best ``validation`` macro-F1 (the first on a tie: the most regularised when
+    c_values increase), as the student keeps its best validation epoch.
+
+    Returns the fitted pipeline and {'c', 'validation.macro_f1', 'validation.accuracy',
+    'features'}. Raises scikit-learn's ValueError when train holds fewer than two labels.
+    """
+    best: tuple[float, Any, dict[str, float]] | None = None
+    y_val = np.asarray(validation[1])
+    for c in params.c_values:
+        model = build(params, c).fit(list(train[0]), np.asarray(train[1]))
+        pred = model.predict(list(validation[0]))
+        f1 = evaluation.macro_f1(y_val, pred, n_labels)
+        if best is None or f1 > best[0]:
+            best = (f1, model, {"c": float(c), "validation.macro_f1": f1,
+                                "validation.accuracy": evaluation.accuracy(y_val, pred)})
+    assert best is not None  # BaselineParams requires at least one c value
+    _, model, info = best
+    info["features"] = sum(len(v.vocabulary_) for _, v in model[0].transformer_list)
+    return model, info
+
+
+def count_parameters(model: Any) -> int:
+    """Learned numbers of a fitted pipeline: one idf weight per feature of each vectorizer,
+    and the logistic regression's coefficients [labels or 1, features] and intercepts."""
+    union, clf = model[0], model[-1]
+    return (sum(v.idf_.size for _, v in union.transformer_list)
+            + clf.coef_.size + clf.intercept_.size)
+
+
+def probabilities(model: Any, texts: Sequence[str], n_labels: int) -> np.ndarray:
+    """Probabilities [len(texts), n_labels] float64 in label-id order; a label absent from the
+    training rows (not in ``model.classes_``) gets probability 0."""
+    proba = model.predict_proba(list(texts))  # [n, len(classes_)]
+    out = np.zeros((len(texts), n_labels), dtype=np.float64)
+    out[:, np.asarray(model.classes_, dtype=np.int64)] = proba
+    return out
+
+
+def save(model: Any, path: Path) -> None:
+    """Pickle ``model`` to ``path`` (protocol 5)."""
+    with open(path, "wb") as fh:
+        pickle.dump(model, fh, protocol=5)
+
+
+def load(path: Path) -> Any:
+    """The pipeline the baseline stage wrote to ``path``.
+
+    Raises ModelError naming the file when it is missing or is not a fitted pipeline."""
+    if not path.is_file():
+        raise ModelError(f"{path}: baseline model not found; build it with "
+                         "`dvc repro baseline`")
+    try:
+        with open(path, "rb") as fh:
+            model = pickle.load(fh)  # noqa: S301 - only the baseline stage's own output
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise ModelError(f"{path}: cannot load the baseline model ({exc}); run "
+                         "`dvc repro baseline` again") from None
+    if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+        raise ModelError(f"{path}: not a fitted scikit-learn classifier; run "
+                         "`dvc repro baseline` again")
+    return model

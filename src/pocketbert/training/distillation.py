@@ -1,0 +1,276 @@
+"""Knowledge distillation on transformers' Trainer.
+
+Loss = alpha * T^2 * KL(softmax(teacher_logits / T) || softmax(student_logits / T))
+     + (1 - alpha) * cross-entropy(student_logits, gold label)
+
+Unlabelled transfer texts (label UNLABELLED) enter the KL term only.
+
+The T^2 factor keeps the gradient scale of the soft term independent of T (Hinton et al. 2015).
+alpha = 0 is plain fine-tuning on gold labels (the no-distillation baseline); the teacher stage
+trains with exactly that. Runs unchanged under ``torchrun --nproc_per_node N`` (DDP): Trainer
+reads the launcher's environment, and only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pocketbert.core import evaluation
+from pocketbert.runtime.torch_runner import pad_batch
+
+UNLABELLED = -100
+"label id of a transfer text without a gold label: it is learnt through the KD term only"
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+    """Hinton-style KD loss; logits are [batch, num_labels], labels [batch].
+
+    Rows labelled UNLABELLED take part in the KD term only: the cross-entropy averages over the
+    labelled rows (0 when a batch has none), the KD term over every row."""
+    labelled = labels != UNLABELLED  # [batch]
+    hard = (F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any()
+            else student_logits.sum() * 0.0)  # keeps the graph for a batch of transfer texts
+    if alpha == 0 or teacher_logits is None:
+        return hard
+    t = temperature
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=-1),
+        F.log_softmax(teacher_logits / t, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+    return alpha * soft + (1 - alpha) * hard
+
+
+@dataclass
+class Collator:
+    """Pads input_ids per batch; carries labels and (when present) teacher_logits."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = pad_batch([f["input_ids"] for f in features], self.pad_id)
+        batch["labels"] = torch.tensor([f["label"] for f in features], dtype=torch.long)
+        if "teacher_logits" in features[0]:
+            batch["teacher_logits"] = torch.tensor(
+                np.array([f["teacher_logits"] for f in features]), dtype=torch.float32)
+        return batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training knobs shared by the teacher and train_student params sections."""
+
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    weight_decay: float
+    warmup_ratio: float
+    early_stopping_patience: int
+    seed: int
+    temperature: float = 1.0
+    alpha: float = 0.0
+    select_by: str = "macro_f1"
+    average_last: int = 1
+
+    @classmethod
+    def of(cls, p: Any) -> TrainConfig:
+        names = [f for f in cls.__dataclass_fields__ if hasattr(p, f)]
+        return cls(**{n: getattr(p, n) for n in names})
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class DistillationTrainer(Trainer):
+        def __init__(self, *args: Any, temperature: float, alpha: float, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.temperature, self.alpha = temperature, alpha
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            teacher_logits = inputs.pop("teacher_logits", None)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = distillation_loss(outputs.logits, teacher_logits, labels,
+                                     self.temperature, self.alpha)
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillationTrainer
+
+
+def _live_callback(live_dir: str | None):
+    from transformers import TrainerCallback
+
+    class LiveCallback(TrainerCallback):
+        """Training curves for dvc plots: train loss, validation loss and macro-F1 per epoch
+        (and agreement with the teacher and KL to it when the validation rows carry its logits)."""
+
+        def __init__(self) -> None:
+            self.live = None
+            self.train_loss: float | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.train_loss = float(logs["loss"])
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if not state.is_world_process_zero or live_dir is None or not metrics:
+                return
+            if self.live is None:
+                from dvclive import Live
+
+                self.live = Live(live_dir, save_dvc_exp=False, dvcyaml=None, report=None)
+            self.live.step = int(round(state.epoch or 0))
+            if self.train_loss is not None:
+                self.live.log_metric("train/loss", self.train_loss)
+            self.live.log_metric("validation/loss", float(metrics["eval_loss"]))
+            self.live.log_metric("validation/macro_f1", float(metrics["eval_macro_f1"]))
+            for name in ("agreement", "kl"):
+                if f"eval_{name}" in metrics:
+                    self.live.log_metric(f"validation/{name}", float(metrics[f"eval_{name}"]))
+            self.live.next_step()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.live is not None:
+                self.live.end()
+
+    return LiveCallback()
+
+
+def _tail_average(epochs: int, last: int):
+    from transformers import TrainerCallback
+
+    class TailAverage(TrainerCallback):
+        """Mean of the model's weights at the end of each of the last ``last`` epochs, put
+        into the model when training ends (tail averaging of iterates: Polyak and Juditsky
+        1992; Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima")."""
+
+        def __init__(self) -> None:
+            self.sum: dict[str, torch.Tensor] | None = None
+            self.count = 0
+
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            if round(state.epoch or 0) <= epochs - last:
+                return
+            weights = {k: v.detach().double().clone() for k, v in model.state_dict().items()
+                       if v.is_floating_point()}
+            if self.sum is None:
+                self.sum = weights
+            else:
+                for k, v in weights.items():
+                    self.sum[k] += v
+            self.count += 1
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if not self.count:
+                return
+            state_dict = model.state_dict()
+            with torch.no_grad():
+                for k, total in self.sum.items():
+                    state_dict[k].copy_((total / self.count).to(state_dict[k].dtype))
+
+    return TailAverage()
+
+
+def teacher_kl(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
+    """Mean KL(softmax(teacher) || softmax(student)) at T = 1, in nats; logits [n, labels]."""
+    log_p, log_q = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float64), dim=-1)
+                    for x in (teacher_logits, student_logits))
+    return float((log_p.exp() * (log_p - log_q)).sum(dim=-1).mean())
+
+
+def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: str | Path,
+          live_dir: str | None = None) -> dict[str, Any]:
+    """Train and leave the kept weights in ``model``.
+
+    ``config.select_by``: ``macro_f1``, ``agreement`` or ``kl`` keep the epoch with the best
+    validation score (macro-F1; top-1 agreement with the teacher; lowest teacher_kl), with early
+    stopping after ``early_stopping_patience`` epochs without a better one; ``average`` trains
+    every epoch (the linear schedule decays to 0) and keeps the mean weights of the last
+    ``average_last`` epochs. When ``eval_ds`` has a ``teacher_logits`` column, every evaluation
+    reports agreement and teacher_kl (needed by select_by agreement/kl: ValueError otherwise).
+    ``scratch`` holds checkpoints (shared by all DDP processes) and is removed.
+    Returns the log history, the kept epoch's validation score (None with average) and the
+    epochs run."""
+    from transformers import EarlyStoppingCallback, TrainingArguments
+
+    n_labels = model.config.num_labels
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # validation rows are evaluated in order (no shuffling), so they line up with these logits
+    eval_teacher = (np.asarray(eval_ds["teacher_logits"])
+                    if "teacher_logits" in eval_ds.column_names else None)
+    average = config.select_by == "average"
+    if config.select_by in ("agreement", "kl") and eval_teacher is None:
+        raise ValueError(f"select_by {config.select_by} needs the teacher's validation logits")
+    selection = [] if average else [
+        EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
+    if average:
+        selection.append(_tail_average(config.epochs, min(config.average_last, config.epochs)))
+
+    def compute_metrics(pred) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        out = {"macro_f1": evaluation.macro_f1(pred.label_ids, logits.argmax(-1), n_labels)}
+        if eval_teacher is not None:
+            out["agreement"] = evaluation.accuracy(eval_teacher.argmax(-1), logits.argmax(-1))
+            out["kl"] = teacher_kl(logits, eval_teacher)
+        return out
+
+    try:
+        args = TrainingArguments(
+            output_dir=str(scratch),
+            num_train_epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=max(64, config.batch_size),
+            weight_decay=config.weight_decay,
+            warmup_steps=config.warmup_ratio,  # a float < 1 is read as a share of all steps
+            lr_scheduler_type="linear",
+            eval_strategy="epoch",
+            save_strategy="no" if average else "epoch",
+            logging_strategy="epoch",
+            save_total_limit=1,
+            save_only_model=True,
+            load_best_model_at_end=not average,
+            metric_for_best_model=None if average else config.select_by,
+            greater_is_better=config.select_by != "kl",
+            seed=config.seed,
+            data_seed=config.seed,
+            report_to="none",
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            # under torchrun on CPU, gloo (NCCL needs GPUs); a single process sets none
+            ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+            disable_tqdm=False,
+        )
+        trainer = _trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            data_collator=Collator(pad_id),
+            compute_metrics=compute_metrics,
+            callbacks=[*selection, _live_callback(live_dir)],
+            temperature=config.temperature,
+            alpha=config.alpha,
+        )
+        trainer.train()
+        trainer.accelerator.wait_for_everyone()
+        return {
+            "history": trainer.state.log_history,
+            "best_metric": trainer.state.best_metric,
+            "epochs_run": trainer.state.epoch,
+            "world_size": trainer.args.world_size,
+        }
+    finally:
+        if int(os.environ.get("RANK", "0")) == 0:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,132 @@
+"""The student's side of distillation: stored teacher logits, initialisation, its own tokens.
+
+Distillation needs only the teacher's logits per text (soft_label stores them), so teacher and
+student may differ in architecture, width and tokenizer. The student starts from:
+
+- ``copy``: chosen layers of the teacher (DistilBERT-style; the teacher's tokenizer);
+- ``pretrained``: chosen layers of its own pre-trained backbone (train_student.backbone, by
+  default the packaged all-MiniLM-L6-v2) with that backbone's tokenizer and a new head;
+- ``fresh``: random weights of a smaller config of the teacher's architecture.
+
+Every split is re-tokenized with the student's (optionally trimmed) tokenizer: the student sees
+what the device will see. Unlabelled transfer texts join the training split with the label
+distillation.UNLABELLED, so they are learnt through the KD term only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pocketbert.core import model_folders
+from pocketbert.core.artifacts import read_json
+from pocketbert.core.errors import DataError
+from pocketbert.data import tokenization, vocabulary
+from pocketbert.training import modeling
+
+SPLITS = ("train", "validation", "test")
+UNLABELLED_TEXTS = "unlabelled.json"
+"soft_label's file of unlabelled transfer texts, beside unlabelled_logits.npy"
+
+
+def read_soft_labels(folder: Path, data, labels: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Teacher logits [rows, labels] per split, checked against the tokenized data's rows and
+    the labels; plus key 'unlabelled' when soft_label labelled transfer texts. Raises
+    DataError naming the file and 'dvc repro soft_label' as the fix."""
+    meta_file = folder / "meta.json"
+    if not meta_file.is_file():
+        raise DataError(f"{meta_file}: not found; run 'dvc repro soft_label'")
+    meta = read_json(meta_file)
+    if meta.get("kind") != "logits":
+        raise DataError(f"{meta_file}: soft labels must be teacher logits, found "
+                        f"{meta.get('kind')!r}; re-run 'dvc repro soft_label'")
+    if tuple(meta.get("labels", ())) != labels:
+        raise DataError(f"{meta_file}: labels {meta.get('labels')} differ from labels.json "
+                        f"{list(labels)}; re-run 'dvc repro soft_label'")
+    expected = {split: len(data[split]) for split in SPLITS}
+    if "unlabelled" in meta.get("rows", {}):
+        expected["unlabelled"] = len(read_unlabelled_texts(folder))
+    out = {}
+    for split, rows in expected.items():
+        logits = np.load(folder / f"{split}_logits.npy")
+        if logits.shape != (rows, len(labels)):
+            raise DataError(
+                f"{folder / f'{split}_logits.npy'}: shape {logits.shape} does not match the "
+                f"{split} rows {(rows, len(labels))} (rows, labels); re-run 'dvc repro soft_label'"
+            )
+        out[split] = logits
+    return out
+
+
+def read_unlabelled_texts(folder: Path) -> list[str]:
+    """The unlabelled transfer texts soft_label stored, in the row order of their logits."""
+    return list(read_json(folder / UNLABELLED_TEXTS)["texts"])
+
+
+def init_student(p, teacher, teacher_tokenizer, labels: tuple[str, ...]):
+    """The untrained student and its tokenizer (before trimming), per train_student.init.
+
+    ``p``: TrainStudentParams. Raises ModelError (a layer index out of range, a backbone
+    folder that cannot be loaded, heads that do not divide the hidden size)."""
+    if p.init == "copy":
+        return modeling.student_from_layers(teacher, p.copy_layers), teacher_tokenizer
+    if p.init == "pretrained":
+        origin = "params.yaml 'train_student.backbone'"
+        folder = model_folders.resolve(p.backbone, origin)
+        backbone = modeling.new_classifier(folder, labels, origin)
+        return modeling.keep_layers(backbone, p.copy_layers), tokenization.load_tokenizer(folder)
+    return (modeling.fresh_student(teacher, p.hidden_size, p.num_layers, p.num_heads,
+                                   p.intermediate_size, p.seed), teacher_tokenizer)
+
+
+def trim(student, tokenizer, corpus: list[str], reserve: int, max_length: int):
+    """The tokenizer trimmed to the tokens of ``corpus`` (the written train texts, in the
+    student's own tokenization) plus the vocabulary module's keep rules; the student's
+    embedding rows follow. Returns the trimmed tokenizer."""
+    corpus_ids = tokenization.encode(tokenizer, corpus, max_length)["input_ids"]
+    kept = vocabulary.kept_token_ids(tokenizer, corpus_ids, reserve)
+    vocabulary.trim_embeddings(student, kept)
+    return vocabulary.trimmed_tokenizer(tokenizer, kept)
+
+
+def cluster(student, tokenizer, corpus: list[str], reserve: int, clusters: int,
+            max_length: int, seed: int):
+    """Like ``trim``, but the tokens trimming would drop share ``clusters`` embedding rows
+    (vocabulary.cluster_rows) instead: the tokenizer stays whole (the teacher's pieces on
+    every text) and the student's word embeddings become a modeling.RemappedEmbedding.
+    Returns the tokenizer, unchanged."""
+    corpus_ids = tokenization.encode(tokenizer, corpus, max_length)["input_ids"]
+    kept = vocabulary.kept_token_ids(tokenizer, corpus_ids, reserve)
+    weight = student.get_input_embeddings().weight  # [vocab, hidden]
+    remap, rows = vocabulary.cluster_rows(weight, kept, clusters, seed)
+    modeling.install_remapped_embedding(student, remap, rows)
+    return tokenizer
+
+
+def student_splits(data, soft: dict[str, np.ndarray], tokenizer, max_length: int,
+                   unlabelled: list[str] | None = None) -> dict:
+    """Each split re-tokenized with the student's tokenizer, with a teacher_logits column.
+
+    ``unlabelled`` texts (with soft['unlabelled']) are appended to train with the label
+    distillation.UNLABELLED and augmentation 'unlabelled'."""
+    from datasets import Dataset, concatenate_datasets
+
+    from pocketbert.training.distillation import UNLABELLED
+
+    splits = {}
+    for split in SPLITS:
+        ids = tokenization.encode(tokenizer, list(data[split]["text"]), max_length)["input_ids"]
+        splits[split] = (data[split].remove_columns(["input_ids"])
+                         .add_column("input_ids", ids)
+                         .add_column("teacher_logits", soft[split].tolist()))
+    if unlabelled:
+        enc = tokenization.encode(tokenizer, unlabelled, max_length)
+        extra = Dataset.from_dict({
+            "text": unlabelled, "label": [UNLABELLED] * len(unlabelled),
+            "augmentation": ["unlabelled"] * len(unlabelled),
+            "full_length": enc["full_length"], "input_ids": enc["input_ids"],
+            "teacher_logits": soft["unlabelled"].tolist(),
+        }, features=splits["train"].features)
+        splits["train"] = concatenate_datasets([splits["train"], extra])
+    return splits
