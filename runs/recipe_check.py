@@ -403,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with reported():
         names = [n.strip() for n in args.variants.split(",") if n.strip()]
         unknown = [n for n in names if n not in VARIANTS]
-        if unknown:
+        if unknown or not names:
             raise RecipeCheckError(f"--variants: unknown {unknown}; use {list(VARIANTS)}")
         overrides = [(f"{section}.{key}", value) for (section, key), value
                      in params.parse_overrides(args.set_param, "-S").items()]
