@@ -56,10 +56,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pocketbert.apps.results import recipe_table
 from pocketbert.benchmarks import benchmarking
 from pocketbert.core import contract, evaluation, params
 from pocketbert.core.errors import PocketbertError, reported
 from pocketbert.data import dataset
+from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.training import baseline
 from runs import public_data
 
@@ -324,7 +326,9 @@ def measure(ws: Path) -> dict:
 
     test = load_from_disk(str(ws / "data/tokenize/written/dataset"))["test"]
     gold = np.asarray(test["label"])  # [n] label ids
-    teacher = np.load(ws / "data/soft_label/test_logits.npy").argmax(-1)  # [n], rows as tokenized
+    labels = dataset.read_labels(ws / "data/tokenize/written" / contract.LABELS_FILE)
+    teacher = SoftLabels.read(ws / "data/soft_label", labels, {"test": len(gold)}
+                              ).logits["test"].argmax(-1)  # [n], rows as tokenized
     max_length = params.load(ws / "params.yaml", "tokenize").max_length
     bench = params.load(ws / "params.yaml", "benchmark")
     # an int8 model predicts one text per call (onnx_runner.batch_size), as on a device
@@ -362,27 +366,8 @@ def measure(ws: Path) -> dict:
 
 
 def table(results: dict[str, dict]) -> str:
-    """Markdown table of ``measure`` results by variant."""
-    lines = ["| variant | test rows | teacher macro-F1 | baseline macro-F1 | student int8 macro-F1 "
-             "| ratio (95% CI) | gain kept (95% CI) | agreement (95% CI) "
-             "| disagreements (teacher wrong) | epochs |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    def with_ci(value: float | None, ci: tuple | None) -> str:
-        if value is None:
-            return "–"
-        if ci is None or None in ci:
-            return f"{value:.3f}"
-        return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
-
-    for name, r in results.items():
-        lines.append(
-            f"| `{name}` | {r['test_rows']} | {r['teacher_macro_f1']:.3f} | "
-            f"{with_ci(r.get('baseline_macro_f1'), None)} | "
-            f"{r['student_int8_macro_f1']:.3f} | {with_ci(r['ratio'], r['ratio_ci'])} | "
-            f"{with_ci(r.get('gain_kept'), r.get('gain_kept_ci'))} | "
-            f"{with_ci(r['agreement'], r['agreement_ci'])} | {r['disagreements']} "
-            f"({r['disagreements_where_teacher_wrong']}) | {r['epochs_run']:g} |")
-    return "\n".join(lines)
+    """Markdown table of ``measure`` results by variant (apps.results.recipe_table)."""
+    return recipe_table(results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

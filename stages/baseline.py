@@ -4,9 +4,6 @@ TF-IDF word and character n-grams with logistic regression (scikit-learn), fitte
 written train rows (the texts and labels the teacher is trained on; no augmented variants),
 one fit per baseline.c_values, the best validation macro-F1 kept. Writes the pickled pipeline
 (pocketbert.training.baseline says why pickle) with labels.json and the resolved params beside it.
-
-    python -m stages.baseline --tokenize data/tokenize/written --out models/baseline \
-        --metrics metrics/baseline.json
 """
 
 from __future__ import annotations

@@ -29,14 +29,15 @@ from threadpoolctl import threadpool_limits
 
 from pocketbert.benchmarks import benchmarking
 from pocketbert.benchmarks.benchmarking import VariantResult
-from pocketbert.core import contract, evaluation, stage
-from pocketbert.core.artifacts import atomic_path, read_json, size_mb, write_json
+from pocketbert.core import contract, evaluation, model_folders, stage
+from pocketbert.core.artifacts import atomic_path, size_mb, write_json
 from pocketbert.core.errors import DataError, ParamsError
 from pocketbert.data import dataset, tokenization
+from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.runtime import onnx_runner
 from pocketbert.training import baseline, modeling
 
-PARAMS = ("benchmark", "tokenize.max_length", "convert.variants", "export.int8", "teacher.mode")
+PARAMS = ("benchmark", "tokenize.max_length", "convert.variants", "export.int8")
 INPUTS = (
     "teacher",
     "student",
@@ -64,49 +65,13 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     results: dict[str, VariantResult] = {}
     teacher_pred: np.ndarray | None = None
     teacher_key, models = "teacher.pytorch_fp32", MODELS
-    if params.teacher.mode == "api":
+    if model_folders.is_endpoint(inputs["teacher"]):  # no weights: its stored answers are its row
         teacher_key, models = API_TEACHER, ("student",)
         results[API_TEACHER] = _api_teacher(inputs, gold, labels, b)
         teacher_pred = results[API_TEACHER].probs.argmax(-1)
-    for name in models:
-        folder = inputs[name]
-        model = modeling.load_classifier(folder, labels, origin=f"stage input {folder}").eval()
-        tok = tokenization.load_tokenizer(folder)
-        seqs = tokenization.encode(tok, texts, params.tokenize.max_length)["input_ids"]
-        n_params, pad_id = modeling.count_parameters(model), tok.pad_token_id
-        variants = [benchmarking.torch_variant(
-            f"{name}.pytorch_fp32", model, pad_id=pad_id,
-            size_mb=size_mb(folder / contract.WEIGHTS_FILE), parameters=n_params)]
-        onnx_files = {"onnx_fp32": contract.ONNX_FP32_FILE}
-        if params.export.int8:
-            onnx_files["onnx_int8"] = contract.ONNX_INT8_FILE
-        steps = _teacher_steps(inputs) if name == "teacher" else {}
-        if not steps.get("export", True):
-            onnx_files = {}  # export@teacher recorded its architecture as unsupported
-        variants += [benchmarking.onnx_variant(
-            f"{name}.{variant}", inputs[f"export_{name}"] / filename, pad_id=pad_id,
-            threads=b.threads, parameters=n_params) for variant, filename in onnx_files.items()]
-        for variant in variants:  # PyTorch first: the teacher's predictions are the reference
-            results[variant.name] = benchmarking.measure(
-                variant, seqs, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
-                ece_bins=b.ece_bins, teacher_pred=teacher_pred)
-            if variant.name == "teacher.pytorch_fp32":
-                teacher_pred = results[variant.name].probs.argmax(-1)
-                results[variant.name].scores["agreement_with_teacher"] = 1.0
-        reference = results[f"{name}.pytorch_fp32"]
-        for variant in params.convert.variants if steps.get("convert", True) else ():
-            key, path = f"{name}.coreml_{variant}", (inputs[f"convert_{name}"]
-                                                     / contract.coreml_file(variant))
-            if name not in b.coreml_models:
-                results[key] = VariantResult(key, size_mb(path), extra={"note": SIZE_ONLY_NOTE})
-                continue
-            results[key] = benchmarking.measure(
-                benchmarking.coreml_variant(key, path, labels=labels, parameters=n_params),
-                seqs, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
-                ece_bins=b.ece_bins, teacher_pred=teacher_pred)
-            benchmarking.compare_to_reference(results[key], reference.probs,
-                                              b.min_coreml_agreement)
-
+    for name in models:  # the teacher first: its PyTorch predictions are the reference
+        teacher_pred = _model_rows(results, name, params, inputs, texts, gold, labels,
+                                   teacher_pred)
     # scikit-learn's BLAS/OpenMP pools held to the same thread count as the other runtimes
     with threadpool_limits(limits=b.threads):
         results[BASELINE] = benchmarking.measure(
@@ -119,14 +84,69 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         if result.probs is not None:
             benchmarking.add_intervals(result, gold, teacher_pred, n_labels=len(labels),
                                        params=b)
+    metrics = _metrics(results, gold, params, inputs, teacher_key)
+    _write_plots(outputs["plots"], results, gold, labels, teacher_key)
+    write_json(outputs["metrics"], metrics)
+    return metrics
 
-    # the shipped student: int8 when export writes it, else fp32
+
+def _model_rows(results: dict[str, VariantResult], name: str, params: stage.Params,
+                inputs: stage.Paths, texts: list[str], gold: np.ndarray,
+                labels: tuple[str, ...], teacher_pred: np.ndarray | None) -> np.ndarray | None:
+    """Add model ``name``'s rows to ``results`` (PyTorch fp32, ONNX fp32 and int8, Core ML
+    variants); returns the teacher's predictions (set by the teacher's PyTorch row)."""
+    b = params.benchmark
+    folder = inputs[name]
+    model = modeling.load_classifier(folder, labels, origin=f"stage input {folder}").eval()
+    tok = tokenization.load_tokenizer(folder)
+    seqs = tokenization.encode(tok, texts, params.tokenize.max_length)["input_ids"]
+    n_params, pad_id = modeling.count_parameters(model), tok.pad_token_id
+    variants = [benchmarking.torch_variant(
+        f"{name}.pytorch_fp32", model, pad_id=pad_id,
+        size_mb=size_mb(folder / contract.WEIGHTS_FILE), parameters=n_params)]
+    onnx_files = {"onnx_fp32": contract.ONNX_FP32_FILE}
+    if params.export.int8:
+        onnx_files["onnx_int8"] = contract.ONNX_INT8_FILE
+    steps = _teacher_steps(inputs) if name == "teacher" else {}
+    if not steps.get("export", True):
+        onnx_files = {}  # export@teacher recorded its architecture as unsupported
+    variants += [benchmarking.onnx_variant(
+        f"{name}.{variant}", inputs[f"export_{name}"] / filename, pad_id=pad_id,
+        threads=b.threads, parameters=n_params) for variant, filename in onnx_files.items()]
+    for variant in variants:  # PyTorch first: the teacher's predictions are the reference
+        results[variant.name] = benchmarking.measure(
+            variant, seqs, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
+            ece_bins=b.ece_bins, teacher_pred=teacher_pred)
+        if variant.name == "teacher.pytorch_fp32":
+            teacher_pred = results[variant.name].probs.argmax(-1)
+            results[variant.name].scores["agreement_with_teacher"] = 1.0
+    reference = results[f"{name}.pytorch_fp32"]
+    for variant in params.convert.variants if steps.get("convert", True) else ():
+        key, path = f"{name}.coreml_{variant}", (inputs[f"convert_{name}"]
+                                                 / contract.coreml_file(variant))
+        if name not in b.coreml_models:
+            results[key] = VariantResult(key, size_mb(path), extra={"note": SIZE_ONLY_NOTE})
+            continue
+        results[key] = benchmarking.measure(
+            benchmarking.coreml_variant(key, path, labels=labels, parameters=n_params),
+            seqs, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
+            ece_bins=b.ece_bins, teacher_pred=teacher_pred)
+        benchmarking.compare_to_reference(results[key], reference.probs,
+                                          b.min_coreml_agreement)
+    return teacher_pred
+
+
+def _metrics(results: dict[str, VariantResult], gold: np.ndarray, params: stage.Params,
+             inputs: stage.Paths, teacher_key: str) -> dict:
+    """The benchmark's metrics: run settings, every variant's scores and the headline of the
+    shipped student (int8 when export writes it, else fp32) against the teacher."""
+    b = params.benchmark
     student = "student.onnx_int8" if params.export.int8 else "student.onnx_fp32"
-    metrics: dict = {"test_rows": len(texts), "threads": b.threads,
+    metrics: dict = {"test_rows": len(gold), "threads": b.threads,
                      "confidence_level": b.confidence_level,
                      "bootstrap_resamples": b.bootstrap_resamples,
                      **onnx_runner.cpu_features()}  # the int8 kernels onnxruntime picked
-    if params.teacher.mode != "api":  # false: that step's variants are absent
+    if teacher_key != API_TEACHER:  # false: that step's variants are absent
         metrics.update({f"teacher.{step}_supported": supported
                         for step, supported in _teacher_steps(inputs).items()})
     for key, result in results.items():
@@ -134,8 +154,6 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     metrics.update(evaluation.flatten("headline", benchmarking.headline(
         results, gold, student=student, teacher=teacher_key, params=b,
         baseline=BASELINE if BASELINE in results else None)))
-    _write_plots(outputs["plots"], results, gold, labels, teacher_key)
-    write_json(outputs["metrics"], metrics)
     return metrics
 
 
@@ -174,14 +192,12 @@ def _api_teacher(inputs: stage.Paths, gold: np.ndarray, labels: tuple[str, ...],
     if "soft_label" not in inputs:
         raise ParamsError("teacher.mode api: the benchmark reads the API's test answers from "
                           "the soft labels; pass --soft-label FOLDER (dvc.yaml's cmd does)")
-    folder = inputs["soft_label"]
-    meta_file, logits_file = folder / "meta.json", folder / "test_logits.npy"
-    usable = meta_file.is_file() and logits_file.is_file() and \
-        tuple(read_json(meta_file).get("labels", ())) == labels
-    logits = np.load(logits_file) if usable else None  # [test rows, labels] float32
-    if logits is None or logits.shape != (len(gold), len(labels)):
-        raise DataError(f"{folder}: no stored test answers of the API for these {len(gold)} "
-                        f"test rows and labels {list(labels)}; run 'dvc repro soft_label'")
+    try:
+        logits = SoftLabels.read(inputs["soft_label"], labels,
+                                 {"test": len(gold)}).logits["test"]  # [test rows, labels]
+    except DataError as exc:
+        raise DataError(f"no stored test answers of the API for these {len(gold)} test rows "
+                        f"and labels {list(labels)}: {exc}") from None
     variant = benchmarking.Variant(API_TEACHER, None, None, lambda i: logits[i], timed=False,
                                    measured_by="API's answers (stored soft labels)")
     result = benchmarking.measure(variant, range(len(gold)), gold, labels=labels, warmup=0,

@@ -1,12 +1,10 @@
 """convert: write a model as Core ML ML programs (fp16, fp32, int8, palettized) from PyTorch.
 
-Run per model (dvc foreach: teacher, student): ``python -m stages.convert --model models/student
---tokenize data/tokenize/written --out models/convert/student --metrics
-metrics/convert_student.json``. Each variant is saved, read back and checked: one int32 input
-``input_ids`` of the enumerated lengths (convert.buckets) or of 1..max_length (convert.shapes
-range), classLabel + classLabel_probs outputs, the labels and the metadata (labels, max_length,
-buckets, lowercasing, special token ids). Every variant is then run by the reference executor
-(pocketbert.export.mil_executor) on the tokenizer edge cases and the first
+Run per model (dvc.yaml foreach: teacher, student; paths and command there). Each variant is saved,
+read back and checked: one int32 input ``input_ids`` of the enumerated lengths (convert.buckets) or
+of 1..max_length (convert.shapes range), classLabel + classLabel_probs outputs, the labels and the
+metadata (labels, max_length, buckets, lowercasing, special token ids). Every variant is then run by
+the reference executor (pocketbert.export.mil_executor) on the tokenizer edge cases and the first
 convert.bucket_check_texts texts of the test split, each text padded to every bucket that holds it,
 against the unpadded PyTorch model (``<variant>.bucket_*`` metrics); a NaN or infinite probability
 fails the stage. A model of more than convert.bucket_check_max_parameters parameters skips that

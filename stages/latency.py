@@ -6,10 +6,6 @@ fewer-heads probe), times them interleaved on the test sentences, one text per c
 benchmark.threads threads, and scores each against fp32: top-1 agreement and test macro-F1
 (judged against fp32's bootstrap interval). The latency candidates table of docs/experiments.md
 is generated from the metrics; the plot ranks the candidates by p50.
-
-    python -m stages.latency --export models/export/student --model models/student \
-        --tokenize data/tokenize/written --metrics metrics/latency.json \
-        --plots metrics/latency_plots
 """
 
 from __future__ import annotations

@@ -12,19 +12,19 @@ teacher.api_url is asked for the validation and test texts (answers cached in --
 DVC), which checks that it answers every label by name, and its accuracy and macro-F1 are
 recorded with the call counters; the output folder holds endpoint.json (URL, fields, labels;
 never the headers).
-
-    python -m stages.teacher --tokenize data/tokenize/written --out models/teacher \
-        --metrics metrics/teacher.json [--api-cache .cache/pocketbert/api]
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from pocketbert.core import evaluation, model_folders, stage
+from pocketbert.core import contract, evaluation, model_folders, stage
 from pocketbert.core.artifacts import atomic_path, size_mb, write_json
 from pocketbert.data import dataset, tokenization
+from pocketbert.teachers import api
+from pocketbert.teachers import teacher as teachers
 from pocketbert.training import modeling
 
 PARAMS = ("teacher",)
@@ -34,16 +34,37 @@ OPTIONS = ("api_cache",)
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
-    if params.teacher.mode == "api":
-        return _run_api(params.teacher, inputs, outputs)
+    p = params.teacher
+    labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
+    data = tokenization.load(inputs["tokenize"])
+    splits = ("validation", "test")
+    with atomic_path(outputs["out"], directory=True) as tmp:  # no folder if scoring fails
+        teacher, metrics = _build(p, data, labels, inputs, tmp, outputs["out"])
+        logits = teacher.logits({split: teachers.Texts(list(data[split]["text"]),
+                                                       data[split]["input_ids"])
+                                 for split in splits})
+    for split in splits:
+        metrics.update(evaluation.report(logits[split], data[split]["label"], labels, split))
+    metrics.update(teacher.metrics())
+    if teacher.model is not None:
+        metrics["parameters"] = modeling.count_parameters(teacher.model)
+        metrics["size_mb"] = size_mb(outputs["out"] / contract.WEIGHTS_FILE)
+    write_json(outputs["metrics"], metrics)
+    return metrics
+
+
+def _build(p, data, labels: tuple[str, ...], inputs: stage.Paths, tmp: Path,
+           out: Path) -> tuple[teachers.Teacher, dict]:
+    """Write the teacher into ``tmp`` (renamed to ``out`` on success): the fine-tuned or given
+    classifier folder, or the endpoint's endpoint.json; the teacher and its build metrics."""
+    if p.mode == "api":
+        api.write_endpoint(tmp, p, labels)
+        return teachers.ApiTeacher(tmp, labels, params=p,
+                                   cache=api.cache_folder(inputs)), {}
     from transformers import set_seed
 
-    from pocketbert.runtime import torch_runner
     from pocketbert.training import distillation
 
-    p = params.teacher
-    labels = dataset.read_labels(inputs["tokenize"] / "labels.json")
-    data = tokenization.load(inputs["tokenize"])
     tokenizer = tokenization.load_tokenizer(inputs["tokenize"] / "tokenizer")
     folder = model_folders.resolve(p.model)
     set_seed(p.seed)
@@ -59,41 +80,10 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         metrics["train_rows"] = len(data["train"])
         result = distillation.train(
             model, data["train"], data["validation"], distillation.TrainConfig.of(p),
-            tokenizer.pad_token_id, scratch=outputs["out"].with_name(".teacher.trainer"))
+            tokenizer.pad_token_id, scratch=out.with_name(".teacher.trainer"))
         metrics["epochs_run"] = result["epochs_run"]
-    for split in ("validation", "test"):
-        logits, _ = torch_runner.predict_logits(model, data[split]["input_ids"], 64,
-                                             tokenizer.pad_token_id, desc=f"teacher {split}")
-        metrics.update(evaluation.report(logits, data[split]["label"], labels, split))
-    with atomic_path(outputs["out"], directory=True) as tmp:
-        modeling.save_classifier(tmp, model.cpu(), tokenizer, labels, "teacher", p)
-    metrics["parameters"] = modeling.count_parameters(model)
-    metrics["size_mb"] = size_mb(outputs["out"] / "model.safetensors")
-    write_json(outputs["metrics"], metrics)
-    return metrics
-
-
-def _run_api(p, inputs: stage.Paths, outputs: stage.Paths) -> dict:
-    """mode api: the endpoint's scores of the validation and test texts, and endpoint.json."""
-    from pocketbert.teachers import api
-
-    cache = api.cache_folder(inputs)
-    labels = dataset.read_labels(inputs["tokenize"] / "labels.json")
-    data = tokenization.load(inputs["tokenize"])
-    splits = ("validation", "test")
-    texts = [text for split in splits for text in data[split]["text"]]
-    logits, stats = api.teacher_logits(texts, labels, p, cache)  # [texts, labels]
-    metrics: dict = {}
-    start = 0
-    for split in splits:
-        end = start + len(data[split])
-        metrics.update(evaluation.report(logits[start:end], data[split]["label"], labels, split))
-        start = end
-    metrics.update(stats.metrics())
-    with atomic_path(outputs["out"], directory=True) as tmp:
-        api.write_endpoint(tmp, p, labels)
-    write_json(outputs["metrics"], metrics)
-    return metrics
+    modeling.save_classifier(tmp, model.cpu(), tokenizer, labels, "teacher", p)
+    return teachers.LocalTeacher(model, tokenizer, labels, batch_size=64), metrics
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -26,11 +26,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     from datasets import DatasetDict
 
     p = params.tokenize
-    if params.teacher.mode == "api":
-        folder = model_folders.resolve(params.train_student.backbone,
-                                     "params.yaml 'train_student.backbone'")
-    else:
-        folder = model_folders.resolve(params.teacher.model)
+    folder = model_folders.tokenizer_folder(params.teacher, params.train_student.backbone)
     tokenizer = tokenization.load_tokenizer(folder)
     labels = dataset.read_labels(inputs["split"] / contract.LABELS_FILE)
     train = dataset.read_examples(inputs["augment"] / "train.csv")

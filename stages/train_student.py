@@ -10,10 +10,6 @@ train_student.select_by: the mean of the last average_last epochs (default), or 
 best validation macro-F1, agreement or KL with early stopping; curves (with validation agreement and
 KL) go to dvclive. The same command runs under ``torchrun --nproc_per_node N -m stages.train_student
 ...`` (DDP).
-
-    python -m stages.train_student --teacher models/teacher --tokenize data/tokenize/written \
-        --augmented data/tokenize/augmented --soft-label data/soft_label --out models/student \
-        --metrics metrics/train_student.json --curves metrics/train_student_curves
 """
 
 from __future__ import annotations
@@ -21,50 +17,77 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pocketbert.core import evaluation, stage
+from pocketbert.core import contract, evaluation, stage
 from pocketbert.core.artifacts import atomic_path, size_mb, write_json
-from pocketbert.core.errors import ParamsError
 from pocketbert.data import dataset, tokenization, vocabulary
+from pocketbert.teachers import teacher as teachers
 from pocketbert.training import modeling, student
 
-PARAMS = ("train_student", "tokenize.max_length", "teacher.mode")
+PARAMS = ("train_student", "tokenize.max_length")
 INPUTS = ("teacher", "tokenize", "augmented", "soft_label")
 OUTPUTS = ("out", "metrics", "curves")
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
-    from transformers import set_seed
-
-    from pocketbert.runtime import torch_runner
     from pocketbert.training import distillation
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     p, max_length = params.train_student, params.tokenize.max_length
-    api = params.teacher.mode == "api"
-    if api and p.init != "pretrained":
-        raise ParamsError(
-            f"params.yaml: 'train_student.init' is {p.init!r}, but teacher.mode api has no "
-            "teacher weights or config to copy; set train_student.init: pretrained (layers of "
-            "train_student.backbone, with its own tokenizer)")
-    labels = dataset.read_labels(inputs["tokenize"] / "labels.json")
+    labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
     data = tokenization.load(inputs["tokenize"], inputs["augmented"])
-    soft = student.read_soft_labels(inputs["soft_label"], data, labels)
-    unlabelled = (student.read_unlabelled_texts(inputs["soft_label"]) if "unlabelled" in soft
-                  else None)
-    teacher_dir = inputs["teacher"]
-    teacher = teacher_tokenizer = None  # teacher.mode api: only endpoint.json in teacher_dir
-    metrics: dict = {}
-    if not api:
-        teacher = modeling.load_classifier(teacher_dir, labels,
-                                           origin=f"stage input {teacher_dir}")
-        teacher_tokenizer = tokenization.load_tokenizer(teacher_dir)
-        metrics["teacher.vocab_size"] = len(teacher_tokenizer)
+    stored = student.read_soft_labels(inputs["soft_label"], data, labels)
+    teacher = teachers.load(inputs["teacher"], labels)  # an endpoint: no weights to copy
+    model, tokenizer, metrics = _student(p, teacher, labels, data, max_length)
+    metrics["train.unlabelled_rows"] = len(stored.unlabelled_texts or ())
+    # The student sees what the device will see: every split re-tokenized with its own
+    # tokenizer (identical pieces on the training corpus, [UNK] or spelled-out pieces elsewhere).
+    splits = student.student_splits(data, stored.logits, tokenizer, max_length,
+                                    stored.unlabelled_texts)
+    metrics.update({f"{split}.unk_tokens": sum(row.count(tokenizer.unk_token_id)
+                                               for row in splits[split]["input_ids"])
+                    for split in ("validation", "test")})
+    curves = outputs["out"].with_name(".train_student.curves")  # dvclive's, moved in below
+    shutil.rmtree(curves, ignore_errors=True)
+    result = distillation.train(
+        model, splits["train"], splits["validation"], distillation.TrainConfig.of(p),
+        tokenizer.pad_token_id, scratch=outputs["out"].with_name(".train_student.trainer"),
+        live_dir=str(curves) if main_process else None)
+    if not main_process:
+        return {}
+    metrics.update({"epochs_run": result["epochs_run"], "world_size": result["world_size"]})
+    metrics.update(_scores(model, tokenizer, splits, stored.logits, labels))
+    model = model.cpu()
+    with atomic_path(outputs["out"], directory=True) as tmp:
+        modeling.save_classifier(tmp, model, tokenizer, labels, "train_student", p)
+        vocabulary.write_vocab_txt(tokenizer, tmp / contract.VOCAB_FILE)
+    with atomic_path(outputs["curves"], directory=True) as tmp:
+        if curves.is_dir():
+            shutil.copytree(curves, tmp, dirs_exist_ok=True)
+    shutil.rmtree(curves, ignore_errors=True)
+    metrics.update(_sizes(model, outputs["out"], teacher))
+    metrics["macro_f1_ratio"] = metrics["student.test.macro_f1"] / metrics["teacher.test.macro_f1"]
+    write_json(outputs["metrics"], metrics)
+    return metrics
+
+
+def _student(p, teacher: teachers.Teacher, labels: tuple[str, ...], data,
+             max_length: int) -> tuple[Any, Any, dict]:
+    """The untrained student per train_student.init and its tokenizer, trimmed or clustered
+    per train_student.trim_vocab / vocab_clusters, and the vocabulary metrics; every random
+    draw of the run is seeded here (train_student.seed)."""
+    from transformers import set_seed
+
     set_seed(p.seed)
-    model, tokenizer = student.init_student(p, teacher, teacher_tokenizer, labels)
+    metrics: dict = {}
+    if teacher.tokenizer is not None:
+        metrics["teacher.vocab_size"] = len(teacher.tokenizer)
+    model, tokenizer = student.init_student(p, teacher.model, teacher.tokenizer, labels)
     metrics["student.backbone_vocab_size"] = len(tokenizer)
     if p.trim_vocab:
         written_train = [t for t, a in zip(data["train"]["text"], data["train"]["augmentation"],
@@ -77,60 +100,35 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                                      max_length)
     metrics["student.vocab_size"] = len(tokenizer)
     metrics["student.embedding_rows"] = model.get_input_embeddings().weight.shape[0]
-    metrics["train.unlabelled_rows"] = len(unlabelled or ())
+    return model, tokenizer, metrics
 
-    # The student sees what the device will see: every split re-tokenized with its own
-    # tokenizer (identical pieces on the training corpus, [UNK] or spelled-out pieces elsewhere).
-    splits = student.student_splits(data, soft, tokenizer, max_length, unlabelled)
-    unk = tokenizer.unk_token_id
-    for split in ("validation", "test"):
-        n_unk = sum(row.count(unk) for row in splits[split]["input_ids"])
-        metrics[f"{split}.unk_tokens"] = n_unk
 
-    curves = outputs["out"].with_name(".train_student.curves")
-    shutil.rmtree(curves, ignore_errors=True)
-    result = distillation.train(
-        model, splits["train"], splits["validation"], distillation.TrainConfig.of(p),
-        tokenizer.pad_token_id, scratch=outputs["out"].with_name(".train_student.trainer"),
-        live_dir=str(curves) if main_process else None)
-    if not main_process:
-        return {}
-    metrics["epochs_run"] = result["epochs_run"]
-    metrics["world_size"] = result["world_size"]
+def _scores(model, tokenizer, splits, soft: Mapping[str, np.ndarray],
+            labels: tuple[str, ...]) -> dict:
+    """Student and teacher (its stored logits) scores on validation and test, the student's
+    with its agreement with the teacher."""
+    from pocketbert.runtime import torch_runner
+
+    metrics: dict = {}
     for split in ("validation", "test"):
         logits, _ = torch_runner.predict_logits(model, splits[split]["input_ids"], 64,
-                                             tokenizer.pad_token_id, desc=f"student {split}")
-        metrics.update(evaluation.report(logits, np.asarray(splits[split]["label"]), labels,
-                                         f"student.{split}", reference_logits=soft[split]))
-        metrics.update(evaluation.report(soft[split], np.asarray(splits[split]["label"]), labels,
-                                         f"teacher.{split}"))
-    model = model.cpu()
-    with atomic_path(outputs["out"], directory=True) as tmp:
-        modeling.save_classifier(tmp, model, tokenizer, labels, "train_student", p)
-        vocabulary.write_vocab_txt(tokenizer, tmp / "vocab.txt")
-    with atomic_path(outputs["curves"], directory=True) as tmp:
-        if curves.is_dir():
-            shutil.copytree(curves, tmp, dirs_exist_ok=True)
-            shutil.rmtree(curves)
-    s_params = modeling.count_parameters(model)
-    s_size = size_mb(outputs["out"] / "model.safetensors")
-    if teacher is None:  # an API teacher has no parameters or file size to compare with
-        metrics.update({"student.parameters": s_params, "student.size_mb": s_size})
-    else:
-        t_params = modeling.count_parameters(teacher)
-        t_size = size_mb(teacher_dir / "model.safetensors")
-        metrics.update({
-            "student.parameters": s_params,
-            "teacher.parameters": t_params,
-            "parameter_ratio": s_params / t_params,
-            "student.size_mb": s_size,
-            "teacher.size_mb": t_size,
-            "size_ratio": s_size / t_size,
-        })
-    metrics["macro_f1_ratio"] = (metrics["student.test.macro_f1"]
-                                 / metrics["teacher.test.macro_f1"])
-    write_json(outputs["metrics"], metrics)
+                                                tokenizer.pad_token_id, desc=f"student {split}")
+        gold = np.asarray(splits[split]["label"])
+        metrics.update(evaluation.report(logits, gold, labels, f"student.{split}",
+                                         reference_logits=soft[split]))
+        metrics.update(evaluation.report(soft[split], gold, labels, f"teacher.{split}"))
     return metrics
+
+
+def _sizes(model, out: Path, teacher: teachers.Teacher) -> dict:
+    """Parameters and file sizes of the student and, where it has weights, of the teacher."""
+    s_params, s_size = modeling.count_parameters(model), size_mb(out / contract.WEIGHTS_FILE)
+    if teacher.model is None:  # an endpoint has no parameters or file size to compare with
+        return {"student.parameters": s_params, "student.size_mb": s_size}
+    t_params = modeling.count_parameters(teacher.model)
+    return {"student.parameters": s_params, "teacher.parameters": t_params,
+            "parameter_ratio": s_params / t_params, "student.size_mb": s_size,
+            "teacher.size_mb": teacher.size_mb, "size_ratio": s_size / teacher.size_mb}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

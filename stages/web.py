@@ -3,9 +3,6 @@
 One page (web/index.html, web/app.js) with its libraries (tokenizers.js, onnxruntime-web's
 WebAssembly build, from web/node_modules as locked in web/package-lock.json), the int8 student
 ONNX model, its tokenizer files and labels. Serve the folder with `make web`.
-
-    python -m stages.web --model models/export/student --page web --out models/web \
-        --metrics metrics/web.json
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pocketbert.apps import web
-from pocketbert.core import stage
+from pocketbert.core import contract, stage
 from pocketbert.core.artifacts import atomic_path, write_json
 from pocketbert.data import dataset
 
@@ -25,7 +22,7 @@ OUTPUTS = ("out", "metrics")
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
-    labels = dataset.read_labels(inputs["model"] / "labels.json")
+    labels = dataset.read_labels(inputs["model"] / contract.LABELS_FILE)
     with atomic_path(outputs["out"], directory=True) as tmp:
         files = web.build(inputs["model"], labels, params.tokenize.max_length, tmp,
                           page_dir=inputs["page"])

@@ -163,7 +163,10 @@ def test_results_table_prints_intervals_beside_the_point_and_the_baseline_row() 
 
 MARKDOWN = tuple(dict.fromkeys(name for name, _, _ in results.BLOCKS))
 "README.md and the docs files that hold generated blocks"
-GENERATED_FROM = (*MARKDOWN, "metrics/benchmark.json", "metrics/latency.json", "params.yaml")
+PUBLIC_RUNS = tuple(str(p.relative_to(ROOT)) for p in
+                    sorted((ROOT / results.PUBLIC_RUNS).glob("*.json")))
+GENERATED_FROM = (*MARKDOWN, "metrics/benchmark.json", "metrics/latency.json", "params.yaml",
+                  *PUBLIC_RUNS)
 "README, the docs with generated blocks, and the files their generated tables are made from"
 
 
@@ -210,7 +213,9 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
     readme = files / "README.md"
     metrics = json.loads((files / "metrics" / "benchmark.json").read_text(encoding="utf-8"))
     latency = json.loads((files / "metrics" / "latency.json").read_text(encoding="utf-8"))
+    public = results.read_runs(files / results.PUBLIC_RUNS)
     expected = {results.START: (results.results_table(metrics), "results"),
+                results.PUBLIC_START: (results.public_table(public), "public sets"),
                 results.PARAMS_START: (results.params_table(files / "params.yaml"), "params"),
                 results.LATENCY_START: (results.latency_table(latency), "latency candidates")}
     assert set(expected) == {start for _, start, _ in results.BLOCKS}
@@ -218,7 +223,7 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
         body, what = expected[start]
         assert results.readme_table(results.block_file(readme, name), start, end) == body, (
             f"the {what} table in {name} is stale: run `make results`")
-    assert results.readme_is_current(readme, metrics, files / "params.yaml", latency)
+    assert results.readme_is_current(readme, metrics, files / "params.yaml", latency, public)
 
 
 def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
@@ -229,7 +234,8 @@ def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
     args = ["results", "--readme", str(files / "README.md"),
             "--metrics", str(files / "metrics" / "benchmark.json"),
             "--latency", str(files / "metrics" / "latency.json"),
-            "--params", str(files / "params.yaml"), "--check"]
+            "--params", str(files / "params.yaml"),
+            "--public-runs", str(files / results.PUBLIC_RUNS), "--check"]
     assert cli.main(args) == 0
     metrics_file = files / "metrics" / "benchmark.json"
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))

@@ -172,3 +172,42 @@ def test_core_imports_no_torch():
             (n.module or "").split(".")[0] for n in _runtime_nodes(tree)
             if isinstance(n, ast.ImportFrom) and not n.level}
         assert not heavy & {"torch", "transformers", "onnxruntime", "coremltools"}, path
+
+
+def _declared_file_names() -> dict[str, str]:
+    """Artifact file name -> the module that declares it (the one place it may be written)."""
+    from pocketbert.core import contract, model_folders
+    from pocketbert.data import soft_labels
+
+    names = {}
+    for module in (contract, soft_labels, model_folders):
+        for key, value in vars(module).items():
+            if key.endswith("_FILE") and isinstance(value, str):
+                names[value] = module.__file__
+    return names
+
+
+def _string_constants(tree: ast.AST):
+    """(line, value) of every string constant that is not a docstring."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and id(node) not in docstrings):
+            yield node.lineno, node.value
+
+
+def test_artifact_file_names_are_written_only_where_declared():
+    # a file name spelled out twice can drift: a writer and a reader then disagree
+    declared = _declared_file_names()
+    assert {"model.safetensors", "labels.json", "model.int8.onnx", "meta.json",
+            "endpoint.json"} <= set(declared)
+    found = []
+    for path in [*PACKAGES["pocketbert"].rglob("*.py"), *PACKAGES["stages"].glob("*.py")]:
+        for line, value in _string_constants(ast.parse(path.read_text(encoding="utf-8"))):
+            owner = declared.get(value)
+            if owner is not None and Path(owner).resolve() != path.resolve():
+                found.append(f"{path.relative_to(ROOT)}:{line}: {value!r}")
+    assert not found, "use the declaring module's constant:\n" + "\n".join(found)

@@ -80,7 +80,7 @@ def test_average_keeps_the_mean_of_the_last_epochs_weights(tmp_path, monkeypatch
             seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
     # the curves callback is replaced by one that records the weights at every epoch's end
-    monkeypatch.setattr(distillation, "_live_callback", lambda live_dir: Record())
+    monkeypatch.setattr(distillation, "LiveCallback", lambda live_dir: Record())
     model = _tiny_model()
     result = distillation.train(model, _rows(48, 1), _rows(24, 2),
                                 _config(epochs=4, select_by="average", average_last=2),

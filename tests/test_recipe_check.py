@@ -21,6 +21,7 @@ from conftest import (
 
 from pocketbert.core import evaluation
 from pocketbert.data import dataset
+from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.training import baseline
 from runs import recipe_check
 
@@ -148,7 +149,8 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     teacher_pred = student.copy()
     teacher_pred[0] = (teacher_pred[0] + 1) % len(LABELS)
     (ws / "data/soft_label").mkdir(parents=True)
-    np.save(ws / "data/soft_label/test_logits.npy", np.eye(len(LABELS))[teacher_pred] * 5.0)
+    SoftLabels(tuple(LABELS), {"test": np.eye(len(LABELS), dtype=np.float32)[teacher_pred] * 5}
+               ).write(ws / "data/soft_label")
 
     got = recipe_check.measure(ws)
     gold = np.array([LABELS.index(r.label) for r in rows["test"]])
@@ -184,4 +186,4 @@ def test_table_lists_every_variant_with_intervals() -> None:
     lines = recipe_check.table({"default": row, "small": row}).splitlines()
     assert len(lines) == 4
     assert lines[3] == ("| `small` | 212 | 0.976 | 0.900 | 0.967 | 0.990 (0.970–1.010) | "
-                        "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | 4 (3) | 6 |")
+                        "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | 4 (3) | 6 | – |")

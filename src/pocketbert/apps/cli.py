@@ -362,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--readme", default="README.md", metavar="PATH")
     t.add_argument("--params", default="params.yaml", metavar="PATH",
                    help="the params file whose values the params table shows")
+    t.add_argument("--public-runs", default="metrics/runs/public", metavar="FOLDER",
+                   help="recipe-check result files of the public sets (README's public-sets "
+                        "table; left alone when the folder is absent)")
     t.add_argument("--check", action="store_true",
                    help="exit 1 if a generated table is stale, change nothing")
     t.set_defaults(handler=results_command)
@@ -388,13 +391,15 @@ def results_command(args: argparse.Namespace) -> int:
     latency_file = Path(args.latency)
     latency = (json.loads(latency_file.read_text(encoding="utf-8"))
                if latency_file.is_file() else None)
+    public = (results.read_runs(args.public_runs) if Path(args.public_runs).is_dir()
+              else None)
     readme = Path(args.readme)
     try:
         if args.check:
-            same = results.readme_is_current(readme, metrics, args.params, latency)
+            same = results.readme_is_current(readme, metrics, args.params, latency, public)
             print(f"{readme}: generated tables are {'up to date' if same else 'stale'}")
             return 0 if same else 1
-        changed = results.update_readme(readme, metrics, args.params, latency)
+        changed = results.update_readme(readme, metrics, args.params, latency, public)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     print(f"{readme}: generated tables {'updated' if changed else 'already up to date'}")

@@ -3,7 +3,9 @@ diffs between revisions."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,16 +190,76 @@ def latency_table(latency: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RECIPE_HEADER = ("| set | test rows | teacher macro-F1 | TF-IDF macro-F1 | student int8 macro-F1 "
+                 "| ratio (95% CI) | gain kept (95% CI) | agreement (95% CI) "
+                 "| disagreements (teacher wrong) | epochs | wall time |\n"
+                 "|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def _with_ci(value: float | None, ci: Sequence | None = None) -> str:
+    if value is None:
+        return "–"
+    if ci is None or None in ci:
+        return f"{value:.3f}"
+    return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
+
+
+def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) -> str:
+    """Markdown table of the recipe check's results (runs.recipe_check.measure, by variant):
+    teacher, TF-IDF baseline and int8 student macro-F1, the ratio, the gain kept and the
+    agreement with their intervals, disagreements, epochs and the variant's wall time.
+    ``names``: what the first column shows per key (default: the key in backticks)."""
+    lines = [RECIPE_HEADER]
+    for name, r in results.items():
+        seconds = r.get("seconds")
+        lines.append(
+            f"| {(names or {}).get(name, f'`{name}`')} | {r['test_rows']} | "
+            f"{r['teacher_macro_f1']:.3f} | {_with_ci(r.get('baseline_macro_f1'))} | "
+            f"{r['student_int8_macro_f1']:.3f} | "
+            f"{_with_ci(r['ratio'], r['ratio_ci'])} | "
+            f"{_with_ci(r.get('gain_kept'), r.get('gain_kept_ci'))} | "
+            f"{_with_ci(r['agreement'], r['agreement_ci'])} | {r['disagreements']} "
+            f"({r['disagreements_where_teacher_wrong']}) | {r['epochs_run']:g} | "
+            f"{'–' if seconds is None else f'{seconds / 60:.0f} min'} |")
+    return "\n".join(lines)
+
+
+PUBLIC_START, PUBLIC_END = "<!-- public:start -->", "<!-- public:end -->"
+PUBLIC_RUNS = "metrics/runs/public"
+"the committed recipe-check results on the public sets, one JSON file per run"
+
+
+def read_runs(folder: str | Path) -> dict[str, dict]:
+    """The recipe-check result files (``--out`` JSON) in ``folder``, by file stem, sorted."""
+    return {path.stem: json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted(Path(folder).glob("*.json"))}
+
+
+def public_table(runs: dict[str, dict]) -> str:
+    """README's table of the public sets: every variant of every run file (``read_runs``),
+    with the params the run overrode (its schedule) under the table."""
+    rows, names, notes = {}, {}, []
+    for stem, run in runs.items():
+        overrides = ", ".join(f"`{k}={v}`" for k, v in run.get("overrides", {}).items())
+        notes.append(f"`{PUBLIC_RUNS}/{stem}.json`: "
+                     f"{'the committed params' if not overrides else 'overrides ' + overrides}")
+        for name, r in run["variants"].items():
+            rows[f"{stem}/{name}"], names[f"{stem}/{name}"] = r, f"`{name}` ({stem})"
+    return recipe_table(rows, names) + "\n\n" + "; ".join(notes) + "."
+
+
 README = "README.md"
 "the file every other generated block's path is relative to (its folder is the checkout root)"
 
 BLOCKS = (
     (README, START, END),
+    (README, PUBLIC_START, PUBLIC_END),
     ("docs/experiments.md", LATENCY_START, LATENCY_END),
     ("docs/reference.md", PARAMS_START, PARAMS_END),
 )
 """Every generated block: the markdown file that holds it (relative to the checkout root) and
-its start and end markers. The latency block is rewritten only when latency metrics are given."""
+its start and end markers. The latency block is rewritten only when latency metrics are given,
+the public-sets block only when run files are given."""
 
 
 def block_file(readme: str | Path, name: str) -> Path:
@@ -208,14 +270,17 @@ def block_file(readme: str | Path, name: str) -> Path:
 
 
 def _blocks(metrics: dict[str, Any], params_file: str | Path,
-            latency: dict[str, Any] | None = None) -> dict[tuple[str, str, str], str]:
+            latency: dict[str, Any] | None = None,
+            public: dict[str, dict] | None = None) -> dict[tuple[str, str, str], str]:
     """The body of each block of BLOCKS, keyed by (file, start, end); the latency block only
-    with ``latency``."""
+    with ``latency``, the public-sets block only with ``public`` (read_runs)."""
     bodies = {START: lambda: results_table(metrics),
+              PUBLIC_START: lambda: public_table(public),
               PARAMS_START: lambda: params_table(params_file),
               LATENCY_START: lambda: latency_table(latency)}
+    optional = {LATENCY_START: latency, PUBLIC_START: public}
     return {(name, start, end): bodies[start]() for name, start, end in BLOCKS
-            if start != LATENCY_START or latency is not None}
+            if start not in optional or optional[start] is not None}
 
 
 def _read(path: Path, start: str, end: str) -> str:
@@ -229,14 +294,15 @@ def _read(path: Path, start: str, end: str) -> str:
 
 def update_readme(readme: Path, metrics: dict[str, Any],
                   params_file: str | Path = "params.yaml",
-                  latency: dict[str, Any] | None = None) -> bool:
+                  latency: dict[str, Any] | None = None,
+                  public: dict[str, dict] | None = None) -> bool:
     """Replace the generated blocks of BLOCKS (results in README, the latency candidates in
     docs/experiments.md given ``latency``, metrics/latency.json, and params in
     docs/reference.md; each file found from ``readme``'s folder); True when a file changed.
     Raises ValueError when a file or a block's markers are missing, before any file is
     written."""
     texts: dict[Path, tuple[str, str]] = {}  # path: (as read, as rewritten)
-    for (name, start, end), body in _blocks(metrics, params_file, latency).items():
+    for (name, start, end), body in _blocks(metrics, params_file, latency, public).items():
         path = block_file(readme, name)
         old, new = texts.get(path) or (_read(path, start, end),) * 2
         if start not in new or end not in new:
@@ -260,12 +326,13 @@ def readme_table(readme: Path, start: str = START, end: str = END) -> str:
 
 def readme_is_current(readme: Path, metrics: dict[str, Any],
                       params_file: str | Path = "params.yaml",
-                      latency: dict[str, Any] | None = None) -> bool:
+                      latency: dict[str, Any] | None = None,
+                      public: dict[str, dict] | None = None) -> bool:
     """True when every generated block of BLOCKS (found from ``readme``'s folder) equals what
     ``metrics``, ``params_file`` and ``latency`` give. Raises ValueError when a file or a
     block's markers are missing."""
     return all(readme_table(block_file(readme, name), s, e) == body
-               for (name, s, e), body in _blocks(metrics, params_file, latency).items())
+               for (name, s, e), body in _blocks(metrics, params_file, latency, public).items())
 
 
 def diff_markdown(a_rev: str, b_rev: str | None = None, cwd: str | Path = ".") -> str:

@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from pocketbert.core import contract
 from pocketbert.core.artifacts import write_json
 from pocketbert.core.errors import ModelError, PocketbertError
 
@@ -32,7 +33,7 @@ VENDOR_FILES = {
     "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs": "ort-wasm-simd-threaded.mjs",
     "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm": "ort-wasm-simd-threaded.wasm",
 }
-MODEL_FILES = ("model.int8.onnx", "tokenizer.json", "tokenizer_config.json")
+MODEL_FILES = (contract.ONNX_INT8_FILE, "tokenizer.json", "tokenizer_config.json")
 PAGE_DISABLED_OPTIMIZERS: tuple[str, ...] = ()
 """onnxruntime graph optimizers the page's session turns off: none. app.js creates it with
 onnxruntime-web's defaults (level all), so it fuses Add + LayerNormalization into

@@ -16,8 +16,9 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from pocketbert.core import contract
 from pocketbert.core.errors import ModelError
-from pocketbert.core.params import PACKAGED_BACKBONE, PACKAGED_MPNET
+from pocketbert.core.params import PACKAGED_BACKBONE, PACKAGED_MPNET, TeacherParams
 
 ORIGIN = "params.yaml 'teacher.model'"
 "what names a model folder by default; a stage input says 'dvc.yaml input <path>' instead"
@@ -31,7 +32,7 @@ MPNET_WEIGHTS_BYTES = 437_971_872
 MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
 # Weight files transformers reads, safest first; a pickle (.bin) loads only weights-only.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+WEIGHT_FILES = (contract.WEIGHTS_FILE, "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
 
@@ -73,7 +74,7 @@ def mpnet_folder(origin: str = ORIGIN) -> Path:
     corrupt assembly never becomes the cached model. Later calls check the size only.
     Raises ModelError when a part is not installed or the assembled weights do not match."""
     target = cache_dir() / MPNET_FOLDER
-    weights = target / "model.safetensors"
+    weights = target / contract.WEIGHTS_FILE
     if weights.is_file() and weights.stat().st_size == MPNET_WEIGHTS_BYTES:
         return target
     parts = [_mpnet_part(name, i, origin) for i, name in enumerate(MPNET_PARTS, start=1)]
@@ -91,7 +92,7 @@ def mpnet_folder(origin: str = ORIGIN) -> Path:
             raise ModelError(f"{origin}: the parts of {PACKAGED_MPNET} do not form a zip "
                              f"({exc}); reinstall them with 'make setup-mpnet'") from exc
         archive.unlink()
-        _check_weights(Path(tmp) / MPNET_FOLDER / "model.safetensors", origin)
+        _check_weights(Path(tmp) / MPNET_FOLDER / contract.WEIGHTS_FILE, origin)
         if target.exists():
             shutil.rmtree(target)
         os.replace(Path(tmp) / MPNET_FOLDER, target)
@@ -158,3 +159,23 @@ def read_config(path: Path, origin: str = ORIGIN, trust_remote_code: bool = Fals
         raise ModelError(f"{path}: no weights ({', '.join(WEIGHT_FILES)}); {origin} must name "
                          "a folder saved by transformers' save_pretrained")
     return config
+
+
+def tokenizer_folder(teacher: TeacherParams, student_backbone: str) -> Path:
+    """The folder of the tokenizer the pipeline's token ids are in (``teacher``:
+    TeacherParams): the teacher's; for an endpoint (teacher.mode api, no tokenizer) the
+    student backbone's, so that the stored ids are the ones the student reads. Raises
+    ModelError when the folder cannot be found."""
+    if teacher.mode == "api":
+        return resolve(student_backbone, "params.yaml 'train_student.backbone'")
+    return resolve(teacher.model)
+
+
+ENDPOINT_FILE = "endpoint.json"
+"what the teacher stage writes instead of a model for teacher.mode api (teachers.api)"
+
+
+def is_endpoint(folder: Path) -> bool:
+    """Whether the teacher stage's output ``folder`` describes an endpoint (teacher.mode api)
+    rather than holding a classifier."""
+    return (folder / ENDPOINT_FILE).is_file()

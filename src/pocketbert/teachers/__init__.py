@@ -1,2 +1,2 @@
-"""Teachers reached otherwise than as a model folder: the HTTP endpoint client (teacher.mode api).
-Imports core and data."""
+"""Teachers: a classifier folder or an HTTP endpoint behind one interface (teacher.py: labels,
+logits for texts, weights where it has them). Imports core, data, runtime and training."""

@@ -45,12 +45,12 @@ import numpy as np
 
 from pocketbert.core.artifacts import read_json, write_json
 from pocketbert.core.errors import ApiError, DataError, ParamsError
+from pocketbert.core.model_folders import ENDPOINT_FILE
 from pocketbert.core.params import TeacherParams
 
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "answers.sqlite"
-ENDPOINT_FILE = "endpoint.json"
 "what the teacher stage writes in its output folder for an API teacher (no weights there)"
 PARAMS = ("teacher.mode", *(f"teacher.{f.name}" for f in fields(TeacherParams)
                             if f.name.startswith("api_")))

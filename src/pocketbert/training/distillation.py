@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
 from pocketbert.core import evaluation
 from pocketbert.runtime.torch_runner import pad_batch
@@ -88,97 +89,87 @@ class TrainConfig:
         return cls(**{n: getattr(p, n) for n in names})
 
 
-def _trainer_class():
-    from transformers import Trainer
+class DistillationTrainer(Trainer):
+    """transformers' Trainer with ``distillation_loss`` as its loss."""
 
-    class DistillationTrainer(Trainer):
-        def __init__(self, *args: Any, temperature: float, alpha: float, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            self.temperature, self.alpha = temperature, alpha
+    def __init__(self, *args: Any, temperature: float, alpha: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.temperature, self.alpha = temperature, alpha
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            teacher_logits = inputs.pop("teacher_logits", None)
-            labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            loss = distillation_loss(outputs.logits, teacher_logits, labels,
-                                     self.temperature, self.alpha)
-            return (loss, outputs) if return_outputs else loss
-
-    return DistillationTrainer
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_logits = inputs.pop("teacher_logits", None)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = distillation_loss(outputs.logits, teacher_logits, labels,
+                                 self.temperature, self.alpha)
+        return (loss, outputs) if return_outputs else loss
 
 
-def _live_callback(live_dir: str | None):
-    from transformers import TrainerCallback
+class LiveCallback(TrainerCallback):
+    """Training curves for dvc plots in ``live_dir`` (None: none): train loss, validation loss
+    and macro-F1 per epoch (and agreement with the teacher and KL to it when the validation
+    rows carry its logits)."""
 
-    class LiveCallback(TrainerCallback):
-        """Training curves for dvc plots: train loss, validation loss and macro-F1 per epoch
-        (and agreement with the teacher and KL to it when the validation rows carry its logits)."""
+    def __init__(self, live_dir: str | None) -> None:
+        self.live_dir = live_dir
+        self.live = None
+        self.train_loss: float | None = None
 
-        def __init__(self) -> None:
-            self.live = None
-            self.train_loss: float | None = None
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.train_loss = float(logs["loss"])
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.train_loss = float(logs["loss"])
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero or self.live_dir is None or not metrics:
+            return
+        if self.live is None:
+            from dvclive import Live
 
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if not state.is_world_process_zero or live_dir is None or not metrics:
-                return
-            if self.live is None:
-                from dvclive import Live
+            self.live = Live(self.live_dir, save_dvc_exp=False, dvcyaml=None, report=None)
+        self.live.step = int(round(state.epoch or 0))
+        if self.train_loss is not None:
+            self.live.log_metric("train/loss", self.train_loss)
+        self.live.log_metric("validation/loss", float(metrics["eval_loss"]))
+        self.live.log_metric("validation/macro_f1", float(metrics["eval_macro_f1"]))
+        for name in ("agreement", "kl"):
+            if f"eval_{name}" in metrics:
+                self.live.log_metric(f"validation/{name}", float(metrics[f"eval_{name}"]))
+        self.live.next_step()
 
-                self.live = Live(live_dir, save_dvc_exp=False, dvcyaml=None, report=None)
-            self.live.step = int(round(state.epoch or 0))
-            if self.train_loss is not None:
-                self.live.log_metric("train/loss", self.train_loss)
-            self.live.log_metric("validation/loss", float(metrics["eval_loss"]))
-            self.live.log_metric("validation/macro_f1", float(metrics["eval_macro_f1"]))
-            for name in ("agreement", "kl"):
-                if f"eval_{name}" in metrics:
-                    self.live.log_metric(f"validation/{name}", float(metrics[f"eval_{name}"]))
-            self.live.next_step()
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.live is not None:
-                self.live.end()
-
-    return LiveCallback()
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.live is not None:
+            self.live.end()
 
 
-def _tail_average(epochs: int, last: int):
-    from transformers import TrainerCallback
+class TailAverage(TrainerCallback):
+    """Mean of the model's weights at the end of each of the last ``last`` of ``epochs``
+    epochs, put into the model when training ends (tail averaging of iterates: Polyak and
+    Juditsky 1992; Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima")."""
 
-    class TailAverage(TrainerCallback):
-        """Mean of the model's weights at the end of each of the last ``last`` epochs, put
-        into the model when training ends (tail averaging of iterates: Polyak and Juditsky
-        1992; Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima")."""
+    def __init__(self, epochs: int, last: int) -> None:
+        self.epochs, self.last = epochs, last
+        self.sum: dict[str, torch.Tensor] | None = None
+        self.count = 0
 
-        def __init__(self) -> None:
-            self.sum: dict[str, torch.Tensor] | None = None
-            self.count = 0
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if round(state.epoch or 0) <= self.epochs - self.last:
+            return
+        weights = {k: v.detach().double().clone() for k, v in model.state_dict().items()
+                   if v.is_floating_point()}
+        if self.sum is None:
+            self.sum = weights
+        else:
+            for k, v in weights.items():
+                self.sum[k] += v
+        self.count += 1
 
-        def on_epoch_end(self, args, state, control, model=None, **kwargs):
-            if round(state.epoch or 0) <= epochs - last:
-                return
-            weights = {k: v.detach().double().clone() for k, v in model.state_dict().items()
-                       if v.is_floating_point()}
-            if self.sum is None:
-                self.sum = weights
-            else:
-                for k, v in weights.items():
-                    self.sum[k] += v
-            self.count += 1
-
-        def on_train_end(self, args, state, control, model=None, **kwargs):
-            if not self.count:
-                return
-            state_dict = model.state_dict()
-            with torch.no_grad():
-                for k, total in self.sum.items():
-                    state_dict[k].copy_((total / self.count).to(state_dict[k].dtype))
-
-    return TailAverage()
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if not self.count:
+            return
+        state_dict = model.state_dict()
+        with torch.no_grad():
+            for k, total in self.sum.items():
+                state_dict[k].copy_((total / self.count).to(state_dict[k].dtype))
 
 
 def teacher_kl(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
@@ -201,8 +192,6 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
     ``scratch`` holds checkpoints (shared by all DDP processes) and is removed.
     Returns the log history, the kept epoch's validation score (None with average) and the
     epochs run."""
-    from transformers import EarlyStoppingCallback, TrainingArguments
-
     n_labels = model.config.num_labels
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # validation rows are evaluated in order (no shuffling), so they line up with these logits
@@ -214,7 +203,7 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
     selection = [] if average else [
         EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
     if average:
-        selection.append(_tail_average(config.epochs, min(config.average_last, config.epochs)))
+        selection.append(TailAverage(config.epochs, min(config.average_last, config.epochs)))
 
     def compute_metrics(pred) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
@@ -252,14 +241,14 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
             disable_tqdm=False,
         )
-        trainer = _trainer_class()(
+        trainer = DistillationTrainer(
             model=model,
             args=args,
             train_dataset=train_ds,
             eval_dataset=eval_ds,
             data_collator=Collator(pad_id),
             compute_metrics=compute_metrics,
-            callbacks=[*selection, _live_callback(live_dir)],
+            callbacks=[*selection, LiveCallback(live_dir)],
             temperature=config.temperature,
             alpha=config.alpha,
         )

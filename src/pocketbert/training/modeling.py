@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from pocketbert.core import contract
 from pocketbert.core.artifacts import atomic_path, write_json
 from pocketbert.core.errors import ModelError, PocketbertError
 from pocketbert.core.model_folders import ORIGIN, read_config
@@ -82,7 +83,7 @@ def _remapped_from_pretrained(folder: Path, origin: str):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    weights = folder / "model.safetensors"
+    weights = folder / contract.WEIGHTS_FILE
     try:
         config = AutoConfig.from_pretrained(str(folder))
         model = AutoModelForSequenceClassification.from_config(config)
@@ -316,7 +317,7 @@ def save_classifier(folder: Path, model, tokenizer, labels: tuple[str, ...], sec
 
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    write_labels(folder / "labels.json", labels)
+    write_labels(folder / contract.LABELS_FILE, labels)
     (folder / "params.yaml").write_text(
         yaml.safe_dump({section: as_dict(params)}, sort_keys=False), encoding="utf-8")
 

@@ -20,55 +20,32 @@ from pathlib import Path
 import numpy as np
 
 from pocketbert.core import model_folders
-from pocketbert.core.artifacts import read_json
-from pocketbert.core.errors import DataError
+from pocketbert.core.errors import ParamsError
 from pocketbert.data import tokenization, vocabulary
+from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.training import modeling
 
 SPLITS = ("train", "validation", "test")
-UNLABELLED_TEXTS = "unlabelled.json"
-"soft_label's file of unlabelled transfer texts, beside unlabelled_logits.npy"
-
-
-def read_soft_labels(folder: Path, data, labels: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Teacher logits [rows, labels] per split, checked against the tokenized data's rows and
-    the labels; plus key 'unlabelled' when soft_label labelled transfer texts. Raises
-    DataError naming the file and 'dvc repro soft_label' as the fix."""
-    meta_file = folder / "meta.json"
-    if not meta_file.is_file():
-        raise DataError(f"{meta_file}: not found; run 'dvc repro soft_label'")
-    meta = read_json(meta_file)
-    if meta.get("kind") != "logits":
-        raise DataError(f"{meta_file}: soft labels must be teacher logits, found "
-                        f"{meta.get('kind')!r}; re-run 'dvc repro soft_label'")
-    if tuple(meta.get("labels", ())) != labels:
-        raise DataError(f"{meta_file}: labels {meta.get('labels')} differ from labels.json "
-                        f"{list(labels)}; re-run 'dvc repro soft_label'")
-    expected = {split: len(data[split]) for split in SPLITS}
-    if "unlabelled" in meta.get("rows", {}):
-        expected["unlabelled"] = len(read_unlabelled_texts(folder))
-    out = {}
-    for split, rows in expected.items():
-        logits = np.load(folder / f"{split}_logits.npy")
-        if logits.shape != (rows, len(labels)):
-            raise DataError(
-                f"{folder / f'{split}_logits.npy'}: shape {logits.shape} does not match the "
-                f"{split} rows {(rows, len(labels))} (rows, labels); re-run 'dvc repro soft_label'"
-            )
-        out[split] = logits
-    return out
-
-
-def read_unlabelled_texts(folder: Path) -> list[str]:
-    """The unlabelled transfer texts soft_label stored, in the row order of their logits."""
-    return list(read_json(folder / UNLABELLED_TEXTS)["texts"])
+def read_soft_labels(folder: Path, data, labels: tuple[str, ...]) -> SoftLabels:
+    """The soft_label folder's logits of every split (checked against the tokenized data's
+    rows and the labels) and of the unlabelled transfer texts when it has them. Raises
+    DataError naming the file and 'dvc repro soft_label' as the fix (SoftLabels.read)."""
+    return SoftLabels.read(folder, labels, {split: len(data[split]) for split in SPLITS},
+                           unlabelled=True)
 
 
 def init_student(p, teacher, teacher_tokenizer, labels: tuple[str, ...]):
     """The untrained student and its tokenizer (before trimming), per train_student.init.
 
-    ``p``: TrainStudentParams. Raises ModelError (a layer index out of range, a backbone
-    folder that cannot be loaded, heads that do not divide the hidden size)."""
+    ``p``: TrainStudentParams; ``teacher``, ``teacher_tokenizer``: None for a teacher without
+    weights (an endpoint). Raises ParamsError when init copy or fresh has no teacher weights
+    to start from, ModelError (a layer index out of range, a backbone folder that cannot be
+    loaded, heads that do not divide the hidden size)."""
+    if teacher is None and p.init != "pretrained":
+        raise ParamsError(
+            f"params.yaml: 'train_student.init' is {p.init!r}, but teacher.mode api has no "
+            "teacher weights or config to copy; set train_student.init: pretrained "
+            "(layers of train_student.backbone, with its own tokenizer)")
     if p.init == "copy":
         return modeling.student_from_layers(teacher, p.copy_layers), teacher_tokenizer
     if p.init == "pretrained":

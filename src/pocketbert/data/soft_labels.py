@@ -1,0 +1,85 @@
+"""The soft_label stage's folder, declared once: the teacher's logits per group of texts.
+
+The writer (stages/soft_label.py) and every reader (training.student, the benchmark's row of an
+API teacher, runs/recipe_check) go through ``SoftLabels``, so the file names and the checks live
+here only. The folder holds ``<group>_logits.npy`` (float32 [rows, labels], rows in the order
+of the tokenized split: groups train, validation, test and, with soft_label.use_unlabelled,
+unlabelled), ``unlabelled.json`` ({"texts": [...]}, the transfer texts in the row order of their
+logits) and ``meta.json`` ({"kind": "logits", "labels": [...], "rows": {group: n}}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pocketbert.core.artifacts import read_json, write_json
+from pocketbert.core.errors import DataError
+
+META_FILE = "meta.json"
+UNLABELLED_FILE = "unlabelled.json"
+UNLABELLED = "unlabelled"
+"the group of unlabelled transfer texts, learnt through the distillation term only"
+FIX = "re-run 'dvc repro soft_label'"
+
+
+def logits_file(group: str) -> str:
+    """File name of a group's logits."""
+    return f"{group}_logits.npy"
+
+
+@dataclass(frozen=True)
+class SoftLabels:
+    """Teacher logits per group ([rows, labels] float32, labels in ``labels`` order) and the
+    unlabelled transfer texts when the ``unlabelled`` group is present."""
+
+    labels: tuple[str, ...]
+    logits: Mapping[str, np.ndarray]
+    unlabelled_texts: Sequence[str] | None = None
+
+    def write(self, folder: Path) -> None:
+        """Write the folder's files into ``folder`` (an atomic temp folder of the stage)."""
+        for group, part in self.logits.items():
+            np.save(folder / logits_file(group), part)
+        if self.unlabelled_texts is not None:
+            write_json(folder / UNLABELLED_FILE, {"texts": list(self.unlabelled_texts)})
+        write_json(folder / META_FILE, {"kind": "logits", "labels": list(self.labels),
+                                        "rows": {g: len(p) for g, p in self.logits.items()}})
+
+    @classmethod
+    def read(cls, folder: Path, labels: tuple[str, ...], rows: Mapping[str, int], *,
+             unlabelled: bool = False) -> SoftLabels:
+        """The groups of ``rows`` ({group: expected row count}), checked against ``labels``;
+        with ``unlabelled``, also the unlabelled group and its texts when the folder has them.
+
+        Raises DataError naming the file and 'dvc repro soft_label' as the fix: no meta.json,
+        another kind or labels, a missing file, or a shape other than (rows, labels)."""
+        meta_file = folder / META_FILE
+        if not meta_file.is_file():
+            raise DataError(f"{meta_file}: not found; run 'dvc repro soft_label'")
+        meta = read_json(meta_file)
+        if meta.get("kind") != "logits":
+            raise DataError(f"{meta_file}: soft labels must be teacher logits, found "
+                            f"{meta.get('kind')!r}; {FIX}")
+        if tuple(meta.get("labels", ())) != labels:
+            raise DataError(f"{meta_file}: labels {meta.get('labels')} differ from labels.json "
+                            f"{list(labels)}; {FIX}")
+        expected = dict(rows)
+        texts = None
+        if unlabelled and UNLABELLED in meta.get("rows", {}):
+            texts = list(read_json(folder / UNLABELLED_FILE)["texts"])
+            expected[UNLABELLED] = len(texts)
+        out = {}
+        for group, n in expected.items():
+            path = folder / logits_file(group)
+            if not path.is_file():
+                raise DataError(f"{path}: not found; {FIX}")
+            logits = np.load(path)
+            if logits.shape != (n, len(labels)):
+                raise DataError(f"{path}: shape {logits.shape} does not match the {group} rows "
+                                f"{(n, len(labels))} (rows, labels); {FIX}")
+            out[group] = logits
+        return cls(labels, out, texts)
