@@ -318,8 +318,9 @@ def measure(ws: Path) -> dict:
     """Teacher, TF-IDF baseline and int8-student metrics on the workspace's test split: macro-F1
     of each, the student's ratio to the teacher, the share of the teacher's gain over the
     baseline it keeps (None where there is no gain) and its agreement with the teacher, with
-    paired bootstrap intervals (benchmarking.paired_ratios), and how many disagreements fall on
-    sentences the teacher itself gets wrong."""
+    paired bootstrap intervals (benchmarking.paired_ratios); the label whose F1 the student
+    keeps least of (benchmarking.worst_class); and how many disagreements fall on sentences the
+    teacher itself gets wrong."""
     from datasets import load_from_disk
 
     from pocketbert.runtime import onnx_runner
@@ -356,6 +357,9 @@ def measure(ws: Path) -> dict:
         "teacher_gain_over_baseline": paired["teacher_gain_over_baseline"],
         "gain_kept": paired["gain_kept"],
         "gain_kept_ci": (paired["gain_kept_ci_low"], paired["gain_kept_ci_high"]),
+        **benchmarking.worst_class(
+            dict(zip(labels, evaluation.per_class_f1(gold, student, n_labels), strict=True)),
+            dict(zip(labels, evaluation.per_class_f1(gold, teacher, n_labels), strict=True))),
         "agreement": evaluation.accuracy(teacher, student),
         "agreement_ci": benchmarking.bootstrap_interval(
             lambda t, p, axis=-1: (t == p).mean(axis=axis), (teacher, student), **settings),

@@ -171,6 +171,10 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     assert got["gain_kept"] == (pytest.approx((got["student_int8_macro_f1"] - base_f1) / gain)
                                 if gain > 0 else None)
     assert got["agreement_ci"][0] <= got["agreement"] <= got["agreement_ci"][1]
+    s_f1, t_f1 = (evaluation.per_class_f1(gold, p, len(LABELS)) for p in (student, teacher_pred))
+    kept = {label: s / t for label, s, t in zip(LABELS, s_f1, t_f1, strict=True) if t > 0}
+    assert got["worst_class_f1_ratio"] == pytest.approx(min(kept.values()))
+    assert kept[got["worst_class"]] == pytest.approx(min(kept.values()))
     assert got["epochs_run"] == 3.0
     assert got["disagreements"] == 1
     assert got["teacher_wrong"] == int((teacher_pred != gold).sum())
@@ -180,10 +184,12 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
 def test_table_lists_every_variant_with_intervals() -> None:
     row = {"test_rows": 212, "teacher_macro_f1": 0.976, "student_int8_macro_f1": 0.967,
            "ratio": 0.99, "ratio_ci": (0.97, 1.01), "agreement": 0.98, "baseline_macro_f1": 0.9,
-           "gain_kept": 0.88, "gain_kept_ci": (0.5, 1.2),
+           "gain_kept": 0.88, "gain_kept_ci": (0.5, 1.2), "worst_class": "notice",
+           "worst_class_f1_ratio": 0.95,
            "agreement_ci": (0.96, 0.99), "epochs_run": 6.0, "disagreements": 4,
            "disagreements_where_teacher_wrong": 3}
     lines = recipe_check.table({"default": row, "small": row}).splitlines()
     assert len(lines) == 4
     assert lines[3] == ("| `small` | 212 | 0.976 | 0.900 | 0.967 | 0.990 (0.970–1.010) | "
-                        "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | 4 (3) | 6 | – |")
+                        "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | `notice` (0.950) | 4 (3) | "
+                        "6 | – |")

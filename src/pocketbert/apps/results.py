@@ -192,8 +192,8 @@ def latency_table(latency: dict[str, Any]) -> str:
 
 RECIPE_HEADER = ("| set | test rows | teacher macro-F1 | TF-IDF macro-F1 | student int8 macro-F1 "
                  "| ratio (95% CI) | gain kept (95% CI) | agreement (95% CI) "
-                 "| disagreements (teacher wrong) | epochs | wall time |\n"
-                 "|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| worst label (F1 ratio) | disagreements (teacher wrong) | epochs | wall time |\n"
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _with_ci(value: float | None, ci: Sequence | None = None) -> str:
@@ -204,10 +204,17 @@ def _with_ci(value: float | None, ci: Sequence | None = None) -> str:
     return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
 
 
+def _worst(r: dict) -> str:
+    if r.get("worst_class") is None:
+        return "–"
+    return f"`{r['worst_class']}` ({r['worst_class_f1_ratio']:.3f})"
+
+
 def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) -> str:
     """Markdown table of the recipe check's results (runs.recipe_check.measure, by variant):
     teacher, TF-IDF baseline and int8 student macro-F1, the ratio, the gain kept and the
-    agreement with their intervals, disagreements, epochs and the variant's wall time.
+    agreement with their intervals, the label whose F1 the student keeps least of,
+    disagreements, epochs and the variant's wall time.
     ``names``: what the first column shows per key (default: the key in backticks)."""
     lines = [RECIPE_HEADER]
     for name, r in results.items():
@@ -218,7 +225,8 @@ def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) 
             f"{r['student_int8_macro_f1']:.3f} | "
             f"{_with_ci(r['ratio'], r['ratio_ci'])} | "
             f"{_with_ci(r.get('gain_kept'), r.get('gain_kept_ci'))} | "
-            f"{_with_ci(r['agreement'], r['agreement_ci'])} | {r['disagreements']} "
+            f"{_with_ci(r['agreement'], r['agreement_ci'])} | "
+            f"{_worst(r)} | {r['disagreements']} "
             f"({r['disagreements_where_teacher_wrong']}) | {r['epochs_run']:g} | "
             f"{'–' if seconds is None else f'{seconds / 60:.0f} min'} |")
     return "\n".join(lines)
