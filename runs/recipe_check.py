@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import filecmp
 import json
 import os
 import random
@@ -63,7 +62,7 @@ from pocketbert.core.errors import PocketbertError, reported
 from pocketbert.data import dataset
 from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.training import baseline
-from runs import public_data
+from runs import public_data, workspace
 
 SOURCE_CSV = Path("data/raw/sentences.csv")
 VARIANT_CSV = Path("data/variant.csv")
@@ -255,23 +254,10 @@ def read_source_rows(path: Path = SOURCE_CSV) -> list[dict[str, str]]:
     return rows
 
 
-def _git_files(repo: Path) -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo,
-                         check=True, capture_output=True, text=True).stdout
-    return [f for f in out.split("\0") if f and (repo / f).is_file()]
-
-
 def prepare_workspace(source: Path, ws: Path, cache: Path) -> None:
     """A clone of ``source`` at ``ws`` carrying the source's working-tree files, with DVC's
     cache at ``cache`` (shared by all workspaces)."""
-    if not (ws / ".git").is_dir():
-        ws.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "clone", "--quiet", str(source), str(ws)], check=True)
-    for name in _git_files(source):
-        src, dst = source / name, ws / name
-        if not dst.is_file() or not filecmp.cmp(src, dst, shallow=False):
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+    workspace.scratch_repo(source, ws)
     _dvc(ws, ["cache", "dir", "--local", str(cache)], log=None)
 
 
@@ -281,10 +267,7 @@ def _set(params: dict, key: str, value: object) -> None:
 
 
 def _dvc(ws: Path, args: list[str], log: Path | None) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1",
-               # the workspace's own library, not the one installed in the environment
-               PYTHONPATH=str(ws / "src"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = workspace.environment(ws)
     dvc = Path(sys.executable).parent / "dvc"
     with (open(log, "a", encoding="utf-8") if log else open(os.devnull, "w")) as out:
         done = subprocess.run([str(dvc), *args], cwd=ws, env=env, stdout=out,

@@ -31,6 +31,7 @@ from pathlib import Path
 from pocketbert.core import model_folders, params
 from pocketbert.core.artifacts import read_json, write_json
 from pocketbert.core.errors import ParamsError, reported
+from runs import workspace
 
 # The seed's blog post (/work/shared/seed): its BERT-large converted directly to Core ML.
 SEED_COREML_MB = 670.1
@@ -71,32 +72,6 @@ def build_teacher(folder: Path, labels: Sequence[str], *, layers: int, hidden: i
     for name in TOKENIZER_FILES:
         shutil.copy2(backbone / name, folder / name)
     return sum(p.numel() for p in model.parameters())
-
-
-def scratch_repo(source: Path, dest: Path) -> Path:
-    """Clone git repository ``source`` into ``dest`` and lay its uncommitted state on top.
-
-    Modified and untracked (not ignored) files are copied, deleted ones removed, so the copy
-    runs the code as it is in the working tree. ``web/node_modules`` (installed by make setup,
-    ignored by git) is linked from ``source`` for the web stage."""
-    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
-    listed = subprocess.run(
-        ["git", "-C", str(source), "ls-files", "-z", "--modified", "--others",
-         "--exclude-standard"], check=True, capture_output=True).stdout
-    deleted = subprocess.run(["git", "-C", str(source), "ls-files", "-z", "--deleted"],
-                             check=True, capture_output=True).stdout
-    gone = {name for name in deleted.decode().split("\0") if name}
-    for name in filter(None, listed.decode().split("\0")):
-        target = dest / name
-        if name in gone:
-            target.unlink(missing_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / name, target)
-    modules = source / "web" / "node_modules"
-    if modules.is_dir():
-        (dest / "web" / "node_modules").symlink_to(modules.resolve())
-    return dest
 
 
 def configure(repo: Path, teacher: Path | str, overrides: dict[tuple[str, str], object], *,
@@ -177,7 +152,7 @@ def run(workdir: Path, *, source: Path, shape: dict[str, int], seed: int,
     Stops at the first failing stage (its log is in ``workdir/logs``). Returns the report,
     also written to ``workdir/scale_check.json`` and ``.md``; the scratch repository's
     metrics are copied to ``workdir/metrics``."""
-    repo = scratch_repo(source, workdir / "repo")
+    repo = workspace.scratch_repo(source, workdir / "repo")
     start = time.perf_counter()
     if teacher_model:
         configure(repo, teacher_model, overrides, mode="fine_tune")
@@ -189,9 +164,7 @@ def run(workdir: Path, *, source: Path, shape: dict[str, int], seed: int,
         parameters = build_teacher(teacher, labels, seed=seed, **shape)
         teacher_info = {**shape, "parameters": parameters, "seed": seed}
     build_s = round(time.perf_counter() - start, 1)
-    env = dict(os.environ, HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(repo / "src"), str(repo)]),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    env = workspace.environment(repo)
     rows, stages = [], stage_order(repo)
     for name in stages:
         print(f"scale_check: {name} ...", file=sys.stderr, flush=True)

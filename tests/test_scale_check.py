@@ -11,7 +11,7 @@ import pytest
 from conftest import LABELS, ROOT
 
 from pocketbert.core.errors import ParamsError
-from runs import scale_check
+from runs import scale_check, workspace
 
 
 def test_teacher_has_the_shape_the_labels_and_a_real_tokenizer(tmp_path) -> None:
@@ -33,7 +33,7 @@ def test_teacher_has_the_shape_the_labels_and_a_real_tokenizer(tmp_path) -> None
                                   intermediate=8, seed=0)
 
 
-def test_scratch_repo_carries_uncommitted_changes(tmp_path) -> None:
+def test_scratch_repo_carries_uncommitted_changes_and_follows_later_ones(tmp_path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -48,12 +48,20 @@ def test_scratch_repo_carries_uncommitted_changes(tmp_path) -> None:
     (src / "new" / "file.txt").write_text("untracked\n")
     (src / ".gitignore").write_text("ignored.txt\n")
     (src / "ignored.txt").write_text("ignored\n")
-    dest = scale_check.scratch_repo(src, tmp_path / "copy")
+    dest = workspace.scratch_repo(src, tmp_path / "copy")
     assert (dest / "kept.txt").read_text() == "committed\n"
     assert (dest / "changed.txt").read_text() == "edited\n"
     assert (dest / "new" / "file.txt").read_text() == "untracked\n"
     assert not (dest / "deleted.txt").exists()
     assert not (dest / "ignored.txt").exists()
+    # a reused workspace (the recipe check's) follows the source's next edits
+    (src / "kept.txt").write_text("edited later\n")
+    (src / "new" / "file.txt").unlink()
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "next"], check=True)
+    assert workspace.scratch_repo(src, dest) == dest
+    assert (dest / "kept.txt").read_text() == "edited later\n"
+    assert (dest / "changed.txt").read_text() == "edited\n"
 
 
 def test_configure_sets_a_given_or_a_fine_tuned_teacher_and_keeps_comments(tmp_path) -> None:
