@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import shutil
@@ -487,3 +488,9 @@ def test_length_sorted_batches_pad_per_batch_and_restore_order() -> None:
     assert out.tolist() == [s[-1] for s in seqs]
     with pytest.raises(ValueError, match="empty batch"):
         batching.pad([], 0)
+
+
+def test_every_verb_of_the_parser_has_its_function_and_no_other() -> None:
+    parser = cli.build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(verbs.choices) == set(cli.COMMANDS)

@@ -19,7 +19,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -318,7 +318,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per text after truncation, [CLS] and [SEP] included (default: "
                         "tokenize.max_length from the params.yaml of the model's checkout, "
                         f"else {DEFAULT_MAX_LENGTH}; never ./params.yaml)")
-    p.set_defaults(handler=predict)
 
     v = commands.add_parser(
         "serve", help="answer classifier requests over HTTP from a model folder",
@@ -338,7 +337,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut off a client silent this long: before its request head is "
                         "complete, between body chunks, or idle between requests (default: 30, "
                         "pocketbert.apps.serving.TIMEOUT_S)")
-    v.set_defaults(handler=serve_command)
 
     r = commands.add_parser(
         "report", help="metrics and params diff between two git revisions (markdown)",
@@ -347,7 +345,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("a_rev", metavar="A", help="base revision (e.g. main)")
     r.add_argument("b_rev", metavar="B", nargs="?",
                    help="revision to compare (default: the workspace)")
-    r.set_defaults(handler=report_command)
 
     t = commands.add_parser(
         "results", help="rewrite the generated tables (README results, docs params and latency)",
@@ -367,7 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "table; left alone when the folder is absent)")
     t.add_argument("--check", action="store_true",
                    help="exit 1 if a generated table is stale, change nothing")
-    t.set_defaults(handler=results_command)
     return parser
 
 
@@ -406,6 +402,16 @@ def results_command(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "predict": predict,
+    "serve": serve_command,
+    "report": report_command,
+    "results": results_command,
+}
+"""Every `pocketbert` verb and the function that runs it (build_parser gives each its options;
+a test checks that the two name the same verbs)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pocketbert` command; bad input exits with status 2."""
     parser = build_parser()
@@ -415,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(2)
     try:
         with reported():  # CliError, and the runtime's errors
-            return args.handler(args)
+            return COMMANDS[args.command](args)
     except BrokenPipeError:  # `pocketbert predict ... | head`: the reader left, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(1) from None
