@@ -130,3 +130,14 @@ def test_readme_stays_short() -> None:
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines < README_MAX_LINES, (
         f"README.md has {lines} lines (limit {README_MAX_LINES}): move detail to docs/")
+
+
+def test_the_layout_tree_names_every_module() -> None:
+    """docs/design.md's tree lists each library and driver module once, and no module that
+    is gone: the house as drawn is the house as built."""
+    tree = (ROOT / "docs/design.md").read_text(encoding="utf-8").split("```text", 1)[1]
+    tree = tree.split("```", 1)[0]
+    drawn = re.findall(r"^\s+([a-z_]+\.py)\s", tree, re.M)
+    built = [p.name for folder in (ROOT / "src/pocketbert", ROOT / "runs")
+             for p in folder.rglob("*.py") if p.name != "__init__.py"]
+    assert sorted(drawn) == sorted(built)
