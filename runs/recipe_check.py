@@ -375,7 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with reported():
         names = [n.strip() for n in args.variants.split(",") if n.strip()]
         unknown = [n for n in names if n not in VARIANTS]
-        if unknown or not names:
+        if not names:
+            raise RecipeCheckError(f"--variants: name at least one of {list(VARIANTS)}")
+        if unknown:
             raise RecipeCheckError(f"--variants: unknown {unknown}; use {list(VARIANTS)}")
         overrides = [(f"{section}.{key}", value) for (section, key), value
                      in params.parse_overrides(args.set_param, "-S").items()]

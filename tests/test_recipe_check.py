@@ -105,7 +105,7 @@ def test_unknown_variant_and_missing_column_exit_2(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit) as exc:
         recipe_check.main(["--variants", ","])
     assert exc.value.code == 2
-    assert "--variants: unknown []; use ['default'" in capsys.readouterr().err
+    assert "--variants: name at least one of ['default'" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
     (tmp_path / "data/raw").mkdir(parents=True)

@@ -196,12 +196,16 @@ RECIPE_HEADER = ("| set | test rows | teacher macro-F1 | TF-IDF macro-F1 | stude
                  "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+def _number(value: float) -> str:
+    return f"{value:.3f}".replace("-", "−")  # a minus sign, not a hyphen, beside the en dash
+
+
 def _with_ci(value: float | None, ci: Sequence | None = None) -> str:
     if value is None:
         return "–"
     if ci is None or None in ci:
-        return f"{value:.3f}"
-    return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
+        return _number(value)
+    return f"{_number(value)} ({_number(ci[0])}–{_number(ci[1])})"
 
 
 def _worst(r: dict) -> str:
@@ -220,7 +224,7 @@ def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) 
     for name, r in results.items():
         seconds = r.get("seconds")
         lines.append(
-            f"| {(names or {}).get(name, f'`{name}`')} | {r['test_rows']} | "
+            f"| {(names or {}).get(name, f'`{name}`')} | {r['test_rows']:,} | "
             f"{r['teacher_macro_f1']:.3f} | {_with_ci(r.get('baseline_macro_f1'))} | "
             f"{r['student_int8_macro_f1']:.3f} | "
             f"{_with_ci(r['ratio'], r['ratio_ci'])} | "
@@ -246,14 +250,17 @@ def read_runs(folder: str | Path) -> dict[str, dict]:
 def public_table(runs: dict[str, dict]) -> str:
     """README's table of the public sets: every variant of every run file (``read_runs``),
     with the params the run overrode (its schedule) under the table."""
-    rows, names, notes = {}, {}, []
+    rows, names, schedules = {}, {}, {}
     for stem, run in runs.items():
         overrides = ", ".join(f"`{k}={v}`" for k, v in run.get("overrides", {}).items())
-        notes.append(f"`{PUBLIC_RUNS}/{stem}.json`: "
-                     f"{'the committed params' if not overrides else 'overrides ' + overrides}")
+        schedule = f"overrides {overrides}" if overrides else "the committed params"
+        schedules.setdefault(schedule, []).append(f"`{stem}.json`")
         for name, r in run["variants"].items():
-            rows[f"{stem}/{name}"], names[f"{stem}/{name}"] = r, f"`{name}` ({stem})"
-    return recipe_table(rows, names) + "\n\n" + "; ".join(notes) + "."
+            rows[f"{stem}/{name}"], names[f"{stem}/{name}"] = r, f"`{name}`"
+    notes = [f"{', '.join(files)} in `{PUBLIC_RUNS}/`: {schedule}"
+             for schedule, files in schedules.items()]
+    return (recipe_table(rows, names) + "\n\n" + "; ".join(notes)
+            + ". Wall time: – where the run was interrupted and resumed.")
 
 
 README = "README.md"
