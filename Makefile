@@ -55,8 +55,9 @@ test: setup
 report: setup
 	$(BIN)/pocketbert report $(or $(A),HEAD) $(B)
 
-# Regenerate the generated tables: README results (metrics/benchmark.json), docs/reference.md
-# params (params.yaml), docs/experiments.md latency candidates (metrics/latency.json)
+# Regenerate the generated tables: README results (metrics/benchmark.json) and public sets
+# (metrics/runs/public), docs/reference.md params (params.yaml), docs/experiments.md latency
+# candidates (metrics/latency.json)
 results: setup
 	$(BIN)/pocketbert results
 

@@ -347,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="revision to compare (default: the workspace)")
 
     t = commands.add_parser(
-        "results", help="rewrite the generated tables (README results, docs params and latency)",
-        description="Regenerate README.md's results table from metrics/benchmark.json, "
+        "results", help="rewrite the generated tables (README results and public sets, docs "
+                        "params and latency)",
+        description="Regenerate README.md's results table from metrics/benchmark.json and its "
+                    "public-sets table from the run files in metrics/runs/public, "
                     "docs/experiments.md's latency candidates table from metrics/latency.json "
                     "and docs/reference.md's params table from params.yaml and the field docs "
                     "in pocketbert.core.params (never typed by hand); the docs files are found "
