@@ -33,7 +33,9 @@ teacher). The int8 student is run one sentence at a
 time (onnxruntime's dynamic int8 scales activations per call, so batch-1 is the device's view);
 teacher predictions are the stored ``soft_label`` test logits. Intervals are the benchmark's
 paired bootstrap intervals over the test sentences (``benchmarking.bootstrap_interval`` with the
-``benchmark`` section's resamples, seed and confidence level).
+``benchmark`` section's resamples, seed and confidence level). Each stage's wall time and peak
+resident memory (``workspace.measure``) is printed as it ends and kept in the results file
+(``stages``); README's public-sets block shows them.
 """
 
 from __future__ import annotations
@@ -41,10 +43,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -266,20 +266,22 @@ def _set(params: dict, key: str, value: object) -> None:
     params.setdefault(section, {})[name] = value
 
 
-def _dvc(ws: Path, args: list[str], log: Path | None) -> None:
-    env = workspace.environment(ws)
+def _dvc(ws: Path, stage: str, log: Path) -> dict:
+    """``dvc repro --single-item stage`` in ``ws``, output appended to ``log``; returns its
+    {'wall_s', 'peak_rss_gib'} (workspace.measure)."""
     dvc = Path(sys.executable).parent / "dvc"
-    with (open(log, "a", encoding="utf-8") if log else open(os.devnull, "w")) as out:
-        done = subprocess.run([str(dvc), *args], cwd=ws, env=env, stdout=out,
-                              stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise RecipeCheckError(f"{ws}: 'dvc {' '.join(args)}' failed (exit {done.returncode});"
-                               f" see {log}")
+    args = ["repro", "--single-item", stage]
+    row = workspace.measure([str(dvc), *args], cwd=ws, env=workspace.environment(ws), log=log,
+                            append=True)
+    if row.pop("returncode") != 0:
+        raise RecipeCheckError(f"{ws}: 'dvc {' '.join(args)}' failed; see {log}")
+    return row
 
 
 def run_variant(variant: Variant, rows: list[dict[str, str]], source: Path, root: Path,
-                overrides: list[tuple[str, object]]) -> Path:
-    """Build and run one variant; returns its workspace."""
+                overrides: list[tuple[str, object]]) -> tuple[Path, dict[str, dict]]:
+    """Build and run one variant; returns its workspace and, per stage run, its wall time (s)
+    and peak RSS (GiB). A stage DVC found up to date shows the time DVC took to say so."""
     ws = root / variant.name
     prepare_workspace(source, ws, root / "cache")
     settings = yaml.safe_load((source / "params.yaml").read_text(encoding="utf-8"))
@@ -288,13 +290,17 @@ def run_variant(variant: Variant, rows: list[dict[str, str]], source: Path, root
     (ws / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     log = ws / "recipe_check.log"
     log.write_text("", encoding="utf-8")
+    stages: dict[str, dict] = {}
     if variant.runs_split:
-        _dvc(ws, ["repro", "--single-item", "split"], log)
+        stages["split"] = _dvc(ws, "split", log)
     if variant.after_split:
         variant.after_split(ws)
     for stage in STAGES:  # one at a time: dvc would otherwise re-run split over our split
-        _dvc(ws, ["repro", "--single-item", stage], log)
-    return ws
+        print(f"[{variant.name}] {stage} ...", flush=True)
+        stages[stage] = _dvc(ws, stage, log)
+        print(f"[{variant.name}] {stage}: {stages[stage]['wall_s']:.0f} s, "
+              f"{stages[stage]['peak_rss_gib']:.2f} GiB peak", flush=True)
+    return ws, stages
 
 
 def measure(ws: Path) -> dict:
@@ -396,8 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in names:
             start = time.monotonic()
             print(f"[{name}] {VARIANTS[name].description}", flush=True)
-            ws = run_variant(VARIANTS[name], rows, source, args.workspace.resolve(), overrides)
-            results[name] = measure(ws)
+            ws, stages = run_variant(VARIANTS[name], rows, source, args.workspace.resolve(),
+                                     overrides)
+            results[name] = {**measure(ws), "stages": stages}
             results[name]["seconds"] = round(time.monotonic() - start, 1)
             print(f"[{name}] done in {results[name]['seconds']:.0f} s", flush=True)
             # written after every variant: a later failure keeps the variants measured so far

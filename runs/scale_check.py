@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -105,24 +104,6 @@ def stage_order(repo: Path) -> list[str]:
         return [stage.name for stage in nx.dfs_postorder_nodes(dvc_repo.index.graph)]
 
 
-def measure(command: Sequence[str], *, cwd: Path, env: dict[str, str] | None,
-            log: Path) -> dict:
-    """Run ``command``, output to ``log``; wall time (s) and peak RSS (GiB) of its process tree.
-
-    Peak RSS is the kernel's ru_maxrss from wait4: the largest resident set reached by the
-    process or any descendant it waited for (Linux getrusage(2); KiB units). It is the biggest
-    single process, not a sum over processes running at once."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall_s": round(wall, 1), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3),
-            "returncode": proc.returncode}
-
-
 def markdown(report: dict) -> str:
     """The report as a markdown table per stage plus the Core ML size line."""
     shape = report["teacher"]
@@ -169,8 +150,8 @@ def run(workdir: Path, *, source: Path, shape: dict[str, int], seed: int,
     for name in stages:
         print(f"scale_check: {name} ...", file=sys.stderr, flush=True)
         command = ["dvc", "repro", "--force", "--single-item", name]
-        row = {"stage": name,
-               **measure(command, cwd=repo, env=env, log=workdir / "logs" / f"{name}.log")}
+        log = workdir / "logs" / f"{name}.log"
+        row = {"stage": name, **workspace.measure(command, cwd=repo, env=env, log=log)}
         row["over_limit"] = row["peak_rss_gib"] > MEMORY_LIMIT_GIB
         rows.append(row)
         print(f"scale_check: {name}: {row['wall_s']} s, {row['peak_rss_gib']} GiB",

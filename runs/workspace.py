@@ -8,6 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -46,3 +48,22 @@ def environment(repo: Path) -> dict[str, str]:
     return dict(os.environ, HF_HUB_OFFLINE="1",
                 PYTHONPATH=os.pathsep.join([str(repo / "src"), str(repo)]),
                 PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def measure(command: Sequence[str], *, cwd: Path, env: dict[str, str] | None, log: Path,
+            append: bool = False) -> dict:
+    """Run ``command``, its output to ``log`` (appended when ``append``); returns
+    {'wall_s', 'peak_rss_gib', 'returncode'}: wall time in seconds and the peak resident set
+    in GiB of its process tree.
+
+    Peak RSS is the kernel's ru_maxrss from wait4: the largest resident set reached by the
+    process or any descendant it waited for (Linux getrusage(2); KiB units). It is the biggest
+    single process, not a sum over processes running at once."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab" if append else "wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    return {"wall_s": round(wall, 1), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3),
+            "returncode": os.waitstatus_to_exitcode(status)}

@@ -3,6 +3,8 @@ README's results table and metric diffs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import shutil
@@ -224,6 +226,19 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
         assert results.readme_table(results.block_file(readme, name), start, end) == body, (
             f"the {what} table in {name} is stale: run `make results`")
     assert results.readme_is_current(readme, metrics, files / "params.yaml", latency, public)
+
+
+def test_stage_table_shows_each_stage_once_in_order_met_and_skips_unmeasured_runs() -> None:
+    rows = {"a/x": {"stages": {"split": {"wall_s": 30.0, "peak_rss_gib": 0.44},
+                               "teacher": {"wall_s": 600.0, "peak_rss_gib": 2.06}}},
+            "b/y": {"stages": {"split": {"wall_s": 6.0, "peak_rss_gib": 0.4},
+                               "baseline": {"wall_s": 90.0, "peak_rss_gib": 1.0}}},
+            "c/z": {}}  # an older run file without stage figures
+    lines = results.stage_table(rows, {"a/x": "`x`"}).splitlines()
+    assert lines[0] == "| set | `split` | `teacher` | `baseline` |"
+    assert lines[2] == "| `x` | 0.5 min, 0.4 GiB | 10.0 min, 2.1 GiB | – |"
+    assert lines[3] == "| `b/y` | 0.1 min, 0.4 GiB | – | 1.5 min, 1.0 GiB |"
+    assert len(lines) == 4 and results.stage_table({"c/z": {}}) == ""
 
 
 def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
@@ -474,6 +489,17 @@ def test_baseline_learns_saves_and_loads_the_same_model(tmp_path) -> None:
     assert variant.size_mb == pytest.approx(path.stat().st_size / 1e6)
     assert not variant.returns_logits
     np.testing.assert_array_equal(variant.predict_one(test_texts[0]), probs[0])
+
+
+def test_baseline_keeps_at_most_max_features_ngrams_per_vectorizer() -> None:
+    bounded = dataclasses.replace(BASELINE_PARAMS, max_features=25)
+    model, info = baseline.fit(_split(8), _split(2, 8), len(LABELS), bounded)
+    sizes = [len(v.vocabulary_) for _, v in model[0].transformer_list]
+    assert sizes == [25, 25] and info["features"] == 50
+    assert model[-1].coef_.shape == (len(LABELS), 50)
+    unbounded, _ = baseline.fit(_split(8), _split(2, 8), len(LABELS),
+                                dataclasses.replace(BASELINE_PARAMS, max_features=None))
+    assert all(len(v.vocabulary_) > 25 for _, v in unbounded[0].transformer_list)
 
 
 def test_baseline_gives_a_label_missing_from_train_probability_zero() -> None:

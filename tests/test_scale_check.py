@@ -98,10 +98,10 @@ def test_measure_sees_the_memory_of_a_grandchild(tmp_path) -> None:
     allocated = 300 * 2**20  # bytes, every page touched
     grandchild = f"b = bytearray({allocated}); b[::4096] = b'x' * len(b[::4096])"
     child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
-    helper = ("import json, sys; from pathlib import Path; from runs import scale_check\n"
+    helper = ("import json, sys; from pathlib import Path; from runs import workspace\n"
               "tmp = Path(sys.argv[1])\n"
-              "rows = [scale_check.measure([sys.executable, '-c', code], cwd=tmp, env=None,\n"
-              "                            log=tmp / 'log.txt') for code in sys.argv[2:]]\n"
+              "rows = [workspace.measure([sys.executable, '-c', code], cwd=tmp, env=None,\n"
+              "                          log=tmp / 'log.txt') for code in sys.argv[2:]]\n"
               "print(json.dumps(rows))")
     out = subprocess.run([sys.executable, "-c", helper, str(tmp_path), "pass", child],
                          capture_output=True, text=True, check=True, timeout=120)
@@ -114,6 +114,18 @@ def test_measure_sees_the_memory_of_a_grandchild(tmp_path) -> None:
     # at most the helper (control), plus the grandchild's interpreter (no larger than the
     # control's) and its allocation; 0.001: the report rounds to MiB
     assert row["peak_rss_gib"] <= 2 * control["peak_rss_gib"] + gib + 0.001
+
+
+def test_measure_appends_to_the_log_and_passes_the_exit_status_on(tmp_path) -> None:
+    log = tmp_path / "log.txt"
+    first = workspace.measure([sys.executable, "-c", "print('one')"], cwd=tmp_path, env=None,
+                              log=log)
+    second = workspace.measure([sys.executable, "-c", "print('two'); raise SystemExit(3)"],
+                               cwd=tmp_path, env=None, log=log, append=True)
+    assert (first["returncode"], second["returncode"]) == (0, 3)
+    assert log.read_text().split() == ["one", "two"]
+    workspace.measure([sys.executable, "-c", "print('three')"], cwd=tmp_path, env=None, log=log)
+    assert log.read_text().split() == ["three"]  # without append, the log starts over
 
 
 def test_a_missing_teacher_model_is_named_before_any_work(tmp_path, capsys) -> None:

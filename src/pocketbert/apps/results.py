@@ -247,9 +247,27 @@ def read_runs(folder: str | Path) -> dict[str, dict]:
             for path in sorted(Path(folder).glob("*.json"))}
 
 
+def stage_table(rows: dict[str, dict], names: dict[str, str] | None = None) -> str:
+    """Markdown table of wall time and peak resident memory per stage (rows: the recipe
+    check's results with a ``stages`` entry, {stage: {'wall_s', 'peak_rss_gib'}}); columns are
+    the stages in the order first met. Empty when no row has stage figures."""
+    measured = {key: r["stages"] for key, r in rows.items() if r.get("stages")}
+    if not measured:
+        return ""
+    order = list(dict.fromkeys(stage for stages in measured.values() for stage in stages))
+    lines = ["| set | " + " | ".join(f"`{stage}`" for stage in order) + " |",
+             "|---|" + "---|" * len(order)]
+    for key, stages in measured.items():
+        cells = [f"{stages[s]['wall_s'] / 60:.1f} min, {stages[s]['peak_rss_gib']:.1f} GiB"
+                 if s in stages else "–" for s in order]
+        lines.append(f"| {(names or {}).get(key, f'`{key}`')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def public_table(runs: dict[str, dict]) -> str:
     """README's table of the public sets: every variant of every run file (``read_runs``),
-    with the params the run overrode (its schedule) under the table."""
+    with the params the run overrode (its schedule) under the table, then the wall time and
+    peak memory of each stage (``stage_table``) for the runs that recorded them."""
     rows, names, schedules = {}, {}, {}
     for stem, run in runs.items():
         overrides = ", ".join(f"`{k}={v}`" for k, v in run.get("overrides", {}).items())
@@ -259,8 +277,14 @@ def public_table(runs: dict[str, dict]) -> str:
             rows[f"{stem}/{name}"], names[f"{stem}/{name}"] = r, f"`{name}`"
     notes = [f"{', '.join(files)} in `{PUBLIC_RUNS}/`: {schedule}"
              for schedule, files in schedules.items()]
-    return (recipe_table(rows, names) + "\n\n" + "; ".join(notes)
-            + ". Wall time: – where the run was interrupted and resumed.")
+    table = (recipe_table(rows, names) + "\n\n" + "; ".join(notes)
+             + ". Wall time: – where the run was interrupted and resumed.")
+    stages = stage_table(rows, names)
+    if stages:
+        table += ("\n\nWall time and peak resident memory (the largest single process, "
+                  "kernel ru_maxrss) per stage, on the machine and schedule of the run:\n\n"
+                  + stages)
+    return table
 
 
 README = "README.md"

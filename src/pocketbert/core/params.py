@@ -350,6 +350,8 @@ class BaselineParams:
     "longest character n-gram"
     sublinear_tf: bool = True
     "term frequency as 1 + log(tf) (damps repeated words)"
+    max_features: int | None = 100000
+    "n-grams kept per vectorizer, the most frequent (null: all); bounds time and memory"
     c_values: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
     "inverse regularisation strengths tried; the best validation macro-F1 is kept"
     max_iter: int = 1000
@@ -364,6 +366,8 @@ class BaselineParams:
         _require(len(self.c_values) > 0 and all(c > 0 for c in self.c_values),
                  "baseline.c_values", "list at least one value > 0, e.g. [1.0, 10.0]")
         _require(self.max_iter >= 1, "baseline.max_iter", "use a positive integer")
+        _require(self.max_features is None or self.max_features >= 1, "baseline.max_features",
+                 "use a positive integer, or null to keep every n-gram")
 
 
 @dataclass(frozen=True)

@@ -28,47 +28,67 @@ MODEL_FILE = "model.pkl"
 "the fitted scikit-learn pipeline in a baseline folder"
 
 
-def build(params: Any, c: float) -> Any:
-    """An unfitted pipeline: word (1..``params.word_ngram_max``) and character
+def features(params: Any) -> Any:
+    """An unfitted feature union: word (1..``params.word_ngram_max``) and character
     (``char_ngram_min``..``char_ngram_max``, within word boundaries) TF-IDF features side by
-    side, then multinomial logistic regression with inverse regularisation ``c``."""
+    side, each vectorizer keeping at most ``params.max_features`` n-grams (the most frequent
+    in train; None keeps all)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.pipeline import make_union
 
-    return make_pipeline(
-        make_union(
-            TfidfVectorizer(analyzer="word", ngram_range=(1, params.word_ngram_max),
-                            sublinear_tf=params.sublinear_tf),
-            TfidfVectorizer(analyzer="char_wb",
-                            ngram_range=(params.char_ngram_min, params.char_ngram_max),
-                            sublinear_tf=params.sublinear_tf)),
-        LogisticRegression(C=c, max_iter=params.max_iter, random_state=params.seed))
+    return make_union(
+        TfidfVectorizer(analyzer="word", ngram_range=(1, params.word_ngram_max),
+                        sublinear_tf=params.sublinear_tf, max_features=params.max_features),
+        TfidfVectorizer(analyzer="char_wb",
+                        ngram_range=(params.char_ngram_min, params.char_ngram_max),
+                        sublinear_tf=params.sublinear_tf, max_features=params.max_features))
+
+
+def classifier(params: Any, c: float) -> Any:
+    """An unfitted multinomial logistic regression (lbfgs) with inverse regularisation ``c``."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, max_iter=params.max_iter, random_state=params.seed)
+
+
+def build(params: Any, c: float) -> Any:
+    """An unfitted pipeline: :func:`features`, then :func:`classifier` with ``c``."""
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(features(params), classifier(params, c))
 
 
 def fit(train: tuple[Sequence[str], Sequence[int]],
         validation: tuple[Sequence[str], Sequence[int]], n_labels: int,
         params: Any) -> tuple[Any, dict[str, float]]:
-    """Fit one pipeline per ``params.c_values`` on ``train`` (texts, label ids) and keep the
-    one with the best ``validation`` macro-F1 (the first on a tie: the most regularised when
-    c_values increase), as the student keeps its best validation epoch.
+    """Fit the features once on ``train`` (texts, label ids), then one classifier per
+    ``params.c_values``, and keep the one with the best ``validation`` macro-F1 (the first on
+    a tie: the most regularised when c_values increase), as the student keeps its best
+    validation epoch. The features do not depend on C, so they are computed once: the fit
+    costs one vectorization plus len(c_values) solver runs.
 
-    Returns the fitted pipeline and {'c', 'validation.macro_f1', 'validation.accuracy',
-    'features'}. Raises scikit-learn's ValueError when train holds fewer than two labels.
+    Returns the fitted pipeline (features, classifier) and {'c', 'validation.macro_f1',
+    'validation.accuracy', 'features'}. Raises scikit-learn's ValueError when train holds
+    fewer than two labels.
     """
+    from sklearn.pipeline import make_pipeline
+
+    union = features(params)
+    x_train = union.fit_transform(list(train[0]))
+    x_val = union.transform(list(validation[0]))
+    y_train, y_val = np.asarray(train[1]), np.asarray(validation[1])
     best: tuple[float, Any, dict[str, float]] | None = None
-    y_val = np.asarray(validation[1])
     for c in params.c_values:
-        model = build(params, c).fit(list(train[0]), np.asarray(train[1]))
-        pred = model.predict(list(validation[0]))
+        clf = classifier(params, c).fit(x_train, y_train)
+        pred = clf.predict(x_val)
         f1 = evaluation.macro_f1(y_val, pred, n_labels)
         if best is None or f1 > best[0]:
-            best = (f1, model, {"c": float(c), "validation.macro_f1": f1,
-                                "validation.accuracy": evaluation.accuracy(y_val, pred)})
+            best = (f1, clf, {"c": float(c), "validation.macro_f1": f1,
+                              "validation.accuracy": evaluation.accuracy(y_val, pred)})
     assert best is not None  # BaselineParams requires at least one c value
-    _, model, info = best
-    info["features"] = sum(len(v.vocabulary_) for _, v in model[0].transformer_list)
-    return model, info
+    _, clf, info = best
+    info["features"] = sum(len(v.vocabulary_) for _, v in union.transformer_list)
+    return make_pipeline(union, clf), info
 
 
 def count_parameters(model: Any) -> int:
