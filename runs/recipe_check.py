@@ -254,11 +254,15 @@ def read_source_rows(path: Path = SOURCE_CSV) -> list[dict[str, str]]:
     return rows
 
 
-def prepare_workspace(source: Path, ws: Path, cache: Path) -> None:
+def prepare_workspace(source: Path, ws: Path, cache: Path) -> Path:
     """A clone of ``source`` at ``ws`` carrying the source's working-tree files, with DVC's
-    cache at ``cache`` (shared by all workspaces)."""
+    cache at ``cache`` (shared by all workspaces). Returns the workspace's log, started anew:
+    the output of every dvc command run in it."""
     workspace.scratch_repo(source, ws)
-    _dvc(ws, ["cache", "dir", "--local", str(cache)], log=None)
+    log = ws / "recipe_check.log"
+    log.write_text("", encoding="utf-8")
+    _dvc(ws, ["cache", "dir", "--local", str(cache)], log)
+    return log
 
 
 def _set(params: dict, key: str, value: object) -> None:
@@ -266,11 +270,10 @@ def _set(params: dict, key: str, value: object) -> None:
     params.setdefault(section, {})[name] = value
 
 
-def _dvc(ws: Path, stage: str, log: Path) -> dict:
-    """``dvc repro --single-item stage`` in ``ws``, output appended to ``log``; returns its
-    {'wall_s', 'peak_rss_gib'} (workspace.measure)."""
+def _dvc(ws: Path, args: list[str], log: Path) -> dict:
+    """``dvc <args>`` in ``ws``, output appended to ``log``; returns its {'wall_s',
+    'peak_rss_gib'} (workspace.measure). Raises RecipeCheckError naming the log on failure."""
     dvc = Path(sys.executable).parent / "dvc"
-    args = ["repro", "--single-item", stage]
     row = workspace.measure([str(dvc), *args], cwd=ws, env=workspace.environment(ws), log=log,
                             append=True)
     if row.pop("returncode") != 0:
@@ -283,21 +286,19 @@ def run_variant(variant: Variant, rows: list[dict[str, str]], source: Path, root
     """Build and run one variant; returns its workspace and, per stage run, its wall time (s)
     and peak RSS (GiB). A stage DVC found up to date shows the time DVC took to say so."""
     ws = root / variant.name
-    prepare_workspace(source, ws, root / "cache")
+    log = prepare_workspace(source, ws, root / "cache")
     settings = yaml.safe_load((source / "params.yaml").read_text(encoding="utf-8"))
     for key, value in [*variant.build(rows, ws).items(), *overrides]:
         _set(settings, key, value)
     (ws / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
-    log = ws / "recipe_check.log"
-    log.write_text("", encoding="utf-8")
     stages: dict[str, dict] = {}
     if variant.runs_split:
-        stages["split"] = _dvc(ws, "split", log)
+        stages["split"] = _dvc(ws, ["repro", "--single-item", "split"], log)
     if variant.after_split:
         variant.after_split(ws)
     for stage in STAGES:  # one at a time: dvc would otherwise re-run split over our split
         print(f"[{variant.name}] {stage} ...", flush=True)
-        stages[stage] = _dvc(ws, stage, log)
+        stages[stage] = _dvc(ws, ["repro", "--single-item", stage], log)
         print(f"[{variant.name}] {stage}: {stages[stage]['wall_s']:.0f} s, "
               f"{stages[stage]['peak_rss_gib']:.2f} GiB peak", flush=True)
     return ws, stages

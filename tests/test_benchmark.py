@@ -4,7 +4,6 @@ README's results table and metric diffs."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import shutil

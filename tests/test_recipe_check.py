@@ -13,6 +13,7 @@ import pytest
 import yaml
 from conftest import (
     LABELS,
+    ROOT,
     default_params,
     tiny_classifier,
     tiny_tokenizer,
@@ -193,3 +194,17 @@ def test_table_lists_every_variant_with_intervals() -> None:
     assert lines[3] == ("| `small` | 212 | 0.976 | 0.900 | 0.967 | 0.990 (0.970–1.010) | "
                         "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | `notice` (0.950) | 4 (3) | "
                         "6 | – |")
+
+
+def test_a_workspace_shares_the_cache_and_a_failing_dvc_command_names_its_log(tmp_path) -> None:
+    ws = tmp_path / "ws"
+    log = recipe_check.prepare_workspace(ROOT, ws, tmp_path / "cache")
+    assert log == ws / "recipe_check.log" and log.is_file()
+    assert str(tmp_path / "cache") in (ws / ".dvc" / "config.local").read_text()
+    row = recipe_check._dvc(ws, ["stage", "list"], log)
+    assert set(row) == {"wall_s", "peak_rss_gib"} and row["peak_rss_gib"] > 0
+    with pytest.raises(recipe_check.RecipeCheckError,
+                       match=r"'dvc repro --single-item no_such_stage' failed; see .*"
+                             r"recipe_check\.log"):
+        recipe_check._dvc(ws, ["repro", "--single-item", "no_such_stage"], log)
+    assert "no_such_stage" in log.read_text()  # appended: both commands' output kept
