@@ -92,7 +92,7 @@ datasets: setup
 	$(BIN)/python -m runs.public_data $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check src stages tests
+	$(BIN)/ruff check src stages runs tests
 
 clean-venv:
 	rm -rf $(VENV)

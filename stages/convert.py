@@ -111,7 +111,7 @@ class _BucketParity:
         texts = tokenization.edge_cases(max_length) + list(test["text"][:n_test])
         ids = tokenization.encode(tokenizer, texts, max_length)["input_ids"]
         # batch 1: no padding at all in the reference
-        logits, _ = torch_runner.predict_logits(model, ids, 1, tokenizer.pad_token_id,
+        logits = torch_runner.predict_logits(model, ids, tokenizer.pad_token_id, batch_size=1,
                                              progress=False)
         return cls(ids, evaluation.softmax(logits))
 
@@ -138,7 +138,7 @@ class _TestSplit:
     def load(cls, folder, tokenizer, model, max_length: int) -> _TestSplit:
         test = tokenization.load(folder)["test"]
         ids = tokenization.encode(tokenizer, list(test["text"]), max_length)["input_ids"]
-        reference, _ = torch_runner.predict_logits(model, ids, 32, tokenizer.pad_token_id)
+        reference = torch_runner.predict_logits(model, ids, tokenizer.pad_token_id)
         return cls(ids, np.asarray(test["label"]), reference)
 
     def scores(self, variant: str, mlmodel, labels: tuple[str, ...]) -> dict:

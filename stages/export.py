@@ -42,7 +42,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     texts, gold, pad_id = list(test["text"]), np.asarray(test["label"]), tokenizer.pad_token_id
     # the model's own tokenizer: a trimmed student vocabulary gives other ids than the teacher's
     ids = tokenization.encode(tokenizer, texts, params.tokenize.max_length)["input_ids"]
-    reference, _ = torch_runner.predict_logits(model, ids, 32, pad_id, desc="pytorch test")
+    reference = torch_runner.predict_logits(model, ids, pad_id, desc="pytorch test")
     metrics: dict = {"pytorch.size_mb": size_mb(model_dir / contract.WEIGHTS_FILE)}
     metrics.update(evaluation.report(reference, gold, labels, "pytorch.test"))
     try:

@@ -20,7 +20,7 @@ import numpy as np
 from pocketbert.core import contract, evaluation, stage
 from pocketbert.core.artifacts import atomic_path, write_json
 from pocketbert.data import dataset, tokenization
-from pocketbert.data.soft_labels import SoftLabels
+from pocketbert.data.soft_labels import UNLABELLED, SoftLabels
 from pocketbert.teachers import api
 from pocketbert.teachers import teacher as teachers
 
@@ -28,7 +28,6 @@ PARAMS = ("soft_label", "tokenize.max_length", *api.PARAMS)
 INPUTS = ("teacher", "tokenize", "augmented")
 OUTPUTS = ("out", "metrics")
 OPTIONS = ("api_cache",)
-SPLITS = ("train", "validation", "test")
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
@@ -39,21 +38,21 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                             max_length=params.tokenize.max_length)
     data = tokenization.load(inputs["tokenize"], inputs["augmented"])
     groups = {split: teachers.Texts(list(data[split]["text"]), data[split]["input_ids"])
-              for split in SPLITS}
+              for split in dataset.SPLITS}
     metrics: dict = {}
     if p.use_unlabelled:
-        labelled = {text.casefold() for split in SPLITS for text in data[split]["text"]}
+        labelled = {text.casefold() for split in dataset.SPLITS for text in data[split]["text"]}
         texts, skipped = dataset.load_unlabelled_csv(p.unlabelled_csv, exclude=labelled)
-        groups["unlabelled"] = teachers.Texts(texts)  # tokenized by a local teacher itself
+        groups[UNLABELLED] = teachers.Texts(texts)  # tokenized by a local teacher itself
         metrics["unlabelled.skipped_labelled_texts"] = skipped
     with atomic_path(outputs["out"], directory=True) as tmp:
         logits = teacher.logits(groups)  # inside: no folder if the teacher fails
         for split, part in logits.items():
             metrics[f"{split}.rows"] = len(part)
-            if split in SPLITS:
+            if split in dataset.SPLITS:
                 metrics[f"{split}.teacher_gold_agreement"] = evaluation.accuracy(
                     np.asarray(data[split]["label"]), part.argmax(-1))
-        SoftLabels(labels, logits, groups["unlabelled"].texts if p.use_unlabelled
+        SoftLabels(labels, logits, groups[UNLABELLED].texts if p.use_unlabelled
                    else None).write(tmp)
     metrics.update(teacher.metrics())
     write_json(outputs["metrics"], metrics)

@@ -83,7 +83,7 @@ def _build(p, data, labels: tuple[str, ...], inputs: stage.Paths, tmp: Path,
             tokenizer.pad_token_id, scratch=out.with_name(".teacher.trainer"))
         metrics["epochs_run"] = result["epochs_run"]
     modeling.save_classifier(tmp, model.cpu(), tokenizer, labels, "teacher", p)
-    return teachers.LocalTeacher(model, tokenizer, labels, batch_size=64), metrics
+    return teachers.LocalTeacher(model, tokenizer, labels), metrics
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -111,8 +111,8 @@ def _scores(model, tokenizer, splits, soft: Mapping[str, np.ndarray],
 
     metrics: dict = {}
     for split in ("validation", "test"):
-        logits, _ = torch_runner.predict_logits(model, splits[split]["input_ids"], 64,
-                                                tokenizer.pad_token_id, desc=f"student {split}")
+        logits = torch_runner.predict_logits(model, splits[split]["input_ids"],
+                                             tokenizer.pad_token_id, desc=f"student {split}")
         gold = np.asarray(splits[split]["label"])
         metrics.update(evaluation.report(logits, gold, labels, f"student.{split}",
                                          reference_logits=soft[split]))

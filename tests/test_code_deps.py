@@ -162,6 +162,17 @@ def test_library_imports_point_down_the_layers():
     assert not upward, "imports up the layers:\n" + "\n".join(sorted(upward))
 
 
+def test_tests_mirror_the_layout():
+    tests = ROOT / "tests"
+    folders = sorted(d.name for d in tests.iterdir() if d.is_dir() and d.name != "__pycache__")
+    assert set(folders) <= {*LAYERS, "stages", "runs"}, \
+        "tests/ holds folders named after a layer, stages/ or runs/"
+    assert sorted(p.name for p in tests.glob("test_*.py")) == ["test_code_deps.py",
+                                                               "test_docs.py"], \
+        "only project-wide tests sit at the top of tests/: put a test beside its layer's peers"
+    assert not list(tests.glob("*/*/test_*.py")), "one level of folders, as in src/pocketbert/"
+
+
 def test_core_imports_no_torch():
     # the bottom layer loads without the training stack: params, contract and artifacts are
     # read by the apps and the drivers too

@@ -129,7 +129,7 @@ def op_tanh(x):
     return np.tanh(x)
 
 
-# Ops of other encoder families (tests/test_architectures.py runs each family's program):
+# Ops of other encoder families (tests/training/test_architectures.py runs each family's program):
 # RoBERTa and MPNet count positions with cumsum; MPNet buckets relative positions with abs,
 # less, log, minimum, fill_like and range_1d; DeBERTa-v2 uses logical_not and squeeze;
 # DistilBERT's feed-forward uses relu.

@@ -14,6 +14,7 @@ are data): ``endpoint.json`` marks an endpoint, anything else is a classifier fo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +44,13 @@ class LocalTeacher:
     device (runtime.torch_runner)."""
 
     def __init__(self, model: Any, tokenizer: Any, labels: tuple[str, ...], *,
-                 batch_size: int, max_length: int | None = None,
+                 batch_size: int | None = None, max_length: int | None = None,
                  folder: Path | None = None) -> None:
         from pocketbert.runtime import torch_runner
 
         self.model, self.tokenizer, self.labels = model, tokenizer, labels
-        self.batch_size, self.max_length, self.folder = batch_size, max_length, folder
+        self.batch_size = batch_size or torch_runner.BATCH_SIZE
+        self.max_length, self.folder = max_length, folder
         self.device = torch_runner.pick_device()
         self._throughput: dict[str, float] = {}
 
@@ -67,9 +69,11 @@ class LocalTeacher:
                                      "teacher's max_length")
                 ids = tokenization.encode(self.tokenizer, list(group.texts),
                                           self.max_length)["input_ids"]
-            out[name], self._throughput[name] = torch_runner.predict_logits(
-                self.model, ids, self.batch_size, self.tokenizer.pad_token_id,
+            start = time.perf_counter()
+            out[name] = torch_runner.predict_logits(
+                self.model, ids, self.tokenizer.pad_token_id, batch_size=self.batch_size,
                 device=self.device, desc=f"teacher {name}")
+            self._throughput[name] = len(ids) / max(time.perf_counter() - start, 1e-9)
         return out
 
     def metrics(self) -> dict:
@@ -123,12 +127,14 @@ Teacher = LocalTeacher | ApiTeacher
 
 
 def load(folder: Path, labels: tuple[str, ...], *, params: TeacherParams | None = None,
-         cache: Path | None = None, batch_size: int = 64, max_length: int = 128) -> Teacher:
+         cache: Path | None = None, batch_size: int | None = None,
+         max_length: int = 128) -> Teacher:
     """The teacher the teacher stage wrote to ``folder``.
 
     A classifier folder loads its weights and tokenizer (``batch_size`` texts per forward
-    pass, texts without ids cut at ``max_length`` tokens); an endpoint folder is checked
-    against ``params`` (when given: ``api.check_endpoint``) and asks the endpoint, with answers
+    pass, None: runtime.torch_runner.BATCH_SIZE; texts without ids cut at ``max_length``
+    tokens); an endpoint folder is checked against ``params`` (when given:
+    ``api.check_endpoint``) and asks the endpoint, with answers
     cached in ``cache``. Raises ModelError for a classifier folder that does not load or
     match ``labels``, DataError for an endpoint folder of other params."""
     if model_folders.is_endpoint(folder):

@@ -2,7 +2,7 @@
 student initialisation, and the device wrapper that ONNX export and Core ML conversion trace.
 
 Architectures: anything ``AutoModelForSequenceClassification`` loads from a local folder.
-The device wrapper is checked (tests/test_architectures.py) on BERT, RoBERTa, MPNet,
+The device wrapper is checked (tests/training/test_architectures.py) on BERT, RoBERTa, MPNet,
 DeBERTa-v2, ELECTRA and DistilBERT; inputs are always (input_ids, attention_mask), so
 token_type_ids are never fed (every family above defaults them to zeros or has none).
 """

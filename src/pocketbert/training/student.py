@@ -21,16 +21,16 @@ import numpy as np
 
 from pocketbert.core import model_folders
 from pocketbert.core.errors import ParamsError
-from pocketbert.data import tokenization, vocabulary
+from pocketbert.data import dataset, tokenization, vocabulary
 from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.training import modeling
 
-SPLITS = ("train", "validation", "test")
+
 def read_soft_labels(folder: Path, data, labels: tuple[str, ...]) -> SoftLabels:
     """The soft_label folder's logits of every split (checked against the tokenized data's
     rows and the labels) and of the unlabelled transfer texts when it has them. Raises
     DataError naming the file and 'dvc repro soft_label' as the fix (SoftLabels.read)."""
-    return SoftLabels.read(folder, labels, {split: len(data[split]) for split in SPLITS},
+    return SoftLabels.read(folder, labels, {split: len(data[split]) for split in dataset.SPLITS},
                            unlabelled=True)
 
 
@@ -92,7 +92,7 @@ def student_splits(data, soft: dict[str, np.ndarray], tokenizer, max_length: int
     from pocketbert.training.distillation import UNLABELLED
 
     splits = {}
-    for split in SPLITS:
+    for split in dataset.SPLITS:
         ids = tokenization.encode(tokenizer, list(data[split]["text"]), max_length)["input_ids"]
         splits[split] = (data[split].remove_columns(["input_ids"])
                          .add_column("input_ids", ids)

@@ -62,7 +62,7 @@ def test_device_wrapper_matches_the_model_on_padded_batches(family: str) -> None
     assert torch.allclose(alone[0], got[1], atol=1e-5)
 
 
-# bert: tests/test_export_convert.py
+# bert: tests/export/test_export_convert.py
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "bert"])
 def test_onnx_export_matches_pytorch(family: str, tmp_path) -> None:
     model = tiny_family(family)

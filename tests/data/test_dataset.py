@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from pocketbert.core import params
 from pocketbert.core.errors import DataError, PocketbertError
@@ -17,7 +18,6 @@ from pocketbert.data import dataset
 from stages import split
 
 LABELS = ("condition", "constraint", "notice", "process")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_split(tmp_path: Path, params_path: Path, capsys) -> tuple[int, str]:

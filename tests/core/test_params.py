@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from pocketbert.core import params
 from pocketbert.core.errors import ParamsError
 
-ROOT = Path(__file__).resolve().parents[1]
 DVC_STAGES: dict = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 PARAMS_YAML: dict = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
 

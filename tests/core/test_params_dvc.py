@@ -13,11 +13,10 @@ import typing
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from pocketbert.core import params
 from pocketbert.core.errors import ParamsError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _numeric_keys() -> dict[str, type]:

@@ -405,7 +405,7 @@ TESTED_OPS = {
     "shape", "expand_dims", "reshape", "transpose", "tile", "concat", "slice_by_index", "gather",
     "gather_along_axis", "matmul", "linear", "layer_norm", "softmax", "gelu", "classify",
     "constexpr_lut_to_dense", "constexpr_affine_dequantize",
-    # other encoder families (tests/test_architectures.py runs their whole programs)
+    # other encoder families (tests/training/test_architectures.py runs their whole programs)
     "cumsum", "abs", "relu", "log", "less", "minimum", "logical_not", "fill_like", "range_1d",
     "squeeze",
 }
