@@ -166,8 +166,8 @@ MARKDOWN = tuple(dict.fromkeys(name for name, _, _ in results.BLOCKS))
 "README.md and the docs files that hold generated blocks"
 PUBLIC_RUNS = tuple(str(p.relative_to(ROOT)) for p in
                     sorted((ROOT / results.PUBLIC_RUNS).glob("*.json")))
-GENERATED_FROM = (*MARKDOWN, "metrics/benchmark.json", "metrics/latency.json", "params.yaml",
-                  *PUBLIC_RUNS)
+GENERATED_FROM = (*MARKDOWN, "metrics/benchmark.json", "metrics/latency.json",
+                  "metrics/calibrate.json", "params.yaml", *PUBLIC_RUNS)
 "README, the docs with generated blocks, and the files their generated tables are made from"
 
 
@@ -215,8 +215,10 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
     metrics = json.loads((files / "metrics" / "benchmark.json").read_text(encoding="utf-8"))
     latency = json.loads((files / "metrics" / "latency.json").read_text(encoding="utf-8"))
     public = results.read_runs(files / results.PUBLIC_RUNS)
+    deferral = json.loads((files / "metrics" / "calibrate.json").read_text(encoding="utf-8"))
     expected = {results.START: (results.results_table(metrics), "results"),
                 results.PUBLIC_START: (results.public_table(public), "public sets"),
+                results.DEFERRAL_START: (results.deferral_table(deferral), "deferral"),
                 results.PARAMS_START: (results.params_table(files / "params.yaml"), "params"),
                 results.LATENCY_START: (results.latency_table(latency), "latency candidates")}
     assert set(expected) == {start for _, start, _ in results.BLOCKS}
@@ -224,7 +226,8 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
         body, what = expected[start]
         assert results.readme_table(results.block_file(readme, name), start, end) == body, (
             f"the {what} table in {name} is stale: run `make results`")
-    assert results.readme_is_current(readme, metrics, files / "params.yaml", latency, public)
+    assert results.readme_is_current(readme, metrics, files / "params.yaml", latency, public,
+                                     deferral)
 
 
 def test_stage_table_shows_each_stage_once_in_order_met_and_skips_unmeasured_runs() -> None:
@@ -240,6 +243,30 @@ def test_stage_table_shows_each_stage_once_in_order_met_and_skips_unmeasured_run
     assert len(lines) == 4 and results.stage_table({"c/z": {}}) == ""
 
 
+def test_deferral_table_shows_both_models_and_a_threshold_that_defers_everything() -> None:
+    m = {"test_rows": 10, "validation_rows": 10, "confidence_level": 0.9, "temperature": 1.5,
+         "target_agreement": 0.995, "score": "margin", "threshold": 0.25,
+         "test.ece_before": 0.1, "test.ece_after": 0.05, "test.nll_before": 0.4,
+         "test.nll_after": 0.3, "ood_rows": 4, "ood.deferred_share": 0.75,
+         "test.answered": 8, "test.disagreements_answered": 0,
+         "test.coverage": 0.8, "test.coverage_ci_low": 0.6, "test.coverage_ci_high": 1.0,
+         "test.agreement": 1.0, "test.agreement_ci_low": 1.0, "test.agreement_ci_high": 1.0,
+         "test.macro_f1": 0.9, "test.macro_f1_ci_low": 0.8, "test.macro_f1_ci_high": 1.0,
+         "baseline.threshold": None, "baseline.test.answered": 0,
+         "baseline.test.disagreements_answered": 0, "baseline.test.coverage": 0.0,
+         "scores.margin.validation.coverage": 0.7, "scores.margin.validation.disagreements": 0,
+         "scores.margin.validation.agreement_lower_bound": 0.79, "scores.margin.ood.auroc": 0.9}
+    table = results.deferral_table(m)
+    lines = table.splitlines()
+    assert lines[0] == "| on 10 test texts (90% interval) | student int8 | TF-IDF baseline |"
+    assert lines[2] == "| answered on device (coverage) | 0.800 (0.600–1.000) | 0.000 |"
+    assert lines[3] == "| agreement with the teacher on the answered | 1.000 (1.000–1.000) | – |"
+    assert lines[6] == ("| answers when | margin ≥ 0.250 (calibrated) | none reaches the target: "
+                        "every text deferred |")
+    assert "`margin` 0.700; `margin` answers the most" in table
+    assert "lower bound of their agreement is 0.790" in table and "75.0% are deferred" in table
+
+
 def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
                                                                          capsys) -> None:
     from pocketbert.apps import cli
@@ -249,7 +276,8 @@ def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
             "--metrics", str(files / "metrics" / "benchmark.json"),
             "--latency", str(files / "metrics" / "latency.json"),
             "--params", str(files / "params.yaml"),
-            "--public-runs", str(files / results.PUBLIC_RUNS), "--check"]
+            "--public-runs", str(files / results.PUBLIC_RUNS),
+            "--calibrate", str(files / "metrics" / "calibrate.json"), "--check"]
     assert cli.main(args) == 0
     metrics_file = files / "metrics" / "benchmark.json"
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))

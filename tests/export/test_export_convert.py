@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import LABELS, PADDING_TOLERANCE, tiny_tokenizer
+from conftest import LABELS, PADDING_TOLERANCE, tiny_tokenizer, write_csv
 
-from pocketbert.core import contract
+from pocketbert.core import contract, evaluation
 from pocketbert.data import tokenization
 from pocketbert.export import coreml, onnx_export
 from pocketbert.training import modeling
@@ -310,6 +310,51 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
     assert {row["variant"] for row in tradeoff} >= {"teacher.pytorch_fp32", "student.onnx_int8",
                                                     "teacher.onnx_int8", "baseline.tfidf_logreg"}
     assert json.loads((r / "bench.json").read_text()) == m
+    _check_calibrate(w, raw)
+
+
+def _check_calibrate(w: dict, raw: dict) -> None:
+    """The calibrate stage on the tiny pipeline's outputs: its settings give, through the
+    device rule (contract.answers) on the int8 model's own probabilities, exactly the test
+    texts it reports as answered."""
+    from pocketbert.data.soft_labels import logits_file
+    from pocketbert.runtime import onnx_runner
+    from stages import calibrate
+
+    r, p = w["root"], str(w["params"])
+    args = ["--params", p, "--export-student", str(r / "onnx_student"), "--tokenize",
+            str(w["tokenize"]), "--soft-label", str(r / "soft"), "--baseline",
+            str(r / "baseline"), "--out", str(r / "calibration"), "--metrics",
+            str(r / "cal.json"), "--plots", str(r / "cal_plots")]
+    raw["calibrate"] = {"ood_csv": str(r / "missing.csv")}
+    w["params"].write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit) as stop:
+        calibrate.main(args)
+    assert stop.value.code == 2 and not (r / "calibration").exists()
+    write_csv(r / "ood.csv", [{"text": t} for t in ("https://example.com", "x " * 300,
+                                                     "Le chat dort sur le canapé.")])
+    raw["calibrate"] = {"ood_csv": str(r / "ood.csv"), "target_agreement": 0.5}
+    raw["benchmark"]["bootstrap_resamples"] = 200
+    w["params"].write_text(yaml.safe_dump(raw))
+    m = calibrate.main(args)
+    settings = json.loads((r / "calibration" / contract.CALIBRATION_FILE).read_text())
+    assert settings["score"] == m["score"] in contract.CONFIDENCE_SCORES
+    assert settings["temperature"] == m["temperature"] > 0
+    model = onnx_runner.load_classifier(r / "onnx_student" / contract.ONNX_INT8_FILE, 32)
+    test = tokenization.load(w["tokenize"])["test"]
+    probs = evaluation.softmax(model.logits(list(test["text"])))
+    decisions = [contract.answers(row, temperature=settings["temperature"],
+                                  score=settings["score"], threshold=settings["threshold"])
+                 for row in probs.tolist()]
+    assert sum(decisions) == m["test.answered"]
+    assert m["test.coverage"] == pytest.approx(sum(decisions) / len(decisions))
+    assert m["ood_rows"] == 3 and 0 <= m["ood.deferred_share"] <= 1
+    for key in ("test.ece_before", "test.ece_after", "test.nll_before", "test.nll_after"):
+        assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
+    curve = json.loads((r / "cal_plots" / "risk_coverage.json").read_text())
+    assert [row["coverage"] for row in curve] == list(calibrate.COVERAGES)
+    assert curve[-1]["student_int8_agreement"] == pytest.approx(
+        float((probs.argmax(-1) == np.load(r / "soft" / logits_file("test")).argmax(-1)).mean()))
 
 
 def test_int8_below_the_agreement_target_is_flagged_and_warned(tiny_world, monkeypatch) -> None:

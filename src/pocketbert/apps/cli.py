@@ -349,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser(
         "results", help="rewrite the generated tables (README results and public sets, docs "
                         "params and latency)",
-        description="Regenerate README.md's results table from metrics/benchmark.json and its "
-                    "public-sets table from the run files in metrics/runs/public, "
+        description="Regenerate README.md's results table from metrics/benchmark.json, its "
+                    "public-sets table from the run files in metrics/runs/public and its "
+                    "deferral table from metrics/calibrate.json, "
                     "docs/experiments.md's latency candidates table from metrics/latency.json "
                     "and docs/reference.md's params table from params.yaml and the field docs "
                     "in pocketbert.core.params (never typed by hand); the docs files are found "
@@ -358,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics", default="metrics/benchmark.json", metavar="PATH")
     t.add_argument("--latency", default="metrics/latency.json", metavar="PATH",
                    help="the latency stage's metrics (its table is left alone when absent)")
+    t.add_argument("--calibrate", default="metrics/calibrate.json", metavar="PATH",
+                   help="the calibrate stage's metrics (README's deferral table; left alone "
+                        "when absent)")
     t.add_argument("--readme", default="README.md", metavar="PATH")
     t.add_argument("--params", default="params.yaml", metavar="PATH",
                    help="the params file whose values the params table shows")
@@ -391,13 +395,18 @@ def results_command(args: argparse.Namespace) -> int:
                if latency_file.is_file() else None)
     public = (results.read_runs(args.public_runs) if Path(args.public_runs).is_dir()
               else None)
+    calibrate_file = Path(args.calibrate)
+    deferral = (json.loads(calibrate_file.read_text(encoding="utf-8"))
+                if calibrate_file.is_file() else None)
     readme = Path(args.readme)
     try:
         if args.check:
-            same = results.readme_is_current(readme, metrics, args.params, latency, public)
+            same = results.readme_is_current(readme, metrics, args.params, latency, public,
+                                             deferral)
             print(f"{readme}: generated tables are {'up to date' if same else 'stale'}")
             return 0 if same else 1
-        changed = results.update_readme(readme, metrics, args.params, latency, public)
+        changed = results.update_readme(readme, metrics, args.params, latency, public,
+                                        deferral)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     print(f"{readme}: generated tables {'updated' if changed else 'already up to date'}")

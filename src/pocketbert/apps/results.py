@@ -287,12 +287,72 @@ def public_table(runs: dict[str, dict]) -> str:
     return table
 
 
+DEFERRAL_START, DEFERRAL_END = "<!-- deferral:start -->", "<!-- deferral:end -->"
+DEFERRAL_ROWS = (("coverage", "answered on device (coverage)"),
+                 ("agreement", "agreement with the teacher on the answered"),
+                 ("macro_f1", "macro-F1 on the answered"))
+
+
+def _answered(m: dict[str, Any], prefix: str) -> list[str]:
+    """The coverage, agreement and macro-F1 cells of one model in metrics/calibrate.json."""
+    return [_with_ci(m.get(f"{prefix}test.{key}"),
+                     (m.get(f"{prefix}test.{key}_ci_low"), m.get(f"{prefix}test.{key}_ci_high")))
+            for key, _ in DEFERRAL_ROWS]
+
+
+def _rule(score: str, threshold: float | None) -> str:
+    return ("none reaches the target: every text deferred" if threshold is None
+            else f"{score.replace('_', ' ')} ≥ {_number(threshold)}")
+
+
+def deferral_table(m: dict[str, Any]) -> str:
+    """README's deferral block from metrics/calibrate.json (stage calibrate): the student's
+    and the TF-IDF baseline's coverage, agreement and macro-F1 on the test texts they answer
+    at the threshold chosen on validation, then how it was chosen, the calibration and the
+    out-of-distribution texts."""
+    level = f"{m['confidence_level']:.0%}"
+    chosen = m["score"]
+    held = m[f"scores.{chosen}.validation.disagreements"]
+    student, base = _answered(m, ""), _answered(m, "baseline.")
+    lines = [f"| on {m['test_rows']:,} test texts ({level} interval) | student int8 | "
+             "TF-IDF baseline |", "|---|---|---|"]
+    for (_, title), a, b in zip(DEFERRAL_ROWS, student, base, strict=True):
+        lines.append(f"| {title} | {a} | {b} |")
+    lines.append(f"| disagreements among the answered | {m['test.disagreements_answered']} of "
+                 f"{m['test.answered']} | {m['baseline.test.disagreements_answered']} of "
+                 f"{m['baseline.test.answered']} |")
+    lines.append(f"| answers when | {_rule(m['score'], m['threshold'])} (calibrated) | "
+                 f"{_rule('max_probability', m['baseline.threshold'])} |")
+    scores = [key.split(".")[1] for key in m if key.startswith("scores.")
+              and key.endswith(".validation.coverage")]
+    by_score = ", ".join(f"`{s}` {m[f'scores.{s}.validation.coverage']:.3f}" for s in scores)
+    bound = m.get(f"scores.{chosen}.validation.agreement_lower_bound")
+    ood = ", ".join(f"`{s}` {m[f'scores.{s}.ood.auroc']:.3f}" for s in scores)
+    lines += ["", (
+        f"Threshold chosen on the {m['validation_rows']:,} validation texts, never on test: the "
+        f"lowest whose answered texts agree with the teacher on at least "
+        f"{m['target_agreement']} of them (`calibrate.target_agreement`). Validation coverage "
+        f"by confidence score: {by_score}; `{m['score']}` answers the most. On validation "
+        f"its answered texts hold {held} disagreements"
+        + (f"; the one-sided {level} Clopper–Pearson lower bound of their agreement is "
+           f"{bound:.3f}, so a validation split of this size cannot certify the target on its "
+           "own, and the test rows above check it" if bound is not None else "")
+        + f". Temperature {m['temperature']:.3f} (fitted on validation): test ECE "
+        f"{_number(m['test.ece_before'])} → {_number(m['test.ece_after'])}, negative "
+        f"log-likelihood {_number(m['test.nll_before'])} → {_number(m['test.nll_after'])}. "
+        f"Of {m['ood_rows']} texts unlike any training data (`calibrate.ood_csv`), "
+        f"{m['ood.deferred_share']:.1%} are deferred; how well each score tells them from "
+        f"test texts (AUROC): {ood}.")]
+    return "\n".join(lines)
+
+
 README = "README.md"
 "the file every other generated block's path is relative to (its folder is the checkout root)"
 
 BLOCKS = (
     (README, START, END),
     (README, PUBLIC_START, PUBLIC_END),
+    (README, DEFERRAL_START, DEFERRAL_END),
     ("docs/experiments.md", LATENCY_START, LATENCY_END),
     ("docs/reference.md", PARAMS_START, PARAMS_END),
 )
@@ -309,15 +369,17 @@ def block_file(readme: str | Path, name: str) -> Path:
 
 
 def _blocks(metrics: dict[str, Any], params_file: str | Path,
-            latency: dict[str, Any] | None = None,
-            public: dict[str, dict] | None = None) -> dict[tuple[str, str, str], str]:
+            latency: dict[str, Any] | None = None, public: dict[str, dict] | None = None,
+            deferral: dict[str, Any] | None = None) -> dict[tuple[str, str, str], str]:
     """The body of each block of BLOCKS, keyed by (file, start, end); the latency block only
-    with ``latency``, the public-sets block only with ``public`` (read_runs)."""
+    with ``latency``, the public-sets block only with ``public`` (read_runs), the deferral
+    block only with ``deferral`` (metrics/calibrate.json)."""
     bodies = {START: lambda: results_table(metrics),
               PUBLIC_START: lambda: public_table(public),
+              DEFERRAL_START: lambda: deferral_table(deferral),
               PARAMS_START: lambda: params_table(params_file),
               LATENCY_START: lambda: latency_table(latency)}
-    optional = {LATENCY_START: latency, PUBLIC_START: public}
+    optional = {LATENCY_START: latency, PUBLIC_START: public, DEFERRAL_START: deferral}
     return {(name, start, end): bodies[start]() for name, start, end in BLOCKS
             if start not in optional or optional[start] is not None}
 
@@ -334,14 +396,16 @@ def _read(path: Path, start: str, end: str) -> str:
 def update_readme(readme: Path, metrics: dict[str, Any],
                   params_file: str | Path = "params.yaml",
                   latency: dict[str, Any] | None = None,
-                  public: dict[str, dict] | None = None) -> bool:
+                  public: dict[str, dict] | None = None,
+                  deferral: dict[str, Any] | None = None) -> bool:
     """Replace the generated blocks of BLOCKS (results in README, the latency candidates in
     docs/experiments.md given ``latency``, metrics/latency.json, and params in
     docs/reference.md; each file found from ``readme``'s folder); True when a file changed.
     Raises ValueError when a file or a block's markers are missing, before any file is
     written."""
     texts: dict[Path, tuple[str, str]] = {}  # path: (as read, as rewritten)
-    for (name, start, end), body in _blocks(metrics, params_file, latency, public).items():
+    for (name, start, end), body in _blocks(metrics, params_file, latency, public,
+                                            deferral).items():
         path = block_file(readme, name)
         old, new = texts.get(path) or (_read(path, start, end),) * 2
         if start not in new or end not in new:
@@ -366,12 +430,14 @@ def readme_table(readme: Path, start: str = START, end: str = END) -> str:
 def readme_is_current(readme: Path, metrics: dict[str, Any],
                       params_file: str | Path = "params.yaml",
                       latency: dict[str, Any] | None = None,
-                      public: dict[str, dict] | None = None) -> bool:
+                      public: dict[str, dict] | None = None,
+                      deferral: dict[str, Any] | None = None) -> bool:
     """True when every generated block of BLOCKS (found from ``readme``'s folder) equals what
     ``metrics``, ``params_file`` and ``latency`` give. Raises ValueError when a file or a
     block's markers are missing."""
     return all(readme_table(block_file(readme, name), s, e) == body
-               for (name, s, e), body in _blocks(metrics, params_file, latency, public).items())
+               for (name, s, e), body in _blocks(metrics, params_file, latency, public,
+                                                 deferral).items())
 
 
 def diff_markdown(a_rev: str, b_rev: str | None = None, cwd: str | Path = ".") -> str:

@@ -1,10 +1,14 @@
 """The device contract: what every exported model takes and returns, and where it is written.
 
 Export, convert, bundle, benchmark, ``pocketbert predict`` and the tests read these names
-from here and nowhere else. Torch-free (plain constants), so the predict command can import it.
+from here and nowhere else. Torch-free (plain constants, and the deferral rule in plain Python),
+so the predict command can import it.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 # --- model inputs and outputs ---------------------------------------------------------------
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -49,3 +53,47 @@ NOT_MEASURED_NOTE = "not measured here"
 def coreml_file(variant: str) -> str:
     """The .mlpackage name of a Core ML variant in a convert folder, e.g. 'fp16.mlpackage'."""
     return f"{variant}.mlpackage"
+
+
+# --- deferral: when the student answers and when it asks the teacher ----------------------------
+CALIBRATION_FILE = "calibration.json"
+"""the deferral settings of a shipped student (models/calibration): {'temperature', 'score',
+'threshold', 'target_agreement'}"""
+CONFIDENCE_SCORES = ("max_probability", "margin", "entropy")
+"""confidence scores of a probability vector, higher = surer: the top probability, the top
+probability minus the second, and the negative entropy (nats)"""
+
+
+def calibrated(probabilities: Sequence[float], temperature: float) -> list[float]:
+    """Temperature-scaled probabilities: softmax(logits / T) computed from softmax(logits), as
+    p_i ** (1 / T) renormalised (the same up to rounding, and what a Core ML classifier's
+    probability output allows). ``temperature`` > 0; 1 leaves them unchanged. Guo et al. 2017,
+    "On Calibration of Modern Neural Networks", section 4.2 (temperature scaling)."""
+    powered = [p ** (1.0 / temperature) if p > 0 else 0.0 for p in probabilities]
+    total = sum(powered)
+    return [p / total for p in powered]
+
+
+def confidence(probabilities: Sequence[float], score: str) -> float:
+    """The ``score`` (one of CONFIDENCE_SCORES) of one probability vector [labels].
+
+    Raises ValueError for another score name."""
+    if score == "max_probability":
+        return max(probabilities)
+    if score == "margin":
+        top = sorted(probabilities, reverse=True)
+        return top[0] - (top[1] if len(top) > 1 else 0.0)
+    if score == "entropy":
+        return sum(p * math.log(p) for p in probabilities if p > 0)  # -H(p), at most 0
+    raise ValueError(f"unknown confidence score {score!r}; use one of {CONFIDENCE_SCORES}")
+
+
+def answers(probabilities: Sequence[float], *, temperature: float, score: str,
+            threshold: float | None) -> bool:
+    """The deferral rule: True when the student answers a text itself, False when it defers
+    to the teacher. ``probabilities``: the model's softmax output [labels] (temperature 1);
+    the rule answers when ``confidence(calibrated(probabilities, temperature), score)`` is at
+    least ``threshold`` (None: no threshold reached the target, so it always defers)."""
+    if threshold is None:
+        return False
+    return confidence(calibrated(probabilities, temperature), score) >= threshold

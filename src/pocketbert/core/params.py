@@ -371,6 +371,28 @@ class BaselineParams:
 
 
 @dataclass(frozen=True)
+class CalibrateParams:
+    """Calibrate the shipped student and choose when it defers to the teacher."""
+
+    target_agreement: float = 0.995
+    "agreement with the teacher required on the texts the student answers (validation split)"
+    scores: tuple[str, ...] = contract.CONFIDENCE_SCORES
+    "confidence scores compared; the one answering most validation texts at the target wins"
+    ood_csv: str = "data/raw/ood.csv"
+    "texts unlike any training data (a 'text' column): the share deferred is reported"
+
+    def __post_init__(self) -> None:
+        _require(0 < self.target_agreement <= 1, "calibrate.target_agreement",
+                 "use a value in (0, 1], e.g. 0.995")
+        _require(len(self.scores) > 0, "calibrate.scores",
+                 f"list at least one of {list(contract.CONFIDENCE_SCORES)}")
+        for i, score in enumerate(self.scores):
+            _require(score in contract.CONFIDENCE_SCORES, f"calibrate.scores[{i}]",
+                     f"use one of {list(contract.CONFIDENCE_SCORES)}")
+        _require(bool(self.ood_csv.strip()), "calibrate.ood_csv", "name a CSV file")
+
+
+@dataclass(frozen=True)
 class BenchmarkParams:
     """Measure every variant side by side on the test split."""
 
@@ -446,6 +468,7 @@ SECTIONS: dict[str, type] = {
     "export": ExportParams,
     "convert": ConvertParams,
     "baseline": BaselineParams,
+    "calibrate": CalibrateParams,
     "benchmark": BenchmarkParams,
     "latency": LatencyParams,
 }

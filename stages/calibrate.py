@@ -1,0 +1,206 @@
+"""calibrate: a calibrated confidence for the shipped student, and when it should ask the teacher.
+
+The shipped student (ONNX int8, one text per call, as a device runs it) is scored on the
+validation and test splits and on a set of texts unlike any training data (calibrate.ood_csv).
+On validation: a temperature is fitted to the gold labels (benchmarks.deferral), and for each
+confidence score of calibrate.scores the lowest threshold whose answered texts agree with the
+teacher on at least calibrate.target_agreement of them; the score answering the most
+validation texts wins (ties: the larger area under its validation agreement-coverage curve).
+On test, never used for a choice: ECE and negative log-likelihood before and after the
+temperature, and per score the coverage (share answered), agreement and macro-F1 on the
+answered texts, each with the benchmark's bootstrap intervals; the TF-IDF baseline gets a
+threshold the same way, for comparison. Writes the deferral settings (contract.CALIBRATION_FILE)
+and the risk-coverage curves of the student and the baseline (the plots dvc.yaml declares).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pocketbert.benchmarks import benchmarking, deferral
+from pocketbert.core import contract, evaluation, stage
+from pocketbert.core.artifacts import atomic_path, write_json
+from pocketbert.core.errors import DataError
+from pocketbert.data import dataset, tokenization
+from pocketbert.data.soft_labels import SoftLabels
+from pocketbert.runtime import onnx_runner
+from pocketbert.training import baseline
+
+PARAMS = ("calibrate", "tokenize.max_length", "benchmark.bootstrap_resamples",
+          "benchmark.bootstrap_seed", "benchmark.confidence_level", "benchmark.ece_bins")
+INPUTS = ("export_student", "tokenize", "soft_label", "baseline")
+OUTPUTS = ("out", "metrics", "plots")
+COVERAGES = tuple(round(0.01 * i, 2) for i in range(1, 101))
+"coverage levels of the risk-coverage curve: 1% to 100%"
+BASELINE_SCORE = "max_probability"
+"the baseline's confidence: its top probability (logistic regression's own, uncalibrated)"
+
+
+def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
+    p, b = params.calibrate, params.benchmark
+    ood_texts = _ood_texts(Path(p.ood_csv))
+    labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
+    data = tokenization.load(inputs["tokenize"])
+    splits = {name: (list(data[name]["text"]), np.asarray(data[name]["label"]))
+              for name in ("validation", "test")}
+    teacher = {name: logits.argmax(-1) for name, logits in SoftLabels.read(
+        inputs["soft_label"], labels, {name: len(gold) for name, (_, gold) in splits.items()}
+    ).logits.items()}
+    model = onnx_runner.load_classifier(inputs["export_student"] / contract.ONNX_INT8_FILE,
+                                        params.tokenize.max_length)
+    logits = {name: model.logits(texts) for name, (texts, _) in splits.items()}
+    logits["ood"] = model.logits(ood_texts)
+    temperature = deferral.fit_temperature(logits["validation"], splits["validation"][1])
+    probs = {name: deferral.scaled(z, temperature) for name, z in logits.items()}
+    settings = {"resamples": b.bootstrap_resamples, "seed": b.bootstrap_seed,
+                "level": b.confidence_level}
+    metrics: dict = {"temperature": temperature, "target_agreement": p.target_agreement,
+                     "confidence_level": b.confidence_level,
+                     "validation_rows": len(splits["validation"][1]),
+                     "test_rows": len(splits["test"][1]), "ood_rows": len(ood_texts),
+                     **_calibration(logits["test"], probs["test"], splits["test"][1], b.ece_bins,
+                                    settings)}
+    per_score = {score: _score(score, probs, splits, teacher, len(labels), p.target_agreement,
+                               settings) for score in p.scores}
+    best = max(p.scores, key=lambda s: (per_score[s]["validation.coverage"],
+                                        per_score[s]["validation.aurc_agreement"]))
+    for score, row in per_score.items():
+        metrics.update({f"scores.{score}.{key}": value for key, value in row.items()})
+    metrics.update({"score": best, "threshold": per_score[best]["threshold"],
+                    **{key: per_score[best][key] for key in per_score[best]
+                       if key.startswith(("test.", "ood."))}})
+    base_probs, base_rows = _baseline(inputs["baseline"], splits, teacher, len(labels),
+                                      p.target_agreement, settings)
+    metrics.update({f"baseline.{key}": value for key, value in base_rows.items()})
+    test_texts, gold = splits["test"]
+    student_curve = deferral.risk_coverage(
+        deferral.confidences(probs["test"], best), probs["test"].argmax(-1) == teacher["test"],
+        gold, probs["test"].argmax(-1), len(labels), COVERAGES)
+    baseline_curve = deferral.risk_coverage(
+        deferral.confidences(base_probs, BASELINE_SCORE),
+        base_probs.argmax(-1) == teacher["test"], gold, base_probs.argmax(-1), len(labels),
+        COVERAGES)
+    with atomic_path(outputs["out"], directory=True) as tmp:
+        write_json(tmp / contract.CALIBRATION_FILE,
+                   {"temperature": temperature, "score": best,
+                    "threshold": per_score[best]["threshold"],
+                    "target_agreement": p.target_agreement, "labels": list(labels)})
+    with atomic_path(outputs["plots"], directory=True) as tmp:
+        write_json(tmp / "risk_coverage.json", [
+            {"coverage": s["coverage"], "student_int8_agreement": s["agreement"],
+             "baseline_agreement": t["agreement"], "student_int8_macro_f1": s["macro_f1"],
+             "baseline_macro_f1": t["macro_f1"]}
+            for s, t in zip(student_curve, baseline_curve, strict=True)])
+    write_json(outputs["metrics"], metrics)
+    return metrics
+
+
+def _ood_texts(path: Path) -> list[str]:
+    """The texts of calibrate.ood_csv. Raises DataError naming the file and the params key."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; set calibrate.ood_csv in params.yaml to a CSV "
+                        "with a 'text' column of texts unlike your data (random characters, "
+                        "another language, a URL alone)")
+    texts, _ = dataset.load_unlabelled_csv(path)
+    return texts
+
+
+def _calibration(logits: np.ndarray, probs: np.ndarray, gold: np.ndarray, bins: int,
+                 settings: dict) -> dict:
+    """ECE and negative log-likelihood on test, before (T = 1) and after the temperature,
+    each with its bootstrap interval."""
+    out: dict = {}
+    for when, p in (("before", evaluation.softmax(logits)), ("after", probs)):
+        conf, correct = p.max(-1), (p.argmax(-1) == gold).astype(np.float64)
+        nll = deferral.nll_values(p, gold)
+        out[f"test.ece_{when}"] = evaluation.expected_calibration_error(p, gold, bins)
+        low, high = benchmarking.bootstrap_interval(
+            lambda c, k, axis=-1: deferral.ece_along(c, k, bins, axis), (conf, correct),
+            **settings)
+        out.update({f"test.ece_{when}_ci_low": low, f"test.ece_{when}_ci_high": high,
+                    f"test.nll_{when}": float(nll.mean())})
+        low, high = benchmarking.bootstrap_interval(lambda v, axis=-1: v.mean(axis=axis),
+                                                    (nll,), **settings)
+        out.update({f"test.nll_{when}_ci_low": low, f"test.nll_{when}_ci_high": high})
+    return out
+
+
+def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
+               splits: dict, teacher: dict[str, np.ndarray], n_labels: int, target: float,
+               settings: dict) -> dict:
+    """A threshold chosen on validation for ``target``, verified on test: coverage, agreement
+    and macro-F1 of the answered test texts with intervals; validation's own figures."""
+    agree = {name: probs[name].argmax(-1) == teacher[name] for name in ("validation", "test")}
+    chosen = deferral.choose_threshold(scores["validation"], agree["validation"], target)
+    gold, pred = splits["test"][1], probs["test"].argmax(-1)
+    answered = deferral.answered(scores["test"], chosen.threshold)
+    aurc = float(np.mean([r["agreement"] for r in deferral.risk_coverage(
+        scores["validation"], agree["validation"], splits["validation"][1],
+        probs["validation"].argmax(-1), n_labels, COVERAGES)]))
+
+    def interval(name: str, statistic, samples) -> dict:
+        low, high = (benchmarking.bootstrap_interval(statistic, samples, **settings)
+                     if answered.any() else (None, None))
+        return {f"{name}_ci_low": low, f"{name}_ci_high": high}
+
+    n_answered = int(answered.sum())
+    return {
+        "threshold": chosen.threshold,
+        "validation.coverage": chosen.coverage,
+        "validation.agreement": chosen.agreement,
+        "validation.answered": chosen.answered,
+        "validation.disagreements": chosen.disagreements,
+        "validation.agreement_lower_bound": deferral.clopper_pearson_lower(
+            chosen.answered - chosen.disagreements, chosen.answered, settings["level"]),
+        "validation.aurc_agreement": aurc,
+        "test.coverage": float(answered.mean()),
+        **interval("test.coverage", lambda a, axis=-1: a.mean(axis=axis), (answered,)),
+        "test.answered": n_answered,
+        "test.disagreements_answered": int((answered & ~agree["test"]).sum()),
+        "test.agreement": (float(deferral.answered_agreement_along(answered, agree["test"]))
+                           if n_answered else None),
+        **interval("test.agreement", deferral.answered_agreement_along,
+                   (answered, agree["test"])),
+        "test.macro_f1": (float(deferral.answered_macro_f1_along(gold, pred, answered,
+                                                                 n_labels))
+                          if n_answered else None),
+        **interval("test.macro_f1", lambda y, q, a, axis=-1: deferral.answered_macro_f1_along(
+            y, q, a, n_labels, axis), (gold, pred, answered)),
+    }
+
+
+def _score(score: str, probs: dict[str, np.ndarray], splits: dict,
+           teacher: dict[str, np.ndarray], n_labels: int, target: float,
+           settings: dict) -> dict:
+    """One confidence score's threshold and figures (_selective), with the share of the
+    out-of-distribution texts it defers and how well it tells them from test texts (AUROC)."""
+    scores = {name: deferral.confidences(p, score) for name, p in probs.items()}
+    row = _selective(scores, probs, splits, teacher, n_labels, target, settings)
+    row["ood.deferred_share"] = float((~deferral.answered(scores["ood"], row["threshold"])
+                                       ).mean())
+    row["ood.auroc"] = deferral.auroc(scores["test"], scores["ood"])
+    return row
+
+
+def _baseline(folder: Path, splits: dict, teacher: dict[str, np.ndarray], n_labels: int,
+              target: float, settings: dict) -> tuple[np.ndarray, dict]:
+    """The TF-IDF baseline's test probabilities and its threshold for the same target on its
+    top probability (_selective), for comparison."""
+    model = baseline.load(folder / baseline.MODEL_FILE)
+    probs = {name: baseline.probabilities(model, texts, n_labels)
+             for name, (texts, _) in splits.items()}
+    scores = {name: deferral.confidences(p, BASELINE_SCORE) for name, p in probs.items()}
+    row = _selective(scores, probs, splits, teacher, n_labels, target, settings)
+    return probs["test"], {k: v for k, v in row.items() if not k.startswith("validation.aurc")}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    return stage.cli(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    main()
