@@ -161,6 +161,8 @@ def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
         **interval("test.coverage", lambda a, axis=-1: a.mean(axis=axis), (answered,)),
         "test.answered": n_answered,
         "test.disagreements_answered": int((answered & ~agree["test"]).sum()),
+        # the cascade: answered texts keep the student's label, the rest get the teacher's
+        "test.cascade_agreement": 1.0 - float((answered & ~agree["test"]).mean()),
         "test.agreement": (float(deferral.answered_agreement_along(answered, agree["test"]))
                            if n_answered else None),
         **interval("test.agreement", deferral.answered_agreement_along,

@@ -42,6 +42,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tokenized_splits(tok_dir, tokenizer)
     data = default_params()
     data["tokenize"]["max_length"] = 32
+    # the API client of --fallback: one quick retry, so a refused connection fails fast
+    data["teacher"].update({"api_max_retries": 1, "api_backoff_s": 0.05, "api_max_wait_s": 0.1})
     (root / "params.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
     (root / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")  # marks the checkout
     export.main(["--params", str(root / "params.yaml"), "--model", str(teacher_dir),
@@ -494,3 +496,126 @@ def test_every_verb_of_the_parser_has_its_function_and_no_other() -> None:
     parser = cli.build_parser()
     verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(verbs.choices) == set(cli.COMMANDS)
+
+
+# --- deferral and the teacher as fallback ------------------------------------------------------
+
+
+def _calibration(path: Path, probs: list[dict], **overrides) -> Path:
+    """Deferral settings whose threshold answers the surer half of ``probs`` (predict's JSON
+    rows) at temperature 2 by the top probability."""
+    from pocketbert.core import contract
+
+    confidences = sorted(contract.confidence(contract.calibrated(list(r["probabilities"].values()),
+                                                                 2.0), "max_probability")
+                         for r in probs)
+    settings = {"temperature": 2.0, "score": "max_probability",
+                "threshold": confidences[len(confidences) // 2], "target_agreement": 0.995,
+                "labels": list(LABELS), **overrides}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings), encoding="utf-8")
+    return path
+
+
+def test_deferral_follows_the_device_rule_on_the_same_probabilities(in_world, capsys,
+                                                                     tmp_path) -> None:
+    from pocketbert.core import contract
+
+    plain = run_json(capsys, *TEXTS)
+    assert all("deferred" not in r for r in plain)  # the fixture's checkout has no calibration
+    settings_file = _calibration(tmp_path / "calibration.json", plain)
+    settings = json.loads(settings_file.read_text())
+    rows = run_json(capsys, "--calibration", str(settings_file), *TEXTS)
+    expected = [not contract.answers(list(r["probabilities"].values()),
+                                     temperature=2.0, score="max_probability",
+                                     threshold=settings["threshold"]) for r in plain]
+    assert [r["deferred"] for r in rows] == expected and 0 < sum(expected) < len(TEXTS)
+    assert [r["answered_by"] for r in rows] == [cli.NOT_ASKED if d else "student"
+                                                for d in expected]
+    for row, base in zip(rows, plain, strict=True):
+        assert row["probabilities"] == base["probabilities"]  # what the model said, unchanged
+        np.testing.assert_allclose(list(row["calibrated_probabilities"].values()),
+                                   contract.calibrated(list(base["probabilities"].values()), 2.0))
+    # --threshold replaces the calibrated one: above every confidence, everything is deferred
+    rows = run_json(capsys, "--calibration", str(settings_file), "--threshold", "1.5", *TEXTS)
+    assert all(r["deferred"] for r in rows)
+    assert cli.main(["predict", "--calibration", str(settings_file), *TEXTS]) == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines()[0].endswith("answered by")
+    assert "not sure: would ask the server" in out.out
+    assert f"note: {sum(expected)} of {len(TEXTS)} text(s) deferred" in out.err
+
+
+def test_the_checkouts_calibration_is_read_for_its_int8_student_only(world, tmp_path,
+                                                                     monkeypatch, capsys) -> None:
+    root = tmp_path / "checkout"
+    shutil.copytree(world, root)
+    monkeypatch.chdir(root)
+    plain = run_json(capsys, *TEXTS)
+    _calibration(root / cli.CALIBRATION, plain)
+    assert all("deferred" in r for r in run_json(capsys, *TEXTS))
+    fp32 = str(root / "models/export/student/model.onnx")
+    assert all("deferred" not in r for r in run_json(capsys, "--model", fp32, *TEXTS))
+    line = expect_error(capsys, "--model", fp32, "--threshold", "0.5", TEXTS[0])
+    assert "--threshold needs deferral settings" in line and "dvc repro calibrate" in line
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"labels": ["a", "b", "c", "d"]}, "calibrated for labels ['a', 'b', 'c', 'd']"),
+    ({"temperature": 0}, "not usable deferral settings"),
+    ({"score": "top"}, "not usable deferral settings"),
+])
+def test_unusable_deferral_settings_are_one_error(in_world, capsys, tmp_path, change,
+                                                  message) -> None:
+    probs = run_json(capsys, *TEXTS)
+    path = _calibration(tmp_path / "calibration.json", probs, **change)
+    line = expect_error(capsys, "--calibration", str(path), TEXTS[0])
+    assert message in line and "calibration.json" in line
+    line = expect_error(capsys, "--calibration", str(tmp_path / "none.json"), TEXTS[0])
+    assert "none.json: no such file" in line and "dvc repro calibrate" in line
+
+
+def test_fallback_asks_a_real_teacher_server_and_survives_it_being_down(
+        in_world, capsys, tmp_path, held_port) -> None:
+    import signal
+
+    plain = run_json(capsys, *TEXTS)
+    settings_file = _calibration(tmp_path / "calibration.json", plain)
+    cmd = [sys.executable, "-m", "pocketbert.apps.cli", "serve",
+           str(in_world / "given_teacher"), "--port", "0", "--max-length", "32"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        first = proc.stdout.readline()
+        assert " at http://127.0.0.1:" in first, first + proc.stderr.read()
+        url = first.split(" at ")[1].split(";")[0]
+        assert cli.main(["predict", "--json", "--calibration", str(settings_file),
+                         "--fallback", url, *TEXTS]) == 0
+        out = capsys.readouterr()
+        rows, err = json.loads(out.out), out.err
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    deferred = [r for r in rows if r["deferred"]]
+    assert deferred and all(r["answered_by"] == "teacher" for r in deferred)
+    assert all(r["answered_by"] == "student" for r in rows if not r["deferred"])
+    assert f"{len(deferred)} deferred text(s) answered by the teacher at {url}" in err
+    for row in deferred:  # the teacher's answer: its probabilities, its label
+        p = row["probabilities"]
+        assert row["label"] == max(p, key=p.get) and sum(p.values()) == pytest.approx(1.0)
+    # the endpoint down (a port that refuses connections): the student's answers stay, marked
+    down = f"http://127.0.0.1:{held_port}/"
+    raw = yaml.safe_load((in_world / "params.yaml").read_text())
+    assert cli.main(["predict", "--json", "--calibration", str(settings_file),
+                     "--fallback", down, *TEXTS]) == 0
+    out = capsys.readouterr()
+    rows, err = json.loads(out.out), out.err
+    assert [r["label"] for r in rows] == [r["label"] for r in plain]
+    assert all(r["answered_by"] == cli.UNREACHABLE for r in rows if r["deferred"])
+    assert f"warning: the teacher at {down} did not answer" in err
+    assert raw == yaml.safe_load((in_world / "params.yaml").read_text())  # nothing written

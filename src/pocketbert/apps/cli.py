@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pocketbert import __version__
+from pocketbert.core import contract
 from pocketbert.core.errors import PocketbertError, reported
 
 if TYPE_CHECKING:
@@ -35,6 +36,13 @@ BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 "errors of binding a listening socket that the user fixes with another --host or --port"
 TEXT_WIDTH = 48
 "characters of each text shown in the table (--json shows the whole text)"
+CALIBRATION = Path("models/calibration") / contract.CALIBRATION_FILE
+"the calibrate stage's deferral settings, relative to a checkout (dvc.yaml's out)"
+
+
+NOT_ASKED, UNREACHABLE = "student (not sure: would ask the server)", \
+    "student (not sure; the server did not answer)"
+"answered_by of a deferred text without --fallback, and when --fallback's server failed"
 
 
 class CliError(PocketbertError):
@@ -170,14 +178,19 @@ def shorten(text: str, width: int = TEXT_WIDTH) -> str:
 
 
 def table(rows: list[dict[str, Any]], labels: list[str]) -> str:
-    header = ["text", "label", "confidence", *labels]
+    """Rows as aligned columns: text, label, confidence, every label's probability and, when
+    deferral settings were applied, who answered (``answered_by``)."""
+    deferral = bool(rows) and "answered_by" in rows[0]
+    header = ["text", "label", "confidence", *labels, *(["answered by"] if deferral else [])]
     body = [[shorten(r["text"]), r["label"], f"{r['confidence']:.4f}",
-             *(f"{r['probabilities'][name]:.4f}" for name in labels)] for r in rows]
+             *(f"{r['probabilities'][name]:.4f}" for name in labels),
+             *([r["answered_by"]] if deferral else [])]
+            for r in rows]
     widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        # text and label left-aligned, numbers right-aligned
-        return "  ".join(cell.ljust(w) if c < 2 else cell.rjust(w)
+        # text, label and who answers left-aligned, numbers right-aligned
+        return "  ".join(cell.ljust(w) if c < 2 or c == 3 + len(labels) else cell.rjust(w)
                          for c, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join(line(cells) for cells in [header, *body])
@@ -194,6 +207,17 @@ def max_length_arg(value: str) -> int:
     if number < 3:
         raise argparse.ArgumentTypeError(
             f"{number} is too small: [CLS] and [SEP] take two tokens, use at least 3")
+    return number
+
+
+def threshold_arg(value: str) -> float:
+    """`pocketbert predict --threshold`: a finite number."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{value} is not a threshold: use a finite number")
     return number
 
 
@@ -235,22 +259,135 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibration_for(model: Path, given: str | None) -> dict[str, Any] | None:
+    """The deferral settings predict applies (contract.CALIBRATION_FILE, written by the
+    calibrate stage): ``given`` when set; else models/calibration/calibration.json of the
+    model's checkout when the model is that checkout's int8 student, the model the stage
+    calibrated; else None (no deferral).
+
+    Raises CliError naming the file when it is missing (``given`` only), not JSON, or holds a
+    temperature, score or threshold the rule cannot use."""
+    from pocketbert.runtime import onnx_runner
+
+    if given is not None:
+        path = Path(given)
+        if not path.is_file():
+            fail(f"{path}: no such file; --calibration takes the calibrate stage's "
+                 f"{contract.CALIBRATION_FILE} (dvc repro calibrate)")
+    else:
+        root = onnx_runner.project_root(model.absolute().parent)
+        if root is None or model.absolute() != root / onnx_runner.DEFAULT_MODEL:
+            return None
+        path = root / CALIBRATION
+        if not path.is_file():
+            return None
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        temperature, score = float(settings["temperature"]), settings["score"]
+        threshold = settings["threshold"]
+        if not (temperature > 0 and score in contract.CONFIDENCE_SCORES
+                and (threshold is None or isinstance(threshold, (int, float)))):
+            raise ValueError("a temperature > 0, a score of "
+                             f"{list(contract.CONFIDENCE_SCORES)} and a number or null "
+                             "threshold")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        fail(f"{path}: not usable deferral settings ({exc}); run `dvc repro calibrate` again")
+    return {**settings, "path": str(path)}
+
+
+def apply_deferral(rows: list[dict[str, Any]], probs: np.ndarray, settings: dict[str, Any],
+                   labels: list[str]) -> int:
+    """Mark each row ``deferred`` by contract.answers and add its calibrated probabilities;
+    returns how many were deferred. Raises CliError when the settings' labels differ from
+    the model's."""
+    if settings.get("labels") not in (None, list(labels)):
+        fail(f"{settings['path']}: calibrated for labels {settings['labels']}, but the model "
+             f"has {list(labels)}; pass the --calibration of this model")
+    rule = {"temperature": settings["temperature"], "score": settings["score"],
+            "threshold": settings["threshold"]}
+    for row, p in zip(rows, probs.tolist(), strict=True):
+        calibrated = contract.calibrated(p, settings["temperature"])
+        row["calibrated_probabilities"] = dict(zip(labels, calibrated, strict=True))
+        row["deferred"] = not contract.answers(p, **rule)
+        row["answered_by"] = NOT_ASKED if row["deferred"] else "student"
+    return sum(row["deferred"] for row in rows)
+
+
+def ask_teacher(rows: list[dict[str, Any]], url: str, labels: list[str], model: Path) -> str:
+    """Send the deferred rows' texts to the teacher endpoint at ``url`` with the API teacher's
+    client (teachers.api: batching, retries, pacing and header secrets from the environment,
+    as the teacher section of the model's checkout's params.yaml sets them; answers cached
+    only for this run) and replace their label, confidence and probabilities by its answer.
+    When the endpoint fails, the rows keep the student's answer, ``answered_by`` UNREACHABLE.
+    Returns the note for standard error."""
+    import dataclasses
+    import tempfile
+
+    from pocketbert.core import evaluation, params
+    from pocketbert.core.errors import ApiError
+    from pocketbert.runtime import onnx_runner
+    from pocketbert.teachers import api
+
+    root = onnx_runner.project_root(model.absolute().parent)
+    settings = (params.load(root / "params.yaml", "teacher")
+                if root is not None and (root / "params.yaml").is_file()
+                else params.TeacherParams())
+    try:
+        settings = dataclasses.replace(settings, mode="api", api_url=url)
+    except PocketbertError as exc:
+        fail(f"--fallback {url}: {exc}")
+    asked = [row for row in rows if row["deferred"]]
+    if not asked:
+        return f"note: no text deferred; nothing sent to {url}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="pocketbert-fallback-") as cache:
+            scores, _ = api.teacher_logits([row["text"] for row in asked], labels, settings,
+                                           Path(cache))
+    except ApiError as exc:
+        for row in asked:
+            row["answered_by"] = UNREACHABLE
+        return (f"warning: the teacher at {url} did not answer ({exc}); the {len(asked)} "
+                f"deferred text(s) keep the student's answer (answered_by: {UNREACHABLE})")
+    for row, p in zip(asked, evaluation.softmax(scores), strict=True):
+        best = int(p.argmax())
+        row.update({"label": labels[best], "confidence": float(p[best]), "answered_by": "teacher",
+                    "probabilities": dict(zip(labels, map(float, p), strict=True))})
+    return f"note: {len(asked)} deferred text(s) answered by the teacher at {url}"
+
+
 def predict(args: argparse.Namespace) -> int:
-    """`pocketbert predict`: the table (or JSON) of labels and probabilities on stdout; a note
-    on stderr when texts were truncated."""
+    """`pocketbert predict`: the table (or JSON) of labels and probabilities on stdout; notes
+    on stderr when texts were truncated or deferred."""
     from pocketbert.core import evaluation
     from pocketbert.runtime import onnx_runner
 
     texts = gather_texts(args)
     model = Path(args.model) if args.model is not None else onnx_runner.default_model()
+    settings = calibration_for(model, args.calibration)
+    if settings is None and (args.threshold is not None or args.fallback is not None):
+        fail(f"{'--threshold' if args.threshold is not None else '--fallback'} needs deferral "
+             f"settings: none found for {model} (run `dvc repro calibrate`, or pass "
+             "--calibration PATH)")
+    if args.threshold is not None:
+        settings["threshold"] = args.threshold
     max_length = args.max_length or onnx_runner.model_max_length(model)
     classifier = onnx_runner.load_classifier(model, max_length)
     ids, truncated = classifier.encode(texts)
     probs = evaluation.softmax(classifier.run(ids))  # [n, labels]
     rows = results(texts, classifier.labels, probs, truncated)
-    note = truncation_note(truncated, max_length)
-    if note is not None:
-        print(note, file=sys.stderr)
+    notes = [truncation_note(truncated, max_length)]
+    if settings is not None:
+        deferred = apply_deferral(rows, probs, settings, classifier.labels)
+        threshold = settings["threshold"]
+        notes.append(f"note: {deferred} of {len(rows)} text(s) deferred: not sure, would ask "
+                     f"the server (calibrated {settings['score']} "
+                     + ("below " + f"{threshold:.4g}" if threshold is not None
+                        else "reaches no threshold") + f"; {settings['path']})")
+        if args.fallback is not None:
+            notes.append(ask_teacher(rows, args.fallback, classifier.labels, model))
+    for note in notes:
+        if note is not None:
+            print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
@@ -276,11 +413,21 @@ model and length:
   folder's params.yaml is not read. A note on standard error says how many texts were cut,
   and --json marks each one ("truncated": true).
 
+deferral:
+  With deferral settings (the calibrate stage's models/calibration/calibration.json, read for
+  the checkout's own int8 student, or --calibration PATH), each text is answered on the device
+  only when its calibrated confidence reaches the threshold chosen on validation; the others
+  are marked deferred ("not sure: would ask the server"). --threshold X sets another
+  threshold. --fallback URL sends the deferred texts to a teacher endpoint and shows its
+  answers instead; when the endpoint fails, they keep the student's answer, marked so, and a
+  warning says how many.
+
 examples:
   pocketbert predict "If the boiler starts to rattle, switch it off at once."
   pocketbert predict --file sentences.txt --json > predictions.json
   printf 'first text\\nsecond text\\n' | pocketbert predict
   pocketbert predict --model models/export/teacher/model.onnx "Please note: closed Friday."
+  pocketbert predict --fallback http://127.0.0.1:8000/ --file sentences.txt
 
 The model folder must hold what the export stage writes beside the .onnx file: tokenizer.json,
 tokenizer_config.json and labels.json. Build it with `dvc repro export@student` (or @teacher).
@@ -313,11 +460,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "model.onnx beside it is fp32; a folder means its model.int8.onnx)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of {text, label, confidence, probabilities, "
-                        "truncated} instead of a table")
+                        "truncated} (with deferral settings also calibrated_probabilities, "
+                        "deferred, answered_by) instead of a table")
     p.add_argument("--max-length", type=max_length_arg, metavar="N",
                    help="tokens per text after truncation, [CLS] and [SEP] included (default: "
                         "tokenize.max_length from the params.yaml of the model's checkout, "
                         f"else {DEFAULT_MAX_LENGTH}; never ./params.yaml)")
+    p.add_argument("--calibration", metavar="PATH",
+                   help="deferral settings (the calibrate stage's calibration.json; default: "
+                        f"{CALIBRATION} of the model's checkout, for its int8 student only)")
+    p.add_argument("--threshold", type=threshold_arg, metavar="X",
+                   help="answer on the device only when the calibrated confidence is at least X "
+                        "(default: the calibration's, chosen on validation)")
+    p.add_argument("--fallback", metavar="URL",
+                   help="send the deferred texts to this teacher endpoint (e.g. `pocketbert "
+                        "serve`) and answer them with its labels; the API client's settings "
+                        "come from the teacher section of the model's checkout's params.yaml")
 
     v = commands.add_parser(
         "serve", help="answer classifier requests over HTTP from a model folder",

@@ -321,6 +321,10 @@ def deferral_table(m: dict[str, Any]) -> str:
     lines.append(f"| disagreements among the answered | {m['test.disagreements_answered']} of "
                  f"{m['test.answered']} | {m['baseline.test.disagreements_answered']} of "
                  f"{m['baseline.test.answered']} |")
+    if "test.cascade_agreement" in m:
+        lines.append("| agreement of the cascade (the rest asked of the teacher) | "
+                     f"{_number(m['test.cascade_agreement'])} | "
+                     f"{_number(m['baseline.test.cascade_agreement'])} |")
     lines.append(f"| answers when | {_rule(m['score'], m['threshold'])} (calibrated) | "
                  f"{_rule('max_probability', m['baseline.threshold'])} |")
     scores = [key.split(".")[1] for key in m if key.startswith("scores.")
