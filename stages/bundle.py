@@ -3,9 +3,10 @@
 The student Core ML model (convert.app_variant), its vocab.txt (trimmed when trimming is on),
 labels.json, the tokenizer files (tokenizer.json + tokenizer_config.json, readable by
 swift-transformers), a one-page WordPiece settings file (with the Core ML input lengths the app
-pads to, read from the model's metadata), and tokenizer parity vectors: texts with
+pads to, read from the model's metadata), tokenizer parity vectors: texts with
 the exact input_ids and attention_mask the pipeline's tokenizer gives, for checking a device
-tokenizer against training.
+tokenizer against training, and the deferral settings of the calibrate stage (its
+calibration.json, also in the model's metadata: when the app should ask the server).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import sys
 from collections.abc import Sequence
 
 from pocketbert.core import contract, stage
-from pocketbert.core.artifacts import atomic_path, size_mb, write_json
+from pocketbert.core.artifacts import atomic_path, read_json, size_mb, write_json
+from pocketbert.core.errors import DataError
 from pocketbert.data import dataset, tokenization
 from pocketbert.export import coreml
 
 PARAMS = ("convert.app_variant", "tokenize.max_length")
-INPUTS = ("student", "coreml", "tokenize")
+INPUTS = ("student", "coreml", "tokenize", "calibration")
 OUTPUTS = ("out", "metrics")
 
 
@@ -32,9 +34,15 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     test = tokenization.load(inputs["tokenize"])["test"]
     texts = tokenization.edge_cases(max_length) + list(test["text"])
     vectors = tokenization.parity_vectors(tokenizer, texts, max_length)
+    settings = read_json(inputs["calibration"] / contract.CALIBRATION_FILE)
+    if settings.get("labels") != list(labels):
+        raise DataError(f"{inputs['calibration'] / contract.CALIBRATION_FILE}: calibrated for "
+                        f"labels {settings.get('labels')}, the student has {list(labels)}; "
+                        "run `dvc repro calibrate`")
     with atomic_path(outputs["out"], directory=True) as tmp:
-        shutil.copytree(inputs["coreml"] / contract.coreml_file(app_variant),
-                        tmp / contract.APP_MODEL_FILE)
+        coreml.add_deferral(inputs["coreml"] / contract.coreml_file(app_variant),
+                            tmp / contract.APP_MODEL_FILE, settings)
+        write_json(tmp / contract.CALIBRATION_FILE, settings)
         shutil.copyfile(student / contract.VOCAB_FILE, tmp / contract.VOCAB_FILE)
         dataset.write_labels(tmp / contract.LABELS_FILE, labels)
         info = coreml.read_back(tmp / contract.APP_MODEL_FILE)
@@ -48,6 +56,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         write_json(tmp / "tokenizer_parity.json", {"max_length": max_length, "cases": vectors})
         files = {p.name: size_mb(p) for p in sorted(tmp.iterdir())}
     metrics = {"parity_cases": len(vectors), "app_variant": app_variant,
+               "deferral.score": settings["score"], "deferral.threshold": settings["threshold"],
+               "deferral.temperature": settings["temperature"],
                "size_mb": sum(files.values()),
                **{f"files.{name}.size_mb": size for name, size in files.items()}}
     write_json(outputs["metrics"], metrics)

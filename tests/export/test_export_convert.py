@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -225,14 +226,23 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
     convert.main(["--params", p, "--model", str(w["root"] / "student"), "--tokenize",
                   str(w["tokenize"]), "--out", str(w["root"] / "coreml"),
                   "--metrics", str(w["root"] / "c.json")])
+    settings = {"temperature": 1.5, "score": "margin", "threshold": 0.25,
+                "target_agreement": 0.995, "labels": list(LABELS)}  # as calibrate writes them
+    (w["root"] / "calibration").mkdir()
+    (w["root"] / "calibration" / contract.CALIBRATION_FILE).write_text(json.dumps(settings))
     result = bundle.main(["--params", p, "--student", str(w["root"] / "student"), "--coreml",
                           str(w["root"] / "coreml"), "--tokenize", str(w["tokenize"]),
+                          "--calibration", str(w["root"] / "calibration"),
                           "--out", str(w["root"] / "app"),
                           "--metrics", str(w["root"] / "bundle.json")])
     app = w["root"] / "app"
     assert sorted(x.name for x in app.iterdir()) == [
-        "PocketBert.mlpackage", "labels.json", "tokenizer.json", "tokenizer_config.json",
-        "tokenizer_parity.json", "vocab.txt", "wordpiece.json"]
+        "PocketBert.mlpackage", "calibration.json", "labels.json", "tokenizer.json",
+        "tokenizer_config.json", "tokenizer_parity.json", "vocab.txt", "wordpiece.json"]
+    assert json.loads((app / contract.CALIBRATION_FILE).read_text()) == settings
+    assert json.loads(coreml.read_back(app / "PocketBert.mlpackage")["metadata"][
+        coreml.DEFERRAL_METADATA]) == {"temperature": 1.5, "score": "margin", "threshold": 0.25}
+    assert result["deferral.threshold"] == 0.25 and result["deferral.score"] == "margin"
     assert result["parity_cases"] >= len(tokenization.EDGE_CASES) + 8  # + test sentences
     vocab = (app / "vocab.txt").read_text(encoding="utf-8").splitlines()
     parity = json.loads((app / "tokenizer_parity.json").read_text(encoding="utf-8"))
@@ -311,6 +321,15 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
                                                     "teacher.onnx_int8", "baseline.tfidf_logreg"}
     assert json.loads((r / "bench.json").read_text()) == m
     _check_calibrate(w, raw)
+    shutil.rmtree(r / "app")
+    settings["labels"] = ["a", "b", "c", "d"]  # calibrated for another model: refused
+    (r / "calibration" / contract.CALIBRATION_FILE).write_text(json.dumps(settings))
+    with pytest.raises(SystemExit) as stop:
+        bundle.main(["--params", p, "--student", str(r / "student"), "--coreml",
+                     str(r / "coreml"), "--tokenize", str(w["tokenize"]), "--calibration",
+                     str(r / "calibration"), "--out", str(r / "app"),
+                     "--metrics", str(r / "bundle.json")])
+    assert stop.value.code == 2 and not (r / "app").exists()
 
 
 def _check_calibrate(w: dict, raw: dict) -> None:
@@ -324,20 +343,20 @@ def _check_calibrate(w: dict, raw: dict) -> None:
     r, p = w["root"], str(w["params"])
     args = ["--params", p, "--export-student", str(r / "onnx_student"), "--tokenize",
             str(w["tokenize"]), "--soft-label", str(r / "soft"), "--baseline",
-            str(r / "baseline"), "--out", str(r / "calibration"), "--metrics",
+            str(r / "baseline"), "--out", str(r / "calibrated"), "--metrics",
             str(r / "cal.json"), "--plots", str(r / "cal_plots")]
     raw["calibrate"] = {"ood_csv": str(r / "missing.csv")}
     w["params"].write_text(yaml.safe_dump(raw))
     with pytest.raises(SystemExit) as stop:
         calibrate.main(args)
-    assert stop.value.code == 2 and not (r / "calibration").exists()
+    assert stop.value.code == 2 and not (r / "calibrated").exists()
     write_csv(r / "ood.csv", [{"text": t} for t in ("https://example.com", "x " * 300,
                                                      "Le chat dort sur le canapé.")])
     raw["calibrate"] = {"ood_csv": str(r / "ood.csv"), "target_agreement": 0.5}
     raw["benchmark"]["bootstrap_resamples"] = 200
     w["params"].write_text(yaml.safe_dump(raw))
     m = calibrate.main(args)
-    settings = json.loads((r / "calibration" / contract.CALIBRATION_FILE).read_text())
+    settings = json.loads((r / "calibrated" / contract.CALIBRATION_FILE).read_text())
     assert settings["score"] == m["score"] in contract.CONFIDENCE_SCORES
     assert settings["temperature"] == m["temperature"] > 0
     model = onnx_runner.load_classifier(r / "onnx_student" / contract.ONNX_INT8_FILE, 32)
