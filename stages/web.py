@@ -2,7 +2,9 @@
 
 One page (web/index.html, web/app.js) with its libraries (tokenizers.js, onnxruntime-web's
 WebAssembly build, from web/node_modules as locked in web/package-lock.json), the int8 student
-ONNX model, its tokenizer files and labels. Serve the folder with `make web`.
+ONNX model, its tokenizer files and labels, and the calibrate stage's deferral settings (the page
+shows calibrated probabilities and says when it would ask the server). Serve the folder with
+`make web`.
 """
 
 from __future__ import annotations
@@ -13,19 +15,25 @@ from collections.abc import Sequence
 
 from pocketbert.apps import web
 from pocketbert.core import contract, stage
-from pocketbert.core.artifacts import atomic_path, write_json
+from pocketbert.core.artifacts import atomic_path, read_json, write_json
+from pocketbert.core.errors import DataError
 from pocketbert.data import dataset
 
 PARAMS = ("tokenize.max_length",)
-INPUTS = ("model", "page")
+INPUTS = ("model", "page", "calibration")
 OUTPUTS = ("out", "metrics")
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
     labels = dataset.read_labels(inputs["model"] / contract.LABELS_FILE)
+    deferral = read_json(inputs["calibration"] / contract.CALIBRATION_FILE)
+    if deferral.get("labels") != list(labels):
+        raise DataError(f"{inputs['calibration'] / contract.CALIBRATION_FILE}: calibrated for "
+                        f"labels {deferral.get('labels')}, the student has {list(labels)}; "
+                        "run `dvc repro calibrate`")
     with atomic_path(outputs["out"], directory=True) as tmp:
         files = web.build(inputs["model"], labels, params.tokenize.max_length, tmp,
-                          page_dir=inputs["page"])
+                          page_dir=inputs["page"], deferral=deferral)
     metrics: dict = {
         # what a browser downloads on the first visit (uncompressed; nothing else is fetched)
         "download_size_mb": sum(files.values()),

@@ -69,6 +69,34 @@ function softmax(logits) {
   return exps.map((x) => x / sum);
 }
 
+// The deferral rule of pocketbert.core.contract (calibrated, confidence, answers), the same
+// arithmetic: the student answers on the device when the confidence of its calibrated
+// probabilities reaches the threshold chosen by the calibrate stage, else it would ask the server.
+export function calibrated(probabilities, temperature) {
+  const powered = probabilities.map((p) => (p > 0 ? p ** (1 / temperature) : 0));
+  const total = powered.reduce((a, b) => a + b, 0);
+  return powered.map((p) => p / total);
+}
+
+export function confidence(probabilities, score) {
+  if (score === "max_probability") return Math.max(...probabilities);
+  if (score === "margin") {
+    const top = [...probabilities].sort((a, b) => b - a);
+    return top[0] - (top.length > 1 ? top[1] : 0);
+  }
+  if (score === "entropy") {
+    return probabilities.reduce((sum, p) => (p > 0 ? sum + p * Math.log(p) : sum), 0);
+  }
+  throw new Error(`unknown confidence score ${score}`);
+}
+
+// deferral: {temperature, score, threshold}; a null threshold means always ask
+export function answers(probabilities, deferral) {
+  if (deferral.threshold === null) return false;
+  return confidence(calibrated(probabilities, deferral.temperature), deferral.score)
+    >= deferral.threshold;
+}
+
 // One text per call, no padding (batch 1): what the app does with the int8 model, whose
 // dynamic quantization scales depend on every value in the batch.
 // Refuses (throws) a text blankReason rejects, as `pocketbert predict` does.
@@ -89,14 +117,23 @@ async function predict(model, text) {
   const ms = performance.now() - start;
   const labels = model.settings.labels;
   const best = probabilities.indexOf(Math.max(...probabilities));
-  return { label: labels[best], confidence: probabilities[best], probabilities, ms, ids };
+  const deferral = model.settings.deferral ?? null;
+  return { label: labels[best], confidence: probabilities[best], probabilities, ms, ids,
+    calibrated: deferral && calibrated(probabilities, deferral.temperature),
+    deferred: deferral !== null && !answers(probabilities, deferral) };
 }
 
 function show(model, result) {
   $("label").textContent = result.label;
-  $("confidence").textContent = `${(100 * result.confidence).toFixed(1)}%`;
+  // with deferral settings the table shows the calibrated probabilities
+  const shown = result.calibrated ?? result.probabilities;
+  $("confidence").textContent = `${(100 * Math.max(...shown)).toFixed(1)}%`;
+  $("deferral").textContent = result.calibrated === null ? ""
+    : result.deferred ? "Not sure: would ask the server."
+    : "Sure enough to answer on this device.";
+  $("deferral").className = result.deferred ? "deferred" : "";
   const rows = model.settings.labels.map((name, i) => {
-    const p = result.probabilities[i];
+    const p = shown[i];
     const tr = document.createElement("tr");
     tr.dataset.label = name;
     if (name === result.label) tr.className = "best";
@@ -116,7 +153,7 @@ async function main() {
     const model = await load();
     // for the browser tests and the measurements (pocketbert.apps.browser): the page's own functions
     window.pocketbert = { encode: (text) => encode(model, text),
-      predict: (text) => predict(model, text), blankReason };
+      predict: (text) => predict(model, text), blankReason, answers };
     const button = $("classify");
     button.addEventListener("click", async () => {
       const reason = blankReason($("text").value);

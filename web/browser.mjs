@@ -6,13 +6,14 @@
 //    "predict": [texts classified by the page's predict function, without the form],
 //    "refuse": [texts typed into the page after "type", expected to be refused],
 //    "blank": [texts given to the page's blankReason],
+//    "answers": [[probabilities, {temperature, score, threshold}], ...] for the page's rule,
 //    "latency": {"texts": [...], "warmup": 10, "rounds": 1},
 //    "screenshot": "path.png"}
 // Result: {"requests": [every URL the page asked for], "blocked": [URLs not on 127.0.0.1],
 //          "errors": [page errors and console errors], "typed": [{label, probabilities, ...}],
 //          "encoded": [[ids], ...], "predicted": [{label, probabilities, ms, ids}, ...],
 //          "refused": [{message, messageVisible, resultVisible, label, predictError}, ...],
-//          "blank": [reason or null, ...], "latency_ms": [...]}
+//          "blank": [reason or null, ...], "answers": [true/false, ...], "latency_ms": [...]}
 // Run by pocketbert.apps.browser (tests, `python -m pocketbert.apps.browser measure`).
 import { chromium } from "playwright-core";
 
@@ -79,6 +80,7 @@ async function main() {
         probabilities: Object.fromEntries([...document.querySelectorAll("#probabilities tr")]
           .map((tr) => [tr.dataset.label, tr.querySelector(".p").textContent])),
         timing: document.getElementById("timing").textContent,
+        deferral: document.getElementById("deferral").textContent,
       })));
     }
     if (request.screenshot) await page.screenshot({ path: request.screenshot, fullPage: true });
@@ -116,6 +118,9 @@ async function main() {
     }
     result.blank = await page.evaluate((texts) => texts.map((t) => window.pocketbert.blankReason(t)),
       request.blank ?? []);
+    result.answers = await page.evaluate((cases) => cases.map(
+      ([probabilities, deferral]) => window.pocketbert.answers(probabilities, deferral)),
+      request.answers ?? []);
     result.encoded = await page.evaluate((texts) => texts.map((t) => window.pocketbert.encode(t)),
       request.encode ?? []);
     result.predicted = await page.evaluate(async (texts) => {

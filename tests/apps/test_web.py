@@ -9,6 +9,7 @@ MiniLM tokenizer of the packaged backbone. No pipeline output is needed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import io
 import json
 import shutil
@@ -21,6 +22,7 @@ import pytest
 from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
 
 from pocketbert.apps import browser, cli, web
+from pocketbert.core import contract
 from pocketbert.core.errors import ModelError
 from pocketbert.data import dataset, tokenization
 
@@ -267,11 +269,16 @@ def test_web_stage_writes_the_page_and_its_download_size(
 
     params_file = write_params(tokenize={"max_length": MAX_LENGTH})
     out, metrics_file = tmp_path / "models" / "web", tmp_path / "web.json"
+    deferral = {"temperature": 1.2, "score": "entropy", "threshold": -0.1}
+    (tmp_path / "calibration").mkdir()
+    (tmp_path / "calibration" / contract.CALIBRATION_FILE).write_text(json.dumps(
+        {**deferral, "target_agreement": 0.995, "labels": list(LABELS)}))
     args = ["--params", str(params_file), "--model", str(export_dir), "--page", str(web.PAGE_DIR),
-            "--out", str(out), "--metrics", str(metrics_file)]
+            "--calibration", str(tmp_path / "calibration"), "--out", str(out),
+            "--metrics", str(metrics_file)]
     metrics = web_stage.main(args)
     assert json.loads((out / "model" / "web.json").read_text()) == {
-        "labels": list(LABELS), "max_length": MAX_LENGTH}
+        "labels": list(LABELS), "max_length": MAX_LENGTH, "deferral": deferral}
     assert (out / "model" / "model.int8.onnx").read_bytes() == (
         export_dir / "model.int8.onnx").read_bytes()
     on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
@@ -290,3 +297,42 @@ def test_web_stage_writes_the_page_and_its_download_size(
     assert exc.value.code == 2
     assert not (tmp_path / "new").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new")] == []
+
+
+def _answer_cases() -> list[tuple[list[float], dict]]:
+    """Probability vectors (random, one-hot, ties, zeros) with deferral settings of every
+    score, two temperatures and thresholds halfway between neighbouring confidences: the
+    page's Math.pow and Math.log and Python's libm may differ in the last bit, which moves a
+    decision only for a confidence within a few ulps of the threshold, so no threshold sits on
+    a confidence."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    vectors = [list(p) for p in rng.dirichlet(np.full(4, 0.3), size=40)]
+    vectors += [[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [0.25] * 4, [0.7, 0.1, 0.1, 0.1]]
+    cases = []
+    for score in contract.CONFIDENCE_SCORES:
+        for temperature in (0.7, 1.6):
+            values = sorted({contract.confidence(contract.calibrated(p, temperature), score)
+                             for p in vectors})
+            thresholds = [(a + b) / 2 for a, b in itertools.pairwise(values)][::7] + [None]
+            for threshold in thresholds:
+                rule = {"temperature": temperature, "score": score, "threshold": threshold}
+                cases += [(p, rule) for p in vectors]
+    return cases
+
+
+def test_the_pages_deferral_rule_decides_as_the_device_contract(site: Path, export_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    cases = _answer_cases()
+    expected = [contract.answers(p, **rule) for p, rule in cases]
+    assert 0.2 < sum(expected) / len(expected) < 0.8  # both decisions are exercised
+    deferred_site = tmp_path / "web"
+    web.build(export_dir, LABELS, MAX_LENGTH, deferred_site,
+              deferral={"temperature": 1.0, "score": "max_probability", "threshold": 2.0})
+    result = browser.drive(deferred_site, {"answers": [[p, rule] for p, rule in cases],
+                                           "type": TYPED[:1]})
+    assert result["errors"] == [] and result["ready"] == "true", result
+    assert result["answers"] == expected
+    # a threshold above every probability: the page says it would ask the server
+    assert result["typed"][0]["deferral"] == "Not sure: would ask the server."

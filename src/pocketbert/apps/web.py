@@ -7,7 +7,8 @@ model files into one folder that works offline, from any static file server:
 
     index.html, app.js
     vendor/      tokenizers.min.mjs, ort.wasm.min.mjs, ort-wasm-simd-threaded.{mjs,wasm}
-    model/       model.int8.onnx, tokenizer.json, tokenizer_config.json, web.json
+    model/       model.int8.onnx, tokenizer.json, tokenizer_config.json, web.json (labels,
+                 max_length and, given, the deferral settings)
 
 Serving it and driving it in Chromium: pocketbert.apps.browser.
 """
@@ -15,8 +16,9 @@ Serving it and driving it in Chromium: pocketbert.apps.browser.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pocketbert.core import contract
 from pocketbert.core.artifacts import write_json
@@ -46,11 +48,14 @@ class WebError(PocketbertError):
 
 
 def build(model_dir: Path, labels: Sequence[str], max_length: int, out: Path,
-          page_dir: Path = PAGE_DIR) -> dict[str, float]:
+          page_dir: Path = PAGE_DIR,
+          deferral: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Write the page into ``out`` (an empty folder): page files, vendor libraries, model.
 
     ``model_dir`` is an export folder (model.int8.onnx and the tokenizer files beside it);
     ``max_length`` is tokenize.max_length, the page truncates to it as the pipeline does.
+    ``deferral``: the calibrate stage's settings (temperature, score, threshold); the page then
+    shows calibrated probabilities and says when it would ask the server.
     Returns the size in MB (10^6 bytes) of every file, by path relative to ``out``.
     Raises ModelError when a model file is missing, WebError when node_modules is.
     """
@@ -71,6 +76,9 @@ def build(model_dir: Path, labels: Sequence[str], max_length: int, out: Path,
         shutil.copyfile(modules / source, out / "vendor" / name)
     for name in MODEL_FILES:
         shutil.copyfile(model_dir / name, out / "model" / name)
-    write_json(out / "model" / "web.json", {"labels": list(labels), "max_length": max_length})
+    settings: dict[str, Any] = {"labels": list(labels), "max_length": max_length}
+    if deferral is not None:
+        settings["deferral"] = {k: deferral[k] for k in ("temperature", "score", "threshold")}
+    write_json(out / "model" / "web.json", settings)
     return {str(p.relative_to(out)): p.stat().st_size / 1e6
             for p in sorted(out.rglob("*")) if p.is_file()}
