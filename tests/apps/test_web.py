@@ -9,8 +9,8 @@ MiniLM tokenizer of the packaged backbone. No pipeline output is needed.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import io
+import itertools
 import json
 import shutil
 import subprocess
