@@ -2,7 +2,7 @@
 
 One recipe tuned on one data set can fail on the next. This command builds variants of
 ``data/raw/sentences.csv`` (text, label, label_id, domain), runs the pipeline's student side on
-each (split, augment, tokenize, teacher, soft_label, train_student, export@student) with
+each (split, augment, tokenize, teacher, soft_label, train_student, export@student, calibrate) with
 ``dvc repro`` in a scratch copy of this repository per variant, and tabulates the int8 student
 against the teacher on each variant's test split:
 
@@ -70,7 +70,7 @@ UNLABELLED_CSV = Path("data/raw/unlabelled.csv")
 VARIANT_UNLABELLED_CSV = Path("data/variant_unlabelled.csv")
 # split, then the stages the student's numbers depend on, in pipeline order
 STAGES = ("augment", "tokenize", "baseline", "teacher", "soft_label", "train_student",
-          "export@student")
+          "export@student", "calibrate")
 HELD_OUT_DOMAIN = "legal/contracts"
 MINUS_ONE_SHARE = 0.03  # share of rows the regrouped variant marks label id -1
 SEED = 7  # seed of every choice this driver makes (rows marked -1, subsample, held-out split)
@@ -356,7 +356,25 @@ def measure(ws: Path) -> dict:
         "teacher_wrong": int((~right).sum()),
         "disagreements": int((teacher != student).sum()),
         "disagreements_where_teacher_wrong": int(((teacher != student) & ~right).sum()),
+        **deferral(ws),
     }
+
+
+DEFERRAL_KEYS = ("test.coverage", "test.coverage_ci_low", "test.coverage_ci_high",
+                 "test.agreement", "test.agreement_ci_low", "test.agreement_ci_high",
+                 "test.cascade_agreement", "score", "threshold")
+"the calibrate stage's figures a variant reports (metrics/calibrate.json)"
+
+
+def deferral(ws: Path) -> dict:
+    """The calibrate stage's answered share, agreement on the answered texts and cascade
+    agreement on the workspace's test split, under ``deferral.`` keys; {} when the stage has not
+    run there."""
+    path = ws / "metrics/calibrate.json"
+    if not path.is_file():
+        return {}
+    m = json.loads(path.read_text(encoding="utf-8"))
+    return {f"deferral.{key}": m.get(key) for key in DEFERRAL_KEYS}
 
 
 def table(results: dict[str, dict]) -> str:

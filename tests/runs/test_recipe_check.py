@@ -189,11 +189,15 @@ def test_table_lists_every_variant_with_intervals() -> None:
            "worst_class_f1_ratio": 0.95,
            "agreement_ci": (0.96, 0.99), "epochs_run": 6.0, "disagreements": 4,
            "disagreements_where_teacher_wrong": 3}
-    lines = recipe_check.table({"default": row, "small": row}).splitlines()
+    deferred = {**row, "deferral.test.coverage": 0.88, "deferral.test.coverage_ci_low": 0.84,
+                "deferral.test.coverage_ci_high": 0.92, "deferral.test.agreement": 1.0,
+                "deferral.test.cascade_agreement": 1.0}
+    lines = recipe_check.table({"default": deferred, "small": row}).splitlines()
     assert len(lines) == 4
+    assert lines[2].endswith("| 4 (3) | 0.880 (0.840–0.920) | 1.000 | 1.000 | 6 | – |")
     assert lines[3] == ("| `small` | 212 | 0.976 | 0.900 | 0.967 | 0.990 (0.970–1.010) | "
                         "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | `notice` (0.950) | 4 (3) | "
-                        "6 | – |")
+                        "– | – | – | 6 | – |")  # a run without the calibrate stage
 
 
 def test_a_workspace_shares_the_cache_and_a_failing_dvc_command_names_its_log(tmp_path) -> None:
@@ -208,3 +212,13 @@ def test_a_workspace_shares_the_cache_and_a_failing_dvc_command_names_its_log(tm
                              r"recipe_check\.log"):
         recipe_check._dvc(ws, ["repro", "--single-item", "no_such_stage"], log)
     assert "no_such_stage" in log.read_text()  # appended: both commands' output kept
+
+
+def test_deferral_reads_the_calibrate_stages_figures_when_it_ran(tmp_path) -> None:
+    assert recipe_check.deferral(tmp_path) == {}
+    (tmp_path / "metrics").mkdir()
+    m = {key: 0.5 for key in recipe_check.DEFERRAL_KEYS} | {"score": "margin", "other": 1}
+    (tmp_path / "metrics" / "calibrate.json").write_text(json.dumps(m))
+    got = recipe_check.deferral(tmp_path)
+    assert got == {f"deferral.{key}": m[key] for key in recipe_check.DEFERRAL_KEYS}
+    assert got["deferral.score"] == "margin" and "deferral.other" not in got

@@ -192,8 +192,10 @@ def latency_table(latency: dict[str, Any]) -> str:
 
 RECIPE_HEADER = ("| set | test rows | teacher macro-F1 | TF-IDF macro-F1 | student int8 macro-F1 "
                  "| ratio (95% CI) | gain kept (95% CI) | agreement (95% CI) "
-                 "| worst label (F1 ratio) | disagreements (teacher wrong) | epochs | wall time |\n"
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| worst label (F1 ratio) | disagreements (teacher wrong) "
+                 "| answered on device (95% CI) | agreement on the answered | cascade agreement "
+                 "| epochs | wall time |\n"
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _number(value: float) -> str:
@@ -208,6 +210,11 @@ def _with_ci(value: float | None, ci: Sequence | None = None) -> str:
     return f"{_number(value)} ({_number(ci[0])}–{_number(ci[1])})"
 
 
+def _ci(r: dict, key: str) -> tuple | None:
+    """The (low, high) interval stored beside ``key`` as ``key_ci_low`` / ``key_ci_high``."""
+    return (r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")) if f"{key}_ci_low" in r else None
+
+
 def _worst(r: dict) -> str:
     if r.get("worst_class") is None:
         return "–"
@@ -218,7 +225,8 @@ def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) 
     """Markdown table of the recipe check's results (runs.recipe_check.measure, by variant):
     teacher, TF-IDF baseline and int8 student macro-F1, the ratio, the gain kept and the
     agreement with their intervals, the label whose F1 the student keeps least of,
-    disagreements, epochs and the variant's wall time.
+    disagreements, the calibrate stage's answered share, agreement on the answered and cascade
+    agreement (– for runs without it), epochs and the variant's wall time.
     ``names``: what the first column shows per key (default: the key in backticks)."""
     lines = [RECIPE_HEADER]
     for name, r in results.items():
@@ -231,7 +239,10 @@ def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) 
             f"{_with_ci(r.get('gain_kept'), r.get('gain_kept_ci'))} | "
             f"{_with_ci(r['agreement'], r['agreement_ci'])} | "
             f"{_worst(r)} | {r['disagreements']} "
-            f"({r['disagreements_where_teacher_wrong']}) | {r['epochs_run']:g} | "
+            f"({r['disagreements_where_teacher_wrong']}) | "
+            f"{_with_ci(r.get('deferral.test.coverage'), _ci(r, 'deferral.test.coverage'))} | "
+            f"{_with_ci(r.get('deferral.test.agreement'))} | "
+            f"{_with_ci(r.get('deferral.test.cascade_agreement'))} | {r['epochs_run']:g} | "
             f"{'–' if seconds is None else f'{seconds / 60:.0f} min'} |")
     return "\n".join(lines)
 
