@@ -4,7 +4,8 @@ The shipped student (ONNX int8, one text per call, as a device runs it) is score
 validation and test splits and on a set of texts unlike any training data (calibrate.ood_csv).
 On validation: a temperature is fitted to the gold labels (benchmarks.deferral), and for each
 confidence score of calibrate.scores the lowest threshold whose answered texts agree with the
-teacher on at least calibrate.target_agreement of them; the score answering the most
+teacher on at least calibrate.target_agreement of them, calibrate.selection_margin standard
+errors inside it (deferral.choose_threshold); the score answering the most
 validation texts wins (ties: the larger area under its validation agreement-coverage curve).
 On test, never used for a choice: ECE and negative log-likelihood before and after the
 temperature, and per score the coverage (share answered), agreement and macro-F1 on the
@@ -60,12 +61,13 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                 "level": b.confidence_level}
     metrics: dict = {"temperature": temperature, "target_agreement": p.target_agreement,
                      "confidence_level": b.confidence_level,
+                     "selection_margin": p.selection_margin,
                      "validation_rows": len(splits["validation"][1]),
                      "test_rows": len(splits["test"][1]), "ood_rows": len(ood_texts),
                      **_calibration(logits["test"], probs["test"], splits["test"][1], b.ece_bins,
                                     settings)}
-    per_score = {score: _score(score, probs, splits, teacher, len(labels), p.target_agreement,
-                               settings) for score in p.scores}
+    per_score = {score: _score(score, probs, splits, teacher, len(labels), p, settings)
+                 for score in p.scores}
     best = max(p.scores, key=lambda s: (per_score[s]["validation.coverage"],
                                         per_score[s]["validation.aurc_agreement"]))
     for score, row in per_score.items():
@@ -73,8 +75,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     metrics.update({"score": best, "threshold": per_score[best]["threshold"],
                     **{key: per_score[best][key] for key in per_score[best]
                        if key.startswith(("test.", "ood."))}})
-    base_probs, base_rows = _baseline(inputs["baseline"], splits, teacher, len(labels),
-                                      p.target_agreement, settings)
+    base_probs, base_rows = _baseline(inputs["baseline"], splits, teacher, len(labels), p,
+                                      settings)
     metrics.update({f"baseline.{key}": value for key, value in base_rows.items()})
     test_texts, gold = splits["test"]
     student_curve = deferral.risk_coverage(
@@ -130,12 +132,14 @@ def _calibration(logits: np.ndarray, probs: np.ndarray, gold: np.ndarray, bins: 
 
 
 def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
-               splits: dict, teacher: dict[str, np.ndarray], n_labels: int, target: float,
+               splits: dict, teacher: dict[str, np.ndarray], n_labels: int, p,
                settings: dict) -> dict:
-    """A threshold chosen on validation for ``target``, verified on test: coverage, agreement
-    and macro-F1 of the answered test texts with intervals; validation's own figures."""
+    """A threshold chosen on validation for calibrate.target_agreement with
+    calibrate.selection_margin (``p``), verified on test: coverage, agreement and macro-F1 of
+    the answered test texts with intervals; validation's own figures."""
     agree = {name: probs[name].argmax(-1) == teacher[name] for name in ("validation", "test")}
-    chosen = deferral.choose_threshold(scores["validation"], agree["validation"], target)
+    chosen = deferral.choose_threshold(scores["validation"], agree["validation"],
+                                       p.target_agreement, p.selection_margin)
     gold, pred = splits["test"][1], probs["test"].argmax(-1)
     answered = deferral.answered(scores["test"], chosen.threshold)
     aurc = float(np.mean([r["agreement"] for r in deferral.risk_coverage(
@@ -176,12 +180,11 @@ def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
 
 
 def _score(score: str, probs: dict[str, np.ndarray], splits: dict,
-           teacher: dict[str, np.ndarray], n_labels: int, target: float,
-           settings: dict) -> dict:
+           teacher: dict[str, np.ndarray], n_labels: int, p, settings: dict) -> dict:
     """One confidence score's threshold and figures (_selective), with the share of the
     out-of-distribution texts it defers and how well it tells them from test texts (AUROC)."""
     scores = {name: deferral.confidences(p, score) for name, p in probs.items()}
-    row = _selective(scores, probs, splits, teacher, n_labels, target, settings)
+    row = _selective(scores, probs, splits, teacher, n_labels, p, settings)
     row["ood.deferred_share"] = float((~deferral.answered(scores["ood"], row["threshold"])
                                        ).mean())
     row["ood.auroc"] = deferral.auroc(scores["test"], scores["ood"])
@@ -189,14 +192,14 @@ def _score(score: str, probs: dict[str, np.ndarray], splits: dict,
 
 
 def _baseline(folder: Path, splits: dict, teacher: dict[str, np.ndarray], n_labels: int,
-              target: float, settings: dict) -> tuple[np.ndarray, dict]:
+              p, settings: dict) -> tuple[np.ndarray, dict]:
     """The TF-IDF baseline's test probabilities and its threshold for the same target on its
     top probability (_selective), for comparison."""
     model = baseline.load(folder / baseline.MODEL_FILE)
     probs = {name: baseline.probabilities(model, texts, n_labels)
              for name, (texts, _) in splits.items()}
     scores = {name: deferral.confidences(p, BASELINE_SCORE) for name, p in probs.items()}
-    row = _selective(scores, probs, splits, teacher, n_labels, target, settings)
+    row = _selective(scores, probs, splits, teacher, n_labels, p, settings)
     return probs["test"], {k: v for k, v in row.items() if not k.startswith("validation.aurc")}
 
 

@@ -84,6 +84,27 @@ def test_the_threshold_is_the_lowest_meeting_the_target() -> None:
     assert tied.threshold is None
 
 
+def test_a_margin_keeps_the_chosen_rate_inside_the_target() -> None:
+    # 1,000 texts, surest first: one disagreement in every 250 (rate 0.004), then a run of
+    # disagreements; at target 0.995 the point estimate takes all 1,000 (5 in 1,000: 0.005)
+    scores = np.linspace(1.0, 0.0, 1000)
+    agree = np.ones(1000, dtype=bool)
+    agree[[249, 499, 749, 999]] = False
+    agree[990] = False
+    point = deferral.choose_threshold(scores, agree, 0.995)
+    assert point.answered == 1000 and point.disagreements == 5
+    # one standard error: 3 in 990 is 0.00303 + 0.00175 <= 0.005; 4 in 991 (the run's first
+    # disagreement taken) is 0.00404 + 0.00202 > 0.005
+    guarded = deferral.choose_threshold(scores, agree, 0.995, margin=1.0)
+    assert (guarded.answered, guarded.disagreements) == (990, 3)
+    rate = guarded.disagreements / guarded.answered
+    assert rate + math.sqrt(rate * (1 - rate) / guarded.answered) <= 0.005
+    # no disagreement: the standard error is 0 and the margin changes nothing
+    clean = np.ones(50, dtype=bool)
+    assert (deferral.choose_threshold(scores[:50], clean, 0.995, margin=2.0).answered
+            == deferral.choose_threshold(scores[:50], clean, 0.995).answered == 50)
+
+
 def test_answered_figures_and_the_curve() -> None:
     gold = np.array([0, 1, 2, 0, 1, 2])
     pred = np.array([0, 1, 1, 0, 2, 2])

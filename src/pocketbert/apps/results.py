@@ -346,7 +346,10 @@ def deferral_table(m: dict[str, Any]) -> str:
     lines += ["", (
         f"Threshold chosen on the {m['validation_rows']:,} validation texts, never on test: the "
         f"lowest whose answered texts agree with the teacher on at least "
-        f"{m['target_agreement']} of them (`calibrate.target_agreement`). Validation coverage "
+        f"{m['target_agreement']} of them (`calibrate.target_agreement`)"
+        + (f", {m['selection_margin']:g} standard error(s) of the disagreement rate inside it "
+           "(`calibrate.selection_margin`)" if m.get("selection_margin") else "")
+        + ". Validation coverage "
         f"by confidence score: {by_score}; `{m['score']}` answers the most. On validation "
         f"its answered texts hold {held} disagreements"
         + (f"; the one-sided {level} Clopper–Pearson lower bound of their agreement is "

@@ -92,21 +92,29 @@ class Threshold:
     disagreements: int
 
 
-def choose_threshold(scores: np.ndarray, agree: np.ndarray, target: float) -> Threshold:
-    """The lowest threshold whose answered texts (score >= threshold) agree with the teacher on
-    at least ``target`` of them: the largest answered set meeting the target, as a point
-    estimate. Candidate thresholds are the split's own scores (texts of equal score are
-    answered or deferred together).
+def choose_threshold(scores: np.ndarray, agree: np.ndarray, target: float,
+                     margin: float = 0.0) -> Threshold:
+    """The lowest threshold whose answered texts (score >= threshold) agree with the teacher
+    on at least ``target`` of them with ``margin`` standard errors to spare: the largest
+    answered set of k texts, d of them disagreements, where
+    d / k + margin * sqrt((d / k) * (1 - d / k) / k) <= 1 - target (the binomial standard
+    error of the disagreement rate; margin 0 is the point estimate). Candidate thresholds are
+    the split's own scores (texts of equal score are answered or deferred together).
 
-    ``scores`` [n] float, ``agree`` [n] bool (student top-1 == teacher top-1). With n texts a
-    set of k answered can show an agreement of 1 - d / k only: below k = 1 / (1 - target)
-    answered texts (200 for 0.995) the target means no disagreement at all."""
+    The largest set meeting a point estimate sits at the edge of the target, so a new sample
+    falls short about half the time; the margin keeps the chosen rate one or more standard
+    errors inside it. With no disagreement the standard error is 0: a small split, whose k
+    texts can show an agreement of 1 - d / k only, below k = 1 / (1 - target) (200 for
+    0.995) needs d = 0 whatever the margin.
+
+    ``scores`` [n] float, ``agree`` [n] bool (student top-1 == teacher top-1)."""
     order = np.argsort(-scores, kind="stable")
     s, a = scores[order], agree[order].astype(np.int64)
     agreed = np.cumsum(a)
     k = np.arange(1, len(s) + 1)
+    rate = 1.0 - agreed / k  # disagreement rate of the k surest
     boundary = np.r_[s[1:] != s[:-1], True]  # the last text of each run of equal scores
-    ok = boundary & (agreed >= target * k - 1e-12)
+    ok = boundary & (rate + margin * np.sqrt(rate * (1.0 - rate) / k) <= 1.0 - target + 1e-12)
     if not ok.any():
         return Threshold(None, 0.0, None, 0, 0)
     last = int(np.flatnonzero(ok)[-1])

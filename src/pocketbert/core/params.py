@@ -376,6 +376,8 @@ class CalibrateParams:
 
     target_agreement: float = 0.995
     "agreement with the teacher required on the texts the student answers (validation split)"
+    selection_margin: float = 1.0
+    "standard errors the validation disagreement rate must keep inside 1 - target_agreement"
     scores: tuple[str, ...] = contract.CONFIDENCE_SCORES
     "confidence scores compared; the one answering most validation texts at the target wins"
     ood_csv: str = "data/raw/ood.csv"
@@ -384,6 +386,8 @@ class CalibrateParams:
     def __post_init__(self) -> None:
         _require(0 < self.target_agreement <= 1, "calibrate.target_agreement",
                  "use a value in (0, 1], e.g. 0.995")
+        _require(0 <= self.selection_margin < float("inf"), "calibrate.selection_margin",
+                 "use a value >= 0 (0: the point estimate; 1: one standard error)")
         _require(len(self.scores) > 0, "calibrate.scores",
                  f"list at least one of {list(contract.CONFIDENCE_SCORES)}")
         for i, score in enumerate(self.scores):
