@@ -45,12 +45,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     p, b = params.calibrate, params.benchmark
     ood_texts = _ood_texts(Path(p.ood_csv))
     labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
-    data = tokenization.load(inputs["tokenize"])
-    splits = {name: (list(data[name]["text"]), np.asarray(data[name]["label"]))
-              for name in ("validation", "test")}
-    teacher = {name: logits.argmax(-1) for name, logits in SoftLabels.read(
-        inputs["soft_label"], labels, {name: len(gold) for name, (_, gold) in splits.items()}
-    ).logits.items()}
+    splits, teacher = _splits(inputs, labels)
     model = onnx_runner.load_classifier(inputs["export_student"] / contract.ONNX_INT8_FILE,
                                         params.tokenize.max_length)
     logits = {name: model.logits(texts) for name, (texts, _) in splits.items()}
@@ -59,46 +54,60 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     probs = {name: deferral.scaled(z, temperature) for name, z in logits.items()}
     settings = {"resamples": b.bootstrap_resamples, "seed": b.bootstrap_seed,
                 "level": b.confidence_level}
-    metrics: dict = {"temperature": temperature, "target_agreement": p.target_agreement,
-                     "confidence_level": b.confidence_level,
-                     "selection_margin": p.selection_margin,
-                     "validation_rows": len(splits["validation"][1]),
-                     "test_rows": len(splits["test"][1]), "ood_rows": len(ood_texts),
-                     **_calibration(logits["test"], probs["test"], splits["test"][1], b.ece_bins,
-                                    settings)}
     per_score = {score: _score(score, probs, splits, teacher, len(labels), p, settings)
                  for score in p.scores}
     best = max(p.scores, key=lambda s: (per_score[s]["validation.coverage"],
                                         per_score[s]["validation.aurc_agreement"]))
-    for score, row in per_score.items():
-        metrics.update({f"scores.{score}.{key}": value for key, value in row.items()})
-    metrics.update({"score": best, "threshold": per_score[best]["threshold"],
-                    **{key: per_score[best][key] for key in per_score[best]
-                       if key.startswith(("test.", "ood."))}})
     base_probs, base_rows = _baseline(inputs["baseline"], splits, teacher, len(labels), p,
                                       settings)
-    metrics.update({f"baseline.{key}": value for key, value in base_rows.items()})
-    test_texts, gold = splits["test"]
-    student_curve = deferral.risk_coverage(
-        deferral.confidences(probs["test"], best), probs["test"].argmax(-1) == teacher["test"],
-        gold, probs["test"].argmax(-1), len(labels), COVERAGES)
-    baseline_curve = deferral.risk_coverage(
-        deferral.confidences(base_probs, BASELINE_SCORE),
-        base_probs.argmax(-1) == teacher["test"], gold, base_probs.argmax(-1), len(labels),
-        COVERAGES)
+    metrics = {"temperature": temperature, "target_agreement": p.target_agreement,
+               "confidence_level": b.confidence_level, "selection_margin": p.selection_margin,
+               "validation_rows": len(splits["validation"][1]),
+               "test_rows": len(splits["test"][1]), "ood_rows": len(ood_texts),
+               **_calibration(logits["test"], probs["test"], splits["test"][1], b.ece_bins,
+                              settings),
+               **{f"scores.{score}.{key}": value for score, row in per_score.items()
+                  for key, value in row.items()},
+               "score": best, "threshold": per_score[best]["threshold"],
+               **{key: value for key, value in per_score[best].items()
+                  if key.startswith(("test.", "ood."))},
+               **{f"baseline.{key}": value for key, value in base_rows.items()}}
+    _write_curves(outputs["plots"], {"student_int8": (probs["test"], best),
+                                      "baseline": (base_probs, BASELINE_SCORE)},
+                  teacher["test"], splits["test"][1], len(labels))
     with atomic_path(outputs["out"], directory=True) as tmp:
         write_json(tmp / contract.CALIBRATION_FILE,
-                   {"temperature": temperature, "score": best,
-                    "threshold": per_score[best]["threshold"],
+                   {"temperature": temperature, "score": best, "threshold": metrics["threshold"],
                     "target_agreement": p.target_agreement, "labels": list(labels)})
-    with atomic_path(outputs["plots"], directory=True) as tmp:
-        write_json(tmp / "risk_coverage.json", [
-            {"coverage": s["coverage"], "student_int8_agreement": s["agreement"],
-             "baseline_agreement": t["agreement"], "student_int8_macro_f1": s["macro_f1"],
-             "baseline_macro_f1": t["macro_f1"]}
-            for s, t in zip(student_curve, baseline_curve, strict=True)])
     write_json(outputs["metrics"], metrics)
     return metrics
+
+
+def _write_curves(folder: Path, models: dict[str, tuple[np.ndarray, str]],
+                  teacher: np.ndarray, gold: np.ndarray, n_labels: int) -> None:
+    """risk_coverage.json in ``folder``: per coverage level (COVERAGES), each model's agreement
+    with ``teacher`` and macro-F1 on its surest texts; ``models``: {name: (test probabilities
+    [n, labels], confidence score)}."""
+    curves = {name: deferral.risk_coverage(deferral.confidences(q, score),
+                                           q.argmax(-1) == teacher, gold, q.argmax(-1),
+                                           n_labels, COVERAGES)
+              for name, (q, score) in models.items()}
+    rows = [{"coverage": c, **{f"{name}_{key}": curve[i][key] for name, curve in curves.items()
+                               for key in ("agreement", "macro_f1")}}
+            for i, c in enumerate(COVERAGES)]
+    with atomic_path(folder, directory=True) as tmp:
+        write_json(tmp / "risk_coverage.json", rows)
+
+
+def _splits(inputs: stage.Paths, labels: tuple[str, ...]) -> tuple[dict, dict]:
+    """The validation and test splits as {name: (texts, gold label ids [n])}, and the
+    teacher's top-1 label ids on each [n] (its stored soft labels)."""
+    data = tokenization.load(inputs["tokenize"])
+    splits = {name: (list(data[name]["text"]), np.asarray(data[name]["label"]))
+              for name in ("validation", "test")}
+    stored = SoftLabels.read(inputs["soft_label"], labels,
+                             {name: len(gold) for name, (_, gold) in splits.items()})
+    return splits, {name: logits.argmax(-1) for name, logits in stored.logits.items()}
 
 
 def _ood_texts(path: Path) -> list[str]:
