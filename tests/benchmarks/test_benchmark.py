@@ -523,6 +523,9 @@ def test_baseline_keeps_at_most_max_features_ngrams_per_vectorizer() -> None:
     model, info = baseline.fit(_split(8), _split(2, 8), len(LABELS), bounded)
     sizes = [len(v.vocabulary_) for _, v in model[0].transformer_list]
     assert sizes == [25, 25] and info["features"] == 50
+    # plain ints, as without max_features: numpy integers would inflate the pickled size
+    assert all(type(i) is int for _, v in model[0].transformer_list
+               for i in v.vocabulary_.values())
     assert model[-1].coef_.shape == (len(LABELS), 50)
     unbounded, _ = baseline.fit(_split(8), _split(2, 8), len(LABELS),
                                 dataclasses.replace(BASELINE_PARAMS, max_features=None))
