@@ -194,7 +194,7 @@ def test_table_lists_every_variant_with_intervals() -> None:
                 "deferral.test.cascade_agreement": 1.0}
     lines = recipe_check.table({"default": deferred, "small": row}).splitlines()
     assert len(lines) == 4
-    assert lines[2].endswith("| 4 (3) | 0.880 (0.840–0.920) | 1.000 | 1.000 | 6 | – |")
+    assert lines[2].endswith("| 4 (3) | 0.880 (0.840–0.920) | 1.0000 | 1.0000 | 6 | – |")
     assert lines[3] == ("| `small` | 212 | 0.976 | 0.900 | 0.967 | 0.990 (0.970–1.010) | "
                         "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | `notice` (0.950) | 4 (3) | "
                         "– | – | – | 6 | – |")  # a run without the calibrate stage

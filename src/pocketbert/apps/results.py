@@ -198,16 +198,18 @@ RECIPE_HEADER = ("| set | test rows | teacher macro-F1 | TF-IDF macro-F1 | stude
                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def _number(value: float) -> str:
-    return f"{value:.3f}".replace("-", "−")  # a minus sign, not a hyphen, beside the en dash
+def _number(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}".replace("-", "−")  # a minus sign, not a hyphen, by the en dash
 
 
-def _with_ci(value: float | None, ci: Sequence | None = None) -> str:
+def _with_ci(value: float | None, ci: Sequence | None = None, digits: int = 3) -> str:
+    """``value`` with its interval, ``digits`` decimals (4 where a target such as 0.995 must
+    not be met by rounding); – for None."""
     if value is None:
         return "–"
     if ci is None or None in ci:
-        return _number(value)
-    return f"{_number(value)} ({_number(ci[0])}–{_number(ci[1])})"
+        return _number(value, digits)
+    return f"{_number(value, digits)} ({_number(ci[0], digits)}–{_number(ci[1], digits)})"
 
 
 def _ci(r: dict, key: str) -> tuple | None:
@@ -241,8 +243,9 @@ def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) 
             f"{_worst(r)} | {r['disagreements']} "
             f"({r['disagreements_where_teacher_wrong']}) | "
             f"{_with_ci(r.get('deferral.test.coverage'), _ci(r, 'deferral.test.coverage'))} | "
-            f"{_with_ci(r.get('deferral.test.agreement'))} | "
-            f"{_with_ci(r.get('deferral.test.cascade_agreement'))} | {r['epochs_run']:g} | "
+            f"{_with_ci(r.get('deferral.test.agreement'), digits=4)} | "
+            f"{_with_ci(r.get('deferral.test.cascade_agreement'), digits=4)} | "
+            f"{r['epochs_run']:g} | "
             f"{'–' if seconds is None else f'{seconds / 60:.0f} min'} |")
     return "\n".join(lines)
 
@@ -305,9 +308,11 @@ DEFERRAL_ROWS = (("coverage", "answered on device (coverage)"),
 
 
 def _answered(m: dict[str, Any], prefix: str) -> list[str]:
-    """The coverage, agreement and macro-F1 cells of one model in metrics/calibrate.json."""
+    """The coverage, agreement (4 decimals: the target is 0.995) and macro-F1 cells of one
+    model in metrics/calibrate.json."""
     return [_with_ci(m.get(f"{prefix}test.{key}"),
-                     (m.get(f"{prefix}test.{key}_ci_low"), m.get(f"{prefix}test.{key}_ci_high")))
+                     (m.get(f"{prefix}test.{key}_ci_low"), m.get(f"{prefix}test.{key}_ci_high")),
+                     digits=4 if key == "agreement" else 3)
             for key, _ in DEFERRAL_ROWS]
 
 
@@ -334,8 +339,8 @@ def deferral_table(m: dict[str, Any]) -> str:
                  f"{m['baseline.test.answered']} |")
     if "test.cascade_agreement" in m:
         lines.append("| agreement of the cascade (the rest asked of the teacher) | "
-                     f"{_number(m['test.cascade_agreement'])} | "
-                     f"{_number(m['baseline.test.cascade_agreement'])} |")
+                     f"{_number(m['test.cascade_agreement'], 4)} | "
+                     f"{_number(m['baseline.test.cascade_agreement'], 4)} |")
     lines.append(f"| answers when | {_rule(m['score'], m['threshold'])} (calibrated) | "
                  f"{_rule('max_probability', m['baseline.threshold'])} |")
     scores = [key.split(".")[1] for key in m if key.startswith("scores.")
