@@ -536,9 +536,13 @@ def test_deferral_follows_the_device_rule_on_the_same_probabilities(in_world, ca
         assert row["probabilities"] == base["probabilities"]  # what the model said, unchanged
         np.testing.assert_allclose(list(row["calibrated_probabilities"].values()),
                                    contract.calibrated(list(base["probabilities"].values()), 2.0))
-    # --threshold replaces the calibrated one: above every confidence, everything is deferred
-    rows = run_json(capsys, "--calibration", str(settings_file), "--threshold", "1.5", *TEXTS)
+    # --threshold replaces the calibrated one: at 1, every text below certainty is deferred
+    rows = run_json(capsys, "--calibration", str(settings_file), "--threshold", "1", *TEXTS)
     assert all(r["deferred"] for r in rows)
+    # a threshold the score cannot reach is a mistake: refused, with the score's range
+    line = expect_error(capsys, "--calibration", str(settings_file), "--threshold", "1.5",
+                        TEXTS[0])
+    assert "top probability, whose values lie in [0.25, 1] for 4 labels" in line
     assert cli.main(["predict", "--calibration", str(settings_file), *TEXTS]) == 0
     out = capsys.readouterr()
     assert out.out.splitlines()[0].endswith("answered by")
@@ -617,5 +621,5 @@ def test_fallback_asks_a_real_teacher_server_and_survives_it_being_down(
     rows, err = json.loads(out.out), out.err
     assert [r["label"] for r in rows] == [r["label"] for r in plain]
     assert all(r["answered_by"] == cli.UNREACHABLE for r in rows if r["deferred"])
-    assert f"warning: the teacher at {down} did not answer" in err
+    assert f"warning: the teacher at {down} (--fallback) did not answer" in err
     assert raw == yaml.safe_load((in_world / "params.yaml").read_text())  # nothing written

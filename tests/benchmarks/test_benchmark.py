@@ -262,8 +262,8 @@ def test_deferral_table_shows_both_models_and_a_threshold_that_defers_everything
     assert lines[2] == "| answered on device (coverage) | 0.800 (0.600–1.000) | 0.000 |"
     assert lines[3] == ("| agreement with the teacher on the answered | 1.0000 (1.0000–1.0000) "
                         "| – |")
-    assert lines[6] == ("| answers when | margin ≥ 0.250 (calibrated) | none reaches the target: "
-                        "every text deferred |")
+    assert lines[6] == ("| answers when | top-two margin ≥ 0.250 (calibrated) | none reaches "
+                        "the target: every text deferred |")
     assert "`margin` 0.700; `margin` answers the most" in table
     assert "lower bound of their agreement is 0.790" in table and "75.0% are deferred" in table
 

@@ -177,12 +177,21 @@ def shorten(text: str, width: int = TEXT_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def shown_confidence(row: dict[str, Any]) -> float:
+    """The table's confidence: the student's calibrated top probability where deferral
+    settings apply (what its decision is made on), the teacher's where --fallback answered,
+    else the model's top probability."""
+    if "calibrated_probabilities" in row and row["answered_by"] != "teacher":
+        return max(row["calibrated_probabilities"].values())
+    return row["confidence"]
+
+
 def table(rows: list[dict[str, Any]], labels: list[str]) -> str:
     """Rows as aligned columns: text, label, confidence, every label's probability and, when
     deferral settings were applied, who answered (``answered_by``)."""
     deferral = bool(rows) and "answered_by" in rows[0]
     header = ["text", "label", "confidence", *labels, *(["answered by"] if deferral else [])]
-    body = [[shorten(r["text"]), r["label"], f"{r['confidence']:.4f}",
+    body = [[shorten(r["text"]), r["label"], f"{shown_confidence(r):.4f}",
              *(f"{r['probabilities'][name]:.4f}" for name in labels),
              *([r["answered_by"]] if deferral else [])]
             for r in rows]
@@ -346,8 +355,10 @@ def ask_teacher(rows: list[dict[str, Any]], url: str, labels: list[str], model: 
     except ApiError as exc:
         for row in asked:
             row["answered_by"] = UNREACHABLE
-        return (f"warning: the teacher at {url} did not answer ({exc}); the {len(asked)} "
-                f"deferred text(s) keep the student's answer (answered_by: {UNREACHABLE})")
+        return (f"warning: the teacher at {url} (--fallback) did not answer ({exc}); the "
+                f"{len(asked)} deferred text(s) keep the student's answer (answered_by: "
+                f"{UNREACHABLE}); its retries and timeouts are the teacher.api_* params of the "
+                "model's checkout")
     for row, p in zip(asked, evaluation.softmax(scores), strict=True):
         best = int(p.argmax())
         row.update({"label": labels[best], "confidence": float(p[best]), "answered_by": "teacher",
@@ -368,10 +379,17 @@ def predict(args: argparse.Namespace) -> int:
         fail(f"{'--threshold' if args.threshold is not None else '--fallback'} needs deferral "
              f"settings: none found for {model} (run `dvc repro calibrate`, or pass "
              "--calibration PATH)")
-    if args.threshold is not None:
-        settings["threshold"] = args.threshold
     max_length = args.max_length or onnx_runner.model_max_length(model)
     classifier = onnx_runner.load_classifier(model, max_length)
+    if args.threshold is not None:
+        from pocketbert.apps.results import SCORE_NAMES, score_range
+
+        low, high = score_range(settings["score"], len(classifier.labels))
+        if not low <= args.threshold <= high:
+            fail(f"--threshold {args.threshold:g}: the calibration's score is "
+                 f"{SCORE_NAMES[settings['score']]}, whose values lie in [{low:.4g}, {high:.4g}] "
+                 f"for {len(classifier.labels)} labels; pick X in that range")
+        settings["threshold"] = args.threshold
     ids, truncated = classifier.encode(texts)
     probs = evaluation.softmax(classifier.run(ids))  # [n, labels]
     rows = results(texts, classifier.labels, probs, truncated)
@@ -379,10 +397,12 @@ def predict(args: argparse.Namespace) -> int:
     if settings is not None:
         deferred = apply_deferral(rows, probs, settings, classifier.labels)
         threshold = settings["threshold"]
-        notes.append(f"note: {deferred} of {len(rows)} text(s) deferred: not sure, would ask "
-                     f"the server (calibrated {settings['score']} "
-                     + ("below " + f"{threshold:.4g}" if threshold is not None
-                        else "reaches no threshold") + f"; {settings['path']})")
+        from pocketbert.apps.results import SCORE_NAMES
+
+        rule = (f"calibrated {SCORE_NAMES[settings['score']]} below {threshold:.4g}"
+                if threshold is not None else "no threshold reached the target")
+        notes.append(f"note: {deferred or 'no'} of {len(rows)} text(s) deferred (not sure: "
+                     f"would ask the server; {rule}; {settings['path']})")
         if args.fallback is not None:
             notes.append(ask_teacher(rows, args.fallback, classifier.labels, model))
     for note in notes:
@@ -470,8 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deferral settings (the calibrate stage's calibration.json; default: "
                         f"{CALIBRATION} of the model's checkout, for its int8 student only)")
     p.add_argument("--threshold", type=threshold_arg, metavar="X",
-                   help="answer on the device only when the calibrated confidence is at least X "
-                        "(default: the calibration's, chosen on validation)")
+                   help="answer on the device only when the calibrated confidence is at least X, "
+                        "on the scale of the calibration's score: top probability [1/labels, 1], "
+                        "top-two margin [0, 1], negative entropy [-ln(labels), 0] (default: the "
+                        "calibration's, chosen on validation)")
     p.add_argument("--fallback", metavar="URL",
                    help="send the deferred texts to this teacher endpoint (e.g. `pocketbert "
                         "serve`) and answer them with its labels; the API client's settings "

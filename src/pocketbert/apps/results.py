@@ -316,9 +316,23 @@ def _answered(m: dict[str, Any], prefix: str) -> list[str]:
             for key, _ in DEFERRAL_ROWS]
 
 
+SCORE_NAMES = {"max_probability": "top probability", "margin": "top-two margin",
+               "entropy": "negative entropy"}
+"how README and `pocketbert predict` name the confidence scores of contract.CONFIDENCE_SCORES"
+
+
+def score_range(score: str, n_labels: int) -> tuple[float, float]:
+    """The values a confidence score can take for ``n_labels`` labels: top probability
+    [1 / n, 1], top-two margin [0, 1], negative entropy [-ln n, 0] (nats)."""
+    import math
+
+    return {"max_probability": (1 / n_labels, 1.0), "margin": (0.0, 1.0),
+            "entropy": (-math.log(n_labels), 0.0)}[score]
+
+
 def _rule(score: str, threshold: float | None) -> str:
     return ("none reaches the target: every text deferred" if threshold is None
-            else f"{score.replace('_', ' ')} ≥ {_number(threshold)}")
+            else f"{SCORE_NAMES[score]} ≥ {_number(threshold)}")
 
 
 def deferral_table(m: dict[str, Any]) -> str:
@@ -355,7 +369,8 @@ def deferral_table(m: dict[str, Any]) -> str:
         + (f", {m['selection_margin']:g} standard error(s) of the disagreement rate inside it "
            "(`calibrate.selection_margin`)" if m.get("selection_margin") else "")
         + ". Validation coverage "
-        f"by confidence score: {by_score}; `{m['score']}` answers the most. On validation "
+        f"by confidence score (`entropy`: negative entropy): {by_score}; `{m['score']}` answers "
+        "the most. On validation "
         f"its answered texts hold {held} disagreements"
         + (f"; the one-sided {level} Clopper–Pearson lower bound of their agreement is "
            f"{bound:.3f}, so a validation split of this size cannot certify the target on its "
