@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import shutil
@@ -208,27 +209,20 @@ def test_text_empty_after_normalisation_is_refused_with_its_line(
     assert line.endswith("delete the argument")
 
 
-def test_serve_answers_a_request(world, tmp_path) -> None:
-    """`pocketbert serve` parses its options, loads the folder and answers one real POST."""
+@contextlib.contextmanager
+def served(folder: Path, cwd: Path, max_length: int):
+    """A real `pocketbert serve` process on 127.0.0.1 (port 0), yielding its URL; stopped with
+    Ctrl-C (SIGINT) at the end, which must exit 0, and killed if a test failed before."""
     import signal
-    import urllib.request
 
-    cmd = [sys.executable, "-m", "pocketbert.apps.cli", "serve", str(world / "given_teacher"),
-           "--port", "0", "--max-length", "16"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    cmd = [sys.executable, "-m", "pocketbert.apps.cli", "serve", str(folder), "--port", "0",
+           "--max-length", str(max_length)]
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         first = proc.stdout.readline()  # "serving DIR (labels ...) at http://127.0.0.1:N/; ..."
         assert " at http://127.0.0.1:" in first, first + proc.stderr.read()
-        url = first.split(" at ")[1].split(";")[0]
-        request = urllib.request.Request(url, data=json.dumps({"texts": TEXTS[:2]}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.loads(response.read())
-        assert answer["labels"] == list(LABELS)
-        assert len(answer["probabilities"]) == 2
-        assert all(sum(p.values()) == pytest.approx(1.0, abs=1e-5)
-                   for p in answer["probabilities"])
+        yield first.split(" at ")[1].split(";")[0]
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
         assert proc.wait(timeout=30) == 0
     finally:
@@ -237,6 +231,21 @@ def test_serve_answers_a_request(world, tmp_path) -> None:
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_serve_answers_a_request(world, tmp_path) -> None:
+    """`pocketbert serve` parses its options, loads the folder and answers one real POST."""
+    import urllib.request
+
+    with served(world / "given_teacher", tmp_path, 16) as url:
+        request = urllib.request.Request(url, data=json.dumps({"texts": TEXTS[:2]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    assert answer["labels"] == list(LABELS)
+    assert len(answer["probabilities"]) == 2
+    assert all(sum(p.values()) == pytest.approx(1.0, abs=1e-5)
+               for p in answer["probabilities"])
 
 
 def test_serve_port_errors(world, capsys) -> None:
@@ -581,30 +590,13 @@ def test_unusable_deferral_settings_are_one_error(in_world, capsys, tmp_path, ch
 
 def test_fallback_asks_a_real_teacher_server_and_survives_it_being_down(
         in_world, capsys, tmp_path, held_port) -> None:
-    import signal
-
     plain = run_json(capsys, *TEXTS)
     settings_file = _calibration(tmp_path / "calibration.json", plain)
-    cmd = [sys.executable, "-m", "pocketbert.apps.cli", "serve",
-           str(in_world / "given_teacher"), "--port", "0", "--max-length", "32"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        first = proc.stdout.readline()
-        assert " at http://127.0.0.1:" in first, first + proc.stderr.read()
-        url = first.split(" at ")[1].split(";")[0]
+    with served(in_world / "given_teacher", tmp_path, 32) as url:
         assert cli.main(["predict", "--json", "--calibration", str(settings_file),
                          "--fallback", url, *TEXTS]) == 0
         out = capsys.readouterr()
         rows, err = json.loads(out.out), out.err
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
     deferred = [r for r in rows if r["deferred"]]
     assert deferred and all(r["answered_by"] == "teacher" for r in deferred)
     assert all(r["answered_by"] == "student" for r in rows if not r["deferred"])
