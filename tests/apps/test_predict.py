@@ -23,7 +23,7 @@ from conftest import (
     write_tokenized_splits,
 )
 
-from pocketbert.apps import cli
+from pocketbert.apps import cascade, cli
 
 TEXTS = [sentences("condition")[0], sentences("notice")[3], "the pump", "Kettle!"]
 LONG = " ".join(sentences("process", 12))  # ~150 tokens: beyond the tiny model's 64 positions
@@ -210,13 +210,13 @@ def test_text_empty_after_normalisation_is_refused_with_its_line(
 
 
 @contextlib.contextmanager
-def served(folder: Path, cwd: Path, max_length: int):
+def served(folder: Path, cwd: Path, max_length: int, *options: str):
     """A real `pocketbert serve` process on 127.0.0.1 (port 0), yielding its URL; stopped with
     Ctrl-C (SIGINT) at the end, which must exit 0, and killed if a test failed before."""
     import signal
 
     cmd = [sys.executable, "-m", "pocketbert.apps.cli", "serve", str(folder), "--port", "0",
-           "--max-length", str(max_length)]
+           "--max-length", str(max_length), *options]
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -233,15 +233,20 @@ def served(folder: Path, cwd: Path, max_length: int):
         proc.stderr.close()
 
 
-def test_serve_answers_a_request(world, tmp_path) -> None:
-    """`pocketbert serve` parses its options, loads the folder and answers one real POST."""
+def ask(url: str, texts: list[str] | None = None) -> dict:
+    """The server's JSON answer to a POST of ``texts``, or to a GET when None."""
     import urllib.request
 
+    data = None if texts is None else json.dumps({"texts": texts}).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_serve_answers_a_request(world, tmp_path) -> None:
+    """`pocketbert serve` parses its options, loads the folder and answers one real POST."""
     with served(world / "given_teacher", tmp_path, 16) as url:
-        request = urllib.request.Request(url, data=json.dumps({"texts": TEXTS[:2]}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.loads(response.read())
+        answer = ask(url, TEXTS[:2])
     assert answer["labels"] == list(LABELS)
     assert len(answer["probabilities"]) == 2
     assert all(sum(p.values()) == pytest.approx(1.0, abs=1e-5)
@@ -539,7 +544,7 @@ def test_deferral_follows_the_device_rule_on_the_same_probabilities(in_world, ca
                                      temperature=2.0, score="max_probability",
                                      threshold=settings["threshold"]) for r in plain]
     assert [r["deferred"] for r in rows] == expected and 0 < sum(expected) < len(TEXTS)
-    assert [r["answered_by"] for r in rows] == [cli.NOT_ASKED if d else "student"
+    assert [r["answered_by"] for r in rows] == [cascade.NOT_ASKED if d else "student"
                                                 for d in expected]
     for row, base in zip(rows, plain, strict=True):
         assert row["probabilities"] == base["probabilities"]  # what the model said, unchanged
@@ -565,7 +570,7 @@ def test_the_checkouts_calibration_is_read_for_its_int8_student_only(world, tmp_
     shutil.copytree(world, root)
     monkeypatch.chdir(root)
     plain = run_json(capsys, *TEXTS)
-    _calibration(root / cli.CALIBRATION, plain)
+    _calibration(root / cascade.CALIBRATION, plain)
     assert all("deferred" in r for r in run_json(capsys, *TEXTS))
     fp32 = str(root / "models/export/student/model.onnx")
     assert all("deferred" not in r for r in run_json(capsys, "--model", fp32, *TEXTS))
@@ -612,6 +617,81 @@ def test_fallback_asks_a_real_teacher_server_and_survives_it_being_down(
     out = capsys.readouterr()
     rows, err = json.loads(out.out), out.err
     assert [r["label"] for r in rows] == [r["label"] for r in plain]
-    assert all(r["answered_by"] == cli.UNREACHABLE for r in rows if r["deferred"])
+    assert all(r["answered_by"] == cascade.UNREACHABLE for r in rows if r["deferred"])
     assert f"warning: the teacher at {down} (--fallback) did not answer" in err
     assert raw == yaml.safe_load((in_world / "params.yaml").read_text())  # nothing written
+
+
+def test_serve_fronts_the_teacher_with_the_student_and_survives_it_being_down(
+        world, capsys, tmp_path, held_port) -> None:
+    """`pocketbert serve STUDENT --fallback URL`: texts the rule defers get the teacher
+    server's own answer, the others the student's (the same int8 logits as predict's); with
+    the teacher down, the student's answer, marked; a GET counts both."""
+    from pocketbert.core import contract
+
+    student = world / "models/export/student"
+    plain = run_json(capsys, "--model", str(student), *TEXTS)
+    settings_file = _calibration(tmp_path / "calibration.json", plain)
+    settings = json.loads(settings_file.read_text())
+    expected = [not contract.answers(list(r["probabilities"].values()), temperature=2.0,
+                                     score="max_probability", threshold=settings["threshold"])
+                for r in plain]
+    assert 0 < sum(expected) < len(TEXTS)
+    with served(world / "given_teacher", tmp_path, 32) as teacher:
+        direct = ask(teacher, TEXTS)
+        with served(student, tmp_path, 32, "--calibration", str(settings_file),
+                    "--fallback", teacher) as url:
+            answer, status = ask(url, TEXTS), ask(url)
+    assert answer["deferred"] == expected
+    assert answer["answered_by"] == [cascade.TEACHER if d else cascade.STUDENT
+                                     for d in expected]
+    for i, deferred in enumerate(expected):
+        got = list(answer["probabilities"][i].values())
+        if deferred:  # the teacher's probabilities, through its float32 log-probabilities
+            np.testing.assert_allclose(got, list(direct["probabilities"][i].values()),
+                                       rtol=1e-5)
+        else:
+            np.testing.assert_allclose(got, list(plain[i]["probabilities"].values()),
+                                       rtol=1e-12)
+    assert status["cascade"] == {"answered_locally": len(TEXTS) - sum(expected),
+                                 "sent_to_teacher": sum(expected), "teacher_unreachable": 0}
+    down = f"http://127.0.0.1:{held_port}/"
+    with served(student, tmp_path, 32, "--calibration", str(settings_file),
+                "--fallback", down) as url:
+        answer, status = ask(url, TEXTS), ask(url)
+    assert answer["answered_by"] == [cascade.UNREACHABLE if d else cascade.STUDENT
+                                     for d in expected]
+    assert [max(p, key=p.get) for p in answer["probabilities"]] == [r["label"] for r in plain]
+    assert status["cascade"]["teacher_unreachable"] == sum(expected)
+
+
+def test_serve_fallback_needs_deferral_settings(world, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", str(world / "given_teacher"), "--fallback", "http://127.0.0.1:9/"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--fallback needs deferral settings" in err and "--calibration PATH" in err
+
+
+def test_settings_the_model_carries_in_its_metadata_apply(world, capsys, tmp_path) -> None:
+    """A shipped ONNX model (the web stage's) carries its deferral settings: predict applies
+    them without --calibration, and --calibration still wins."""
+    from pocketbert.apps import web
+
+    shipped = tmp_path / "shipped"
+    shutil.copytree(world / "models/export/student", shipped)
+    plain = run_json(capsys, "--model", str(shipped), *TEXTS)
+    settings = json.loads(_calibration(tmp_path / "calibration.json", plain).read_text())
+    web.with_metadata(world / "models/export/student/model.int8.onnx",
+                      shipped / "model.int8.onnx",
+                      {web.DEFERRAL_METADATA: json.dumps(
+                          {k: settings[k] for k in ("temperature", "score", "threshold")})})
+    rows = run_json(capsys, "--model", str(shipped), *TEXTS)
+    routed = run_json(capsys, "--model", str(shipped), "--calibration",
+                      str(tmp_path / "calibration.json"), *TEXTS)
+    assert [r["deferred"] for r in rows] == [r["deferred"] for r in routed]
+    assert 0 < sum(r["deferred"] for r in rows) < len(TEXTS)
+    assert [r["probabilities"] for r in rows] == [r["probabilities"] for r in plain]
+    other = _calibration(tmp_path / "strict.json", plain, threshold=1.0)
+    assert all(r["deferred"] for r in run_json(capsys, "--model", str(shipped),
+                                                "--calibration", str(other), *TEXTS))

@@ -132,7 +132,8 @@ def test_browser_tokenizer_matches_every_parity_case(
     model_dir = tmp_path / "export"
     model_dir.mkdir()
     tokenizer.save_pretrained(str(model_dir))
-    shutil.copyfile(export_dir / "model.int8.onnx", model_dir / "model.int8.onnx")
+    for name in ("model.int8.onnx", "labels.json"):
+        shutil.copyfile(export_dir / name, model_dir / name)
     web.build(model_dir, LABELS, max_length, tmp_path / "web")
     texts = tokenization.edge_cases(max_length)
     cases = tokenization.parity_vectors(tokenizer, texts, max_length)
@@ -279,12 +280,29 @@ def test_web_stage_writes_the_page_and_its_download_size(
     metrics = web_stage.main(args)
     assert json.loads((out / "model" / "web.json").read_text()) == {
         "labels": list(LABELS), "max_length": MAX_LENGTH, "deferral": deferral}
-    assert (out / "model" / "model.int8.onnx").read_bytes() == (
-        export_dir / "model.int8.onnx").read_bytes()
+    # the shipped model carries the settings in its metadata; its graph is the exported one
+    import onnx
+
+    from pocketbert.export import coreml
+    from pocketbert.runtime import onnx_runner
+
+    shipped, exported = (onnx.load(str(folder / "model.int8.onnx")) for folder in (
+        out / "model", export_dir))
+    assert shipped.graph.SerializeToString() == exported.graph.SerializeToString()
+    meta = onnx_runner.session(out / "model" / "model.int8.onnx").get_modelmeta()
+    assert json.loads(meta.custom_metadata_map[web.DEFERRAL_METADATA]) == deferral
+    # model/ is an export folder predict runs as it is, with the settings it carries
+    from pocketbert.apps import cascade
+
+    clf = onnx_runner.load_classifier(out / "model", MAX_LENGTH)
+    settings = cascade.settings_for(out / "model", None,
+                                    clf.session.get_modelmeta().custom_metadata_map)
+    assert {k: settings[k] for k in deferral} == deferral
+    assert web.DEFERRAL_METADATA == coreml.DEFERRAL_METADATA  # one key in both formats
     on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     assert metrics["download_size_mb"] == pytest.approx(on_disk)
     assert 0 < metrics["download_size_gzip_mb"] < metrics["download_size_mb"]
-    assert metrics["model_size_mb"] == (export_dir / "model.int8.onnx").stat().st_size / 1e6
+    assert metrics["model_size_mb"] == (out / "model" / "model.int8.onnx").stat().st_size / 1e6
     assert json.loads(metrics_file.read_text()) == metrics
 
     # a missing model: exit 2, one line naming the file, the previous output left as it was

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pocketbert import __version__
-from pocketbert.core import contract
+from pocketbert.apps import cascade
 from pocketbert.core.errors import PocketbertError, reported
 
 if TYPE_CHECKING:
@@ -36,13 +36,6 @@ BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 "errors of binding a listening socket that the user fixes with another --host or --port"
 TEXT_WIDTH = 48
 "characters of each text shown in the table (--json shows the whole text)"
-CALIBRATION = Path("models/calibration") / contract.CALIBRATION_FILE
-"the calibrate stage's deferral settings, relative to a checkout (dvc.yaml's out)"
-
-
-NOT_ASKED, UNREACHABLE = "student (not sure: would ask the server)", \
-    "student (not sure; the server did not answer)"
-"answered_by of a deferred text without --fallback, and when --fallback's server failed"
 
 
 class CliError(PocketbertError):
@@ -255,11 +248,16 @@ def serve_command(args: argparse.Namespace) -> int:
     """`pocketbert serve`: serving.serve until Ctrl-C or SIGTERM (exit status 0); a port
     that cannot be bound is one error line (exit status 2)."""
     from pocketbert.apps import serving
+    from pocketbert.runtime import onnx_runner
 
-    max_length = args.max_length or default_max_length()
+    model = Path(args.model_dir)
+    max_length = args.max_length or (onnx_runner.model_max_length(model)
+                                     if serving.is_onnx(model) else default_max_length())
     try:
-        serving.serve(args.model_dir, args.host, args.port, max_length,
-                      serving.TIMEOUT_S if args.timeout is None else args.timeout)
+        serving.serve(model, args.host, args.port, max_length,
+                      serving.TIMEOUT_S if args.timeout is None else args.timeout,
+                      calibration=args.calibration, threshold=args.threshold,
+                      fallback=args.fallback)
     except OSError as exc:  # the model loads first: an OSError here is from binding the port
         if not isinstance(exc, socket.gaierror) and exc.errno not in BIND_ERRORS:
             raise
@@ -268,102 +266,19 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def calibration_for(model: Path, given: str | None) -> dict[str, Any] | None:
-    """The deferral settings predict applies (contract.CALIBRATION_FILE, written by the
-    calibrate stage): ``given`` when set; else models/calibration/calibration.json of the
-    model's checkout when the model is that checkout's int8 student, the model the stage
-    calibrated; else None (no deferral).
-
-    Raises CliError naming the file when it is missing (``given`` only), not JSON, or holds a
-    temperature, score or threshold the rule cannot use."""
-    from pocketbert.runtime import onnx_runner
-
-    if given is not None:
-        path = Path(given)
-        if not path.is_file():
-            fail(f"{path}: no such file; --calibration takes the calibrate stage's "
-                 f"{contract.CALIBRATION_FILE} (dvc repro calibrate)")
-    else:
-        root = onnx_runner.project_root(model.absolute().parent)
-        if root is None or model.absolute() != root / onnx_runner.DEFAULT_MODEL:
-            return None
-        path = root / CALIBRATION
-        if not path.is_file():
-            return None
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-        temperature, score = float(settings["temperature"]), settings["score"]
-        threshold = settings["threshold"]
-        if not (temperature > 0 and score in contract.CONFIDENCE_SCORES
-                and (threshold is None or isinstance(threshold, (int, float)))):
-            raise ValueError("a temperature > 0, a score of "
-                             f"{list(contract.CONFIDENCE_SCORES)} and a number or null "
-                             "threshold")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        fail(f"{path}: not usable deferral settings ({exc}); run `dvc repro calibrate` again")
-    return {**settings, "path": str(path)}
-
-
-def apply_deferral(rows: list[dict[str, Any]], probs: np.ndarray, settings: dict[str, Any],
-                   labels: list[str]) -> int:
-    """Mark each row ``deferred`` by contract.answers and add its calibrated probabilities;
-    returns how many were deferred. Raises CliError when the settings' labels differ from
-    the model's."""
-    if settings.get("labels") not in (None, list(labels)):
-        fail(f"{settings['path']}: calibrated for labels {settings['labels']}, but the model "
-             f"has {list(labels)}; pass the --calibration of this model")
-    rule = {"temperature": settings["temperature"], "score": settings["score"],
-            "threshold": settings["threshold"]}
-    for row, p in zip(rows, probs.tolist(), strict=True):
-        calibrated = contract.calibrated(p, settings["temperature"])
-        row["calibrated_probabilities"] = dict(zip(labels, calibrated, strict=True))
-        row["deferred"] = not contract.answers(p, **rule)
-        row["answered_by"] = NOT_ASKED if row["deferred"] else "student"
-    return sum(row["deferred"] for row in rows)
-
-
-def ask_teacher(rows: list[dict[str, Any]], url: str, labels: list[str], model: Path) -> str:
-    """Send the deferred rows' texts to the teacher endpoint at ``url`` with the API teacher's
-    client (teachers.api: batching, retries, pacing and header secrets from the environment,
-    as the teacher section of the model's checkout's params.yaml sets them; answers cached
-    only for this run) and replace their label, confidence and probabilities by its answer.
-    When the endpoint fails, the rows keep the student's answer, ``answered_by`` UNREACHABLE.
-    Returns the note for standard error."""
-    import dataclasses
-    import tempfile
-
-    from pocketbert.core import evaluation, params
-    from pocketbert.core.errors import ApiError
-    from pocketbert.runtime import onnx_runner
-    from pocketbert.teachers import api
-
-    root = onnx_runner.project_root(model.absolute().parent)
-    settings = (params.load(root / "params.yaml", "teacher")
-                if root is not None and (root / "params.yaml").is_file()
-                else params.TeacherParams())
-    try:
-        settings = dataclasses.replace(settings, mode="api", api_url=url)
-    except PocketbertError as exc:
-        fail(f"--fallback {url}: {exc}")
-    asked = [row for row in rows if row["deferred"]]
-    if not asked:
-        return f"note: no text deferred; nothing sent to {url}"
-    try:
-        with tempfile.TemporaryDirectory(prefix="pocketbert-fallback-") as cache:
-            scores, _ = api.teacher_logits([row["text"] for row in asked], labels, settings,
-                                           Path(cache))
-    except ApiError as exc:
-        for row in asked:
-            row["answered_by"] = UNREACHABLE
-        return (f"warning: the teacher at {url} (--fallback) did not answer ({exc}); the "
-                f"{len(asked)} deferred text(s) keep the student's answer (answered_by: "
-                f"{UNREACHABLE}); its retries and timeouts are the teacher.api_* params of the "
-                "model's checkout")
-    for row, p in zip(asked, evaluation.softmax(scores), strict=True):
-        best = int(p.argmax())
-        row.update({"label": labels[best], "confidence": float(p[best]), "answered_by": "teacher",
-                    "probabilities": dict(zip(labels, map(float, p), strict=True))})
-    return f"note: {len(asked)} deferred text(s) answered by the teacher at {url}"
+def add_routes(rows: list[dict[str, Any]], routed, labels: list[str]) -> None:
+    """Put the cascade's decisions (cascade.Routed) into predict's rows: calibrated
+    probabilities, ``deferred``, ``answered_by``, and the teacher's label, confidence and
+    probabilities where it answered."""
+    for i, row in enumerate(rows):
+        row["calibrated_probabilities"] = dict(zip(labels, routed.calibrated[i].tolist(),
+                                                   strict=True))
+        row["deferred"], row["answered_by"] = routed.deferred[i], routed.answered_by[i]
+        if row["answered_by"] == cascade.TEACHER:
+            p = routed.probabilities[i]
+            best = int(p.argmax())
+            row.update({"label": labels[best], "confidence": float(p[best]),
+                        "probabilities": dict(zip(labels, map(float, p), strict=True))})
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -374,37 +289,32 @@ def predict(args: argparse.Namespace) -> int:
 
     texts = gather_texts(args)
     model = Path(args.model) if args.model is not None else onnx_runner.default_model()
-    settings = calibration_for(model, args.calibration)
+    max_length = args.max_length or onnx_runner.model_max_length(model)
+    classifier = onnx_runner.load_classifier(model, max_length)
+    settings = cascade.settings_for(model, args.calibration,
+                                    classifier.session.get_modelmeta().custom_metadata_map)
     if settings is None and (args.threshold is not None or args.fallback is not None):
         fail(f"{'--threshold' if args.threshold is not None else '--fallback'} needs deferral "
              f"settings: none found for {model} (run `dvc repro calibrate`, or pass "
              "--calibration PATH)")
-    max_length = args.max_length or onnx_runner.model_max_length(model)
-    classifier = onnx_runner.load_classifier(model, max_length)
-    if args.threshold is not None:
-        from pocketbert.apps.results import SCORE_NAMES, score_range
-
-        low, high = score_range(settings["score"], len(classifier.labels))
-        if not low <= args.threshold <= high:
-            fail(f"--threshold {args.threshold:g}: the calibration's score is "
-                 f"{SCORE_NAMES[settings['score']]}, whose values lie in [{low:.4g}, {high:.4g}] "
-                 f"for {len(classifier.labels)} labels; pick X in that range")
-        settings["threshold"] = args.threshold
     ids, truncated = classifier.encode(texts)
     probs = evaluation.softmax(classifier.run(ids))  # [n, labels]
     rows = results(texts, classifier.labels, probs, truncated)
     notes = [truncation_note(truncated, max_length)]
     if settings is not None:
-        deferred = apply_deferral(rows, probs, settings, classifier.labels)
-        threshold = settings["threshold"]
-        from pocketbert.apps.results import SCORE_NAMES
-
-        rule = (f"calibrated {SCORE_NAMES[settings['score']]} below {threshold:.4g}"
-                if threshold is not None else "no threshold reached the target")
+        if args.threshold is not None:
+            cascade.set_threshold(settings, args.threshold, len(classifier.labels))
+        fallback = (None if args.fallback is None
+                    else cascade.teacher_params(model, args.fallback))
+        routed = cascade.Cascade(settings, classifier.labels, fallback).route(texts, probs)
+        deferred = sum(routed.deferred)
         notes.append(f"note: {deferred or 'no'} of {len(rows)} text(s) deferred (not sure: "
-                     f"would ask the server; {rule}; {settings['path']})")
-        if args.fallback is not None:
-            notes.append(ask_teacher(rows, args.fallback, classifier.labels, model))
+                     f"would ask the server; {cascade.rule_note(settings)}; "
+                     f"{settings['path']})")
+        if routed.note is not None:
+            failed = cascade.UNREACHABLE in routed.answered_by
+            notes.append(f"{'warning' if failed else 'note'}: {routed.note}")
+        add_routes(rows, routed, classifier.labels)
     for note in notes:
         if note is not None:
             print(note, file=sys.stderr)
@@ -488,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"else {DEFAULT_MAX_LENGTH}; never ./params.yaml)")
     p.add_argument("--calibration", metavar="PATH",
                    help="deferral settings (the calibrate stage's calibration.json; default: "
-                        f"{CALIBRATION} of the model's checkout, for its int8 student only)")
+                        f"{cascade.CALIBRATION} of the model's checkout, for its int8 student "
+                        "only)")
     p.add_argument("--threshold", type=threshold_arg, metavar="X",
                    help="answer on the device only when the calibrated confidence is at least X, "
                         "on the scale of the calibration's score: top probability [1/labels, 1], "
@@ -502,21 +413,40 @@ def build_parser() -> argparse.ArgumentParser:
     v = commands.add_parser(
         "serve", help="answer classifier requests over HTTP from a model folder",
         description="Serve a sequence classifier folder (config.json, weights, tokenizer; e.g. "
-                    "models/teacher) over HTTP: POST {\"texts\": [...]} is answered with "
-                    "labels, logits and probabilities (the endpoint teacher.mode: api reads). "
-                    "One access-log line per request on stderr. Ctrl-C or SIGTERM stops it.")
-    v.add_argument("model_dir", metavar="MODEL_DIR", help="the classifier folder to serve")
+                    "models/teacher) or an exported ONNX model (e.g. models/export/student) "
+                    "over HTTP: POST {\"texts\": [...]} is answered with labels, logits and "
+                    "probabilities (the endpoint teacher.mode: api reads). With deferral "
+                    "settings, each text also gets deferred and answered_by, and --fallback "
+                    "URL sends the unsure ones to the teacher's endpoint. One access-log line "
+                    "per request on stderr. Ctrl-C or SIGTERM stops it.",
+        epilog="example, the student in front of the teacher:\n"
+               "  pocketbert serve models/teacher --port 8001\n"
+               "  pocketbert serve models/export/student --fallback http://127.0.0.1:8001/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("model_dir", metavar="MODEL_DIR",
+                   help="the classifier folder, or .onnx model (or export folder), to serve")
     v.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only)")
     v.add_argument("--port", type=port_arg, default=8000,
                    help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
     v.add_argument("--max-length", type=max_length_arg, metavar="N",
                    help="tokens per text after truncation, [CLS] and [SEP] included (default: "
-                        f"tokenize.max_length from ./params.yaml, else {DEFAULT_MAX_LENGTH})")
+                        "for an ONNX model as for predict, the params.yaml of its checkout; "
+                        f"else tokenize.max_length from ./params.yaml, else {DEFAULT_MAX_LENGTH})")
     v.add_argument("--timeout", type=timeout_arg, metavar="SECONDS",
                    help="cut off a client silent this long: before its request head is "
                         "complete, between body chunks, or idle between requests (default: 30, "
                         "pocketbert.apps.serving.TIMEOUT_S)")
+    v.add_argument("--calibration", metavar="PATH",
+                   help="deferral settings (default: as for predict, the checkout's "
+                        f"{cascade.CALIBRATION} when MODEL_DIR is its int8 student)")
+    v.add_argument("--threshold", type=threshold_arg, metavar="X",
+                   help="answer here only when the calibrated confidence is at least X (the "
+                        "score's scale: see `pocketbert predict --help`)")
+    v.add_argument("--fallback", metavar="URL",
+                   help="send the deferred texts to this teacher endpoint and answer them with "
+                        "its probabilities; the API client's settings come from the teacher "
+                        "section of the model's checkout's params.yaml")
 
     r = commands.add_parser(
         "report", help="metrics and params diff between two git revisions (markdown)",

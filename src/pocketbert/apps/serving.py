@@ -234,11 +234,24 @@ class TruncatingEncoder:
         return ids, truncated
 
 
-class Classifier:
-    """A sequence classifier folder (config.json, weights, tokenizer) loaded for answering.
+def is_onnx(path: Path) -> bool:
+    """Whether ``path`` is an exported ONNX model (an .onnx file, or a folder holding the
+    export stage's int8 model and no config.json) rather than a PyTorch classifier folder."""
+    from pocketbert.core import contract
 
-    ``labels`` are config.json's id2label names in id order; texts are truncated to
-    ``max_length`` tokens (the pipeline's tokenize.max_length gives the pipeline's logits).
+    if path.suffix == ".onnx":
+        return True
+    return (path / contract.ONNX_INT8_FILE).is_file() and not (path / "config.json").is_file()
+
+
+class Classifier:
+    """A sequence classifier loaded for answering: a PyTorch folder (config.json, weights,
+    tokenizer), or an exported ONNX model (is_onnx: the .onnx file or the export folder, run
+    by onnxruntime as `pocketbert predict` runs it, labels from its labels.json).
+
+    For a PyTorch folder, ``labels`` are config.json's id2label names in id order. Texts are
+    truncated to ``max_length`` tokens (the pipeline's tokenize.max_length gives the
+    pipeline's logits).
     Loading is the pipeline's own (modeling.load_classifier: no code from the folder,
     weights-only); raises ModelError when the folder cannot be loaded or its id2label is
     unusable (gaps, repeats, generic LABEL_0 names). ``batch_pause_s`` (tests only) makes
@@ -252,21 +265,31 @@ class Classifier:
                  batch_pause_s: float = 0.0) -> None:
         from pocketbert.core import model_folders
         from pocketbert.data import tokenization
-        from pocketbert.runtime import torch_runner
+        from pocketbert.runtime import onnx_runner, torch_runner
         from pocketbert.training import modeling
 
         self.folder = Path(folder)
-        origin = "pocketbert serve's MODEL_DIR"
-        config = model_folders.read_config(self.folder, origin)
-        id2label = config.get("id2label") or {}
-        try:
-            names = tuple(str(id2label[key]) for key in sorted(id2label, key=int))
-        except (TypeError, ValueError):
-            names = tuple(map(str, id2label.values()))  # load_classifier names the defect
-        self.device = torch_runner.pick_device()
-        self.model = modeling.load_classifier(self.folder, names, origin).eval().to(self.device)
+        self.onnx = None
+        if is_onnx(self.folder):  # the export stage's model: onnxruntime, no torch model
+            self.onnx = onnx_runner.load_classifier(self.folder, max_length)
+            names = tuple(self.onnx.labels)
+            self.tokenizer = tokenization.load_tokenizer(
+                self.folder if self.folder.is_dir() else self.folder.parent)
+            self.batch_size = self.onnx.batch_size  # 1 for int8: no answer depends on a batch
+        else:
+            origin = "pocketbert serve's MODEL_DIR"
+            config = model_folders.read_config(self.folder, origin)
+            id2label = config.get("id2label") or {}
+            try:
+                names = tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+            except (TypeError, ValueError):
+                names = tuple(map(str, id2label.values()))  # load_classifier names the defect
+            self.device = torch_runner.pick_device()
+            self.model = modeling.load_classifier(self.folder, names, origin).eval().to(
+                self.device)
+            self.tokenizer = tokenization.load_tokenizer(self.folder)
+            self.batch_size = BATCH_SIZE
         self.labels = names
-        self.tokenizer = tokenization.load_tokenizer(self.folder)
         self.max_length = max_length
         self.encoder = TruncatingEncoder(self.tokenizer, max_length)
         self.batch_pause_s = batch_pause_s
@@ -281,28 +304,37 @@ class Classifier:
         """float32 logits [len(ids), len(labels)] in input order, and the sequence numbers of
         the first and last batch that ran them ((0, 0) for no ids).
 
-        Batches of BATCH_SIZE length-sorted rows, each padded to its longest row; the model
-        lock is taken per batch."""
-        import torch
-
+        Batches of BATCH_SIZE length-sorted rows (for an int8 ONNX model, one row: its
+        activation scales are per call, onnx_runner.texts_per_call), each padded to its
+        longest row; the model lock is taken per batch."""
         from pocketbert.core import batching
 
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)  # [texts, labels]
         first = last = 0
         pad_id = self.tokenizer.pad_token_id
-        for idx, input_ids, mask in batching.length_sorted_batches(ids, BATCH_SIZE, pad_id):
-            batch = {"input_ids": torch.from_numpy(input_ids).to(self.device),
-                     "attention_mask": torch.from_numpy(mask).to(self.device)}
+        for idx, input_ids, mask in batching.length_sorted_batches(ids, self.batch_size, pad_id):
             with self._lock:
                 self.batches_run += 1
                 last = self.batches_run
                 first = first or last
                 if self.batch_pause_s:
                     time.sleep(self.batch_pause_s)
-                with torch.inference_mode():
-                    logits = self.model(**batch).logits  # [batch, labels]
-                out[idx] = logits.float().cpu().numpy()
+                out[idx] = self._forward(input_ids, mask)
         return out, (first, last)
+
+    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """float32 logits [batch, labels] of one padded batch (int64 [batch, length] each)."""
+        if self.onnx is not None:
+            from pocketbert.runtime import onnx_runner
+
+            session = self.onnx.session
+            return session.run(None, onnx_runner.feed(session, input_ids, mask))[0]
+        import torch
+
+        batch = {"input_ids": torch.from_numpy(input_ids).to(self.device),
+                 "attention_mask": torch.from_numpy(mask).to(self.device)}
+        with torch.inference_mode():
+            return self.model(**batch).logits.float().cpu().numpy()
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """float32 [len(texts), len(labels)], in input order."""
@@ -400,12 +432,13 @@ def _json_shape(body: bytes | bytearray) -> tuple[int, int, int]:
 class _App:
     """The Starlette application answering from one Classifier (see the module docstring)."""
 
-    def __init__(self, classifier: Classifier, timeout_s: float) -> None:
+    def __init__(self, classifier: Classifier, timeout_s: float, cascade=None) -> None:
         from starlette.applications import Starlette
         from starlette.exceptions import HTTPException
         from starlette.routing import Route
 
         self.classifier = classifier
+        self.cascade = cascade  # apps.cascade.Cascade, or None: every text answered here
         self.timeout_s = timeout_s
         self.buffered = 0  # request bytes held now (only the event loop's thread changes it)
         self.starlette = Starlette(
@@ -449,9 +482,12 @@ class _App:
         from starlette.responses import JSONResponse, Response
 
         if request.method in ("GET", "HEAD"):
-            return JSONResponse({"labels": list(self.classifier.labels),
-                                 "model": self.classifier.folder.name,
-                                 "batches_run": self.classifier.batches_run})
+            status = {"labels": list(self.classifier.labels),
+                      "model": self.classifier.folder.name,
+                      "batches_run": self.classifier.batches_run}
+            if self.cascade is not None:
+                status["cascade"] = self.cascade.counts()
+            return JSONResponse(status)
         held = [0]
         try:
             body = await self.read_body(request, held)
@@ -509,8 +545,25 @@ class _App:
     def respond(self, body: bytearray) -> tuple[bytes, int, tuple[int, int]]:
         """In a worker thread: the answer's JSON bytes, the number of texts and the batches
         that ran them. Raises Refused (parse_texts)."""
+        from pocketbert.apps import cascade as cascades
+
         texts = parse_texts(body)
         answer, batches = self.classifier.answer_and_batches(texts)
+        if self.cascade is not None and texts:
+            probs = np.array([[p[name] for name in answer["labels"]]
+                              for p in answer["probabilities"]])  # [texts, labels]
+            routed = self.cascade.route(texts, probs)
+            if cascades.UNREACHABLE in routed.answered_by:  # the endpoint failed
+                log.warning("%s", routed.note)  # (texts are never logged)
+            answer.update({
+                "probabilities": [dict(zip(answer["labels"], row.tolist(), strict=True))
+                                  for row in routed.probabilities],
+                "calibrated_probabilities": [
+                    dict(zip(answer["labels"], row.tolist(), strict=True))
+                    for row in routed.calibrated],
+                "deferred": routed.deferred, "answered_by": routed.answered_by})
+        elif self.cascade is not None:
+            answer.update({"calibrated_probabilities": [], "deferred": [], "answered_by": []})
         return json.dumps(answer).encode("utf-8"), len(texts), batches
 
 
@@ -592,14 +645,14 @@ class ClassifierServer:
     bound address, ``http://host:port/``."""
 
     def __init__(self, classifier: Classifier, host: str = "127.0.0.1", port: int = 8000,
-                 timeout_s: float = TIMEOUT_S) -> None:
+                 timeout_s: float = TIMEOUT_S, cascade=None) -> None:
         import uvicorn
 
         self.classifier = classifier
         self.socket = _bind(host, port)
         self.server_address = self.socket.getsockname()[:2]
         config = uvicorn.Config(
-            _App(classifier, timeout_s),
+            _App(classifier, timeout_s, cascade),
             http=_protocol_class(),  # h11 (pure Python), with the request-head deadline
             loop="asyncio",  # the standard library's loop: no uvloop dependency
             lifespan="off",  # nothing to start or stop besides the model, loaded already
@@ -664,11 +717,12 @@ def _uvicorn_server(config):
 
 
 def make_server(classifier: Classifier, host: str = "127.0.0.1", port: int = 8000,
-                timeout_s: float = TIMEOUT_S) -> ClassifierServer:
-    """A bound, not yet serving server (port 0 picks a free port: see ``server.url``).
+                timeout_s: float = TIMEOUT_S, cascade=None) -> ClassifierServer:
+    """A bound, not yet serving server (port 0 picks a free port: see ``server.url``);
+    ``cascade`` (apps.cascade.Cascade): defer unsure texts, see ``serve``.
 
     Raises OSError when the address cannot be bound (socket.gaierror: unknown host)."""
-    return ClassifierServer(classifier, host, port, timeout_s)
+    return ClassifierServer(classifier, host, port, timeout_s, cascade)
 
 
 @contextlib.contextmanager
@@ -733,15 +787,44 @@ def _raise_open_files_limit() -> None:
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
-          max_length: int = 128, timeout_s: float = TIMEOUT_S) -> None:
+          max_length: int = 128, timeout_s: float = TIMEOUT_S, *,
+          calibration: str | Path | None = None, threshold: float | None = None,
+          fallback: str | None = None) -> None:
     """Answer classifier requests from ``model_dir`` on http://host:port/ until SIGINT or
     SIGTERM (then return normally). Prints one line with the bound URL on stdout; logs one
     line per request on stderr. ``timeout_s``: see TIMEOUT_S.
 
-    Raises ModelError when the folder cannot be loaded, OSError when the port is taken."""
+    Deferral settings (apps.cascade.settings_for: the file ``calibration``, else those the
+    ONNX model carries, else the checkout's for its int8 student; ``threshold`` replaces
+    theirs) add to every answer, per text, ``deferred``, ``answered_by`` and the
+    ``calibrated_probabilities``; with ``fallback`` (a teacher endpoint's URL), the deferred
+    texts are sent there (apps.cascade.Cascade) and ``probabilities`` are its answer for them
+    (``logits`` stay the served model's). A GET then counts texts answered locally, sent and
+    left unanswered by the endpoint.
+
+    Raises ModelError when the folder cannot be loaded, DeferralError for unusable or missing
+    deferral settings (``threshold`` or ``fallback`` without any) or URL, OSError when the
+    port is taken."""
+    from pocketbert.apps import cascade as cascades
+
     pause = float(os.environ.get(PAUSE_ENV) or 0)
-    server = make_server(Classifier(model_dir, max_length, batch_pause_s=pause), host, port,
-                         timeout_s)
+    model = Path(model_dir)
+    classifier = Classifier(model, max_length, batch_pause_s=pause)
+    metadata = (None if classifier.onnx is None
+                else classifier.onnx.session.get_modelmeta().custom_metadata_map)
+    settings = cascades.settings_for(model, calibration, metadata)
+    if settings is None and (threshold is not None or fallback is not None):
+        raise cascades.DeferralError(
+            f"{'--threshold' if threshold is not None else '--fallback'} needs deferral "
+            f"settings: none found for {model} (serve the int8 student, "
+            "models/export/student, or pass --calibration PATH)")
+    cascade = None
+    if settings is not None:
+        if threshold is not None:
+            cascades.set_threshold(settings, threshold, len(classifier.labels))
+        teacher = None if fallback is None else cascades.teacher_params(model, fallback)
+        cascade = cascades.Cascade(settings, classifier.labels, teacher)
+    server = make_server(classifier, host, port, timeout_s, cascade)
     _setup_logging()
     _raise_open_files_limit()
     _return_large_blocks_to_the_system()
@@ -749,8 +832,11 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, lambda *_: server.stop())
                     for sig in (signal.SIGINT, signal.SIGTERM)}
-    print(f"serving {model_dir} (labels {', '.join(server.classifier.labels)}) at {server.url}; "
-          "Ctrl-C stops", flush=True)
+    deferral = "" if cascade is None else (
+        f"; unsure texts ({cascades.rule_note(settings)}) "
+        + (f"sent to {fallback}" if fallback else "marked deferred"))
+    print(f"serving {model_dir} (labels {', '.join(server.classifier.labels)}) at {server.url}"
+          f"{deferral}; Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
     finally:

@@ -7,14 +7,16 @@ model files into one folder that works offline, from any static file server:
 
     index.html, app.js
     vendor/      tokenizers.min.mjs, ort.wasm.min.mjs, ort-wasm-simd-threaded.{mjs,wasm}
-    model/       model.int8.onnx, tokenizer.json, tokenizer_config.json, web.json (labels,
-                 max_length and, given, the deferral settings)
+    model/       model.int8.onnx (given deferral settings, they are in its metadata too:
+                 DEFERRAL_METADATA), tokenizer.json, tokenizer_config.json, labels.json,
+                 web.json (labels, max_length and, given, the deferral settings)
 
 Serving it and driving it in Chromium: pocketbert.apps.browser.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +37,9 @@ VENDOR_FILES = {
     "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs": "ort-wasm-simd-threaded.mjs",
     "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm": "ort-wasm-simd-threaded.wasm",
 }
-MODEL_FILES = (contract.ONNX_INT8_FILE, "tokenizer.json", "tokenizer_config.json")
+MODEL_FILES = (contract.ONNX_INT8_FILE, *contract.TOKENIZER_FILES, contract.LABELS_FILE)
+"""the export folder's files the page ships: with labels.json, model/ is an export folder that
+`pocketbert predict --model` and `pocketbert serve` run as they are"""
 PAGE_DISABLED_OPTIMIZERS: tuple[str, ...] = ()
 """onnxruntime graph optimizers the page's session turns off: none. app.js creates it with
 onnxruntime-web's defaults (level all), so it fuses Add + LayerNormalization into
@@ -45,6 +49,26 @@ native reference for the page passes this to predictor.session to run the page's
 
 class WebError(PocketbertError):
     """The page cannot be built or driven: a missing JavaScript package, browser or file."""
+
+
+DEFERRAL_METADATA = "deferral"
+"""key of the deferral settings (JSON {temperature, score, threshold}) in the shipped ONNX
+model's metadata_props; the Core ML model's user-defined metadata uses the same key
+(export.coreml.DEFERRAL_METADATA, tested equal)"""
+
+
+def with_metadata(source: Path, target: Path, metadata: Mapping[str, str]) -> None:
+    """Write the ONNX model ``source`` to ``target`` with ``metadata`` in its
+    metadata_props (entries of the same keys replaced); graph and weights unchanged.
+    onnxruntime returns them as ``session.get_modelmeta().custom_metadata_map``."""
+    import onnx
+
+    model = onnx.load(str(source))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(target))
 
 
 def build(model_dir: Path, labels: Sequence[str], max_length: int, out: Path,
@@ -74,11 +98,15 @@ def build(model_dir: Path, labels: Sequence[str], max_length: int, out: Path,
         shutil.copyfile(page_dir / name, out / name)
     for source, name in VENDOR_FILES.items():
         shutil.copyfile(modules / source, out / "vendor" / name)
-    for name in MODEL_FILES:
-        shutil.copyfile(model_dir / name, out / "model" / name)
     settings: dict[str, Any] = {"labels": list(labels), "max_length": max_length}
     if deferral is not None:
         settings["deferral"] = {k: deferral[k] for k in ("temperature", "score", "threshold")}
+    for name in MODEL_FILES:
+        if name == contract.ONNX_INT8_FILE and deferral is not None:
+            with_metadata(model_dir / name, out / "model" / name,
+                          {DEFERRAL_METADATA: json.dumps(settings["deferral"])})
+        else:
+            shutil.copyfile(model_dir / name, out / "model" / name)
     write_json(out / "model" / "web.json", settings)
     return {str(p.relative_to(out)): p.stat().st_size / 1e6
             for p in sorted(out.rglob("*")) if p.is_file()}
