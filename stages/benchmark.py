@@ -37,7 +37,7 @@ from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.runtime import onnx_runner
 from pocketbert.training import baseline, modeling
 
-PARAMS = ("benchmark", "tokenize.max_length", "convert.variants", "export.int8")
+PARAMS = ("benchmark", "convert.variants", "export.int8")
 INPUTS = (
     "teacher",
     "student",
@@ -99,7 +99,8 @@ def _model_rows(results: dict[str, VariantResult], name: str, params: stage.Para
     folder = inputs[name]
     model = modeling.load_classifier(folder, labels, origin=f"stage input {folder}").eval()
     tok = tokenization.load_tokenizer(folder)
-    seqs = tokenization.encode(tok, texts, params.tokenize.max_length)["input_ids"]
+    seqs = tokenization.encode(tok, texts, tokenization.read_max_length(inputs["tokenize"]))[
+        "input_ids"]
     n_params, pad_id = modeling.count_parameters(model), tok.pad_token_id
     variants = [benchmarking.torch_variant(
         f"{name}.pytorch_fp32", model, pad_id=pad_id,

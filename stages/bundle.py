@@ -21,13 +21,14 @@ from pocketbert.core.errors import DataError
 from pocketbert.data import dataset, tokenization
 from pocketbert.export import coreml
 
-PARAMS = ("convert.app_variant", "tokenize.max_length")
+PARAMS = ("convert.app_variant",)
 INPUTS = ("student", "coreml", "tokenize", "calibration")
 OUTPUTS = ("out", "metrics")
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
-    app_variant, max_length = params.convert.app_variant, params.tokenize.max_length
+    app_variant = params.convert.app_variant
+    max_length = tokenization.read_max_length(inputs["tokenize"])
     student = inputs["student"]
     labels = dataset.read_labels(student / contract.LABELS_FILE)
     tokenizer = tokenization.load_tokenizer(student)

@@ -31,7 +31,7 @@ from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.runtime import onnx_runner
 from pocketbert.training import baseline
 
-PARAMS = ("calibrate", "tokenize.max_length", "benchmark.bootstrap_resamples",
+PARAMS = ("calibrate", "benchmark.bootstrap_resamples",
           "benchmark.bootstrap_seed", "benchmark.confidence_level", "benchmark.ece_bins")
 INPUTS = ("export_student", "tokenize", "soft_label", "baseline")
 OUTPUTS = ("out", "metrics", "plots")
@@ -47,7 +47,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
     splits, teacher = _splits(inputs, labels)
     model = onnx_runner.load_classifier(inputs["export_student"] / contract.ONNX_INT8_FILE,
-                                        params.tokenize.max_length)
+                                        tokenization.read_max_length(inputs["tokenize"]))
     logits = {name: model.logits(texts) for name, (texts, _) in splits.items()}
     logits["ood"] = model.logits(ood_texts)
     temperature = deferral.fit_temperature(logits["validation"], splits["validation"][1])

@@ -34,7 +34,7 @@ from pocketbert.training import modeling
 # Not convert.app_variant: choosing the app's variant must not re-convert every model.
 PARAMS = ("convert.variants", "convert.minimum_deployment_target", "convert.license",
           "convert.shapes", "convert.buckets", "convert.bucket_check_texts",
-          "convert.bucket_check_max_parameters", "tokenize.max_length")
+          "convert.bucket_check_max_parameters")
 INPUTS = ("model", "tokenize")
 OUTPUTS = ("out", "metrics")
 NOT_MEASURED_NOTE = (f"test accuracy {contract.NOT_MEASURED_NOTE}: Core ML predicts only on "
@@ -42,7 +42,7 @@ NOT_MEASURED_NOTE = (f"test accuracy {contract.NOT_MEASURED_NOTE}: Core ML predi
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
-    max_length = params.tokenize.max_length
+    max_length = tokenization.read_max_length(inputs["tokenize"])
     labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
     model = modeling.load_classifier(inputs["model"], labels,
                                      origin=f"stage input {inputs['model']}")
@@ -73,7 +73,7 @@ def _convert(params: stage.Params, inputs: stage.Paths, out, *, model, labels, t
     """Write every variant of convert.variants to ``out``, each read back and checked, and
     return their metrics. Raises ModelError on a failed check, and
     modeling.UnsupportedArchitectureError when the architecture does not convert."""
-    max_length, pad_id = params.tokenize.max_length, tokenizer.pad_token_id
+    max_length, pad_id = tokenization.read_max_length(inputs["tokenize"]), tokenizer.pad_token_id
     metrics: dict = {"supported": True}
     with atomic_path(out, directory=True) as tmp:
         for variant, mlmodel in coreml.convert_variants(

@@ -28,7 +28,7 @@ from pocketbert.export import onnx_export
 from pocketbert.runtime import onnx_runner, torch_runner
 from pocketbert.training import modeling
 
-PARAMS = ("export", "tokenize.max_length")
+PARAMS = ("export",)
 INPUTS = ("model", "tokenize")
 OUTPUTS = ("out", "metrics")
 
@@ -39,16 +39,17 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     test = tokenization.load(inputs["tokenize"])["test"]
     model = modeling.load_classifier(model_dir, labels, origin=f"stage input {model_dir}")
     tokenizer = tokenization.load_tokenizer(model_dir)
+    max_length = tokenization.read_max_length(inputs["tokenize"])
     texts, gold, pad_id = list(test["text"]), np.asarray(test["label"]), tokenizer.pad_token_id
     # the model's own tokenizer: a trimmed student vocabulary gives other ids than the teacher's
-    ids = tokenization.encode(tokenizer, texts, params.tokenize.max_length)["input_ids"]
+    ids = tokenization.encode(tokenizer, texts, max_length)["input_ids"]
     reference = torch_runner.predict_logits(model, ids, pad_id, desc="pytorch test")
     metrics: dict = {"pytorch.size_mb": size_mb(model_dir / contract.WEIGHTS_FILE)}
     metrics.update(evaluation.report(reference, gold, labels, "pytorch.test"))
     try:
         metrics.update(_export(params, model, outputs["out"], ids=ids, pad_id=pad_id,
                                reference=reference, texts=texts, gold=gold, labels=labels,
-                               tokenizer=tokenizer))
+                               tokenizer=tokenizer, max_length=max_length))
     except modeling.UnsupportedArchitectureError as exc:  # the teacher's is recorded, not fatal
         metrics.update(modeling.skip_teacher_step(exc, model_dir, outputs["out"], "export"))
     write_json(outputs["metrics"], metrics)
@@ -57,8 +58,9 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
 
 def _export(params: stage.Params, model, out: Path, *, ids: list[list[int]], pad_id: int,
             reference: np.ndarray, texts: list[str], gold: np.ndarray,
-            labels: tuple[str, ...], tokenizer) -> dict:
-    """Write ``out`` (model.onnx, int8 when asked, tokenizer, labels) and return its metrics;
+            labels: tuple[str, ...], tokenizer, max_length: int) -> dict:
+    """Write ``out`` (model.onnx, int8 when asked, tokenizer, labels, the max_length its
+    inputs are cut to) and return its metrics;
     ``reference``: PyTorch's logits [test rows, labels]. Raises ParityError, and
     modeling.UnsupportedArchitectureError when the architecture does not export."""
     metrics: dict = {"supported": True}
@@ -83,6 +85,7 @@ def _export(params: stage.Params, model, out: Path, *, ids: list[list[int]], pad
                                  config=model.config))
         tokenizer.save_pretrained(str(tmp))
         dataset.write_labels(tmp / contract.LABELS_FILE, labels)
+        tokenization.write_max_length(tmp, max_length)
     return metrics
 
 

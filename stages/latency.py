@@ -22,7 +22,7 @@ from pocketbert.core.errors import ModelError
 from pocketbert.data import dataset, tokenization
 from pocketbert.runtime import onnx_runner
 
-PARAMS = ("latency", "export", "tokenize.max_length", "benchmark.threads",
+PARAMS = ("latency", "export", "benchmark.threads",
           "benchmark.bootstrap_resamples", "benchmark.bootstrap_seed",
           "benchmark.confidence_level")
 INPUTS = ("export", "model", "tokenize")
@@ -44,7 +44,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     labels = dataset.read_labels(export / contract.LABELS_FILE)
     tokenizer = tokenization.load_tokenizer(export)
     data = tokenization.load(inputs["tokenize"])
-    max_length = params.tokenize.max_length
+    max_length = tokenization.read_max_length(inputs["tokenize"])
     test_ids = tokenization.encode(tokenizer, list(data["test"]["text"]), max_length)
     train_texts = list(data["train"]["text"])[: params.latency.calibration_texts]
     calibration = tokenization.encode(tokenizer, train_texts, max_length)["input_ids"]
@@ -52,7 +52,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         fp32, shipped=shipped if shipped.is_file() else None,
         config=read_json(config),
         sequences=test_ids["input_ids"], gold=np.asarray(data["test"]["label"]),
-        labels=labels, pad_id=tokenizer.pad_token_id, calibration=calibration, params=params)
+        labels=labels, pad_id=tokenizer.pad_token_id, calibration=calibration, params=params,
+        max_length=max_length)
     lengths = [len(ids) for ids in test_ids["input_ids"]]
     metrics = {"cpu.model": onnx_runner.cpu_model(), **onnx_runner.cpu_features(),
                "threads": params.benchmark.threads, "rounds": params.latency.rounds,

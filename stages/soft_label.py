@@ -24,7 +24,7 @@ from pocketbert.data.soft_labels import UNLABELLED, SoftLabels
 from pocketbert.teachers import api
 from pocketbert.teachers import teacher as teachers
 
-PARAMS = ("soft_label", "tokenize.max_length", *api.PARAMS)
+PARAMS = ("soft_label", *api.PARAMS)
 INPUTS = ("teacher", "tokenize", "augmented")
 OUTPUTS = ("out", "metrics")
 OPTIONS = ("api_cache",)
@@ -35,7 +35,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
     teacher = teachers.load(inputs["teacher"], labels, params=params.teacher,
                             cache=inputs.get("api_cache"), batch_size=p.batch_size,
-                            max_length=params.tokenize.max_length)
+                            max_length=tokenization.read_max_length(inputs["tokenize"]))
     data = tokenization.load(inputs["tokenize"], inputs["augmented"])
     groups = {split: teachers.Texts(list(data[split]["text"]), data[split]["input_ids"])
               for split in dataset.SPLITS}

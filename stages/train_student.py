@@ -29,7 +29,7 @@ from pocketbert.data import dataset, tokenization, vocabulary
 from pocketbert.teachers import teacher as teachers
 from pocketbert.training import modeling, student
 
-PARAMS = ("train_student", "tokenize.max_length")
+PARAMS = ("train_student",)
 INPUTS = ("teacher", "tokenize", "augmented", "soft_label")
 OUTPUTS = ("out", "metrics", "curves")
 
@@ -38,7 +38,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     from pocketbert.training import distillation
 
     main_process = int(os.environ.get("RANK", "0")) == 0
-    p, max_length = params.train_student, params.tokenize.max_length
+    p, max_length = params.train_student, tokenization.read_max_length(inputs["tokenize"])
     labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
     data = tokenization.load(inputs["tokenize"], inputs["augmented"])
     stored = student.read_soft_labels(inputs["soft_label"], data, labels)

@@ -17,9 +17,9 @@ from pocketbert.apps import web
 from pocketbert.core import contract, stage
 from pocketbert.core.artifacts import atomic_path, read_json, write_json
 from pocketbert.core.errors import DataError
-from pocketbert.data import dataset
+from pocketbert.data import dataset, tokenization
 
-PARAMS = ("tokenize.max_length",)
+PARAMS = ()
 INPUTS = ("model", "page", "calibration")
 OUTPUTS = ("out", "metrics")
 
@@ -32,7 +32,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                         f"labels {deferral.get('labels')}, the student has {list(labels)}; "
                         "run `dvc repro calibrate`")
     with atomic_path(outputs["out"], directory=True) as tmp:
-        files = web.build(inputs["model"], labels, params.tokenize.max_length, tmp,
+        files = web.build(inputs["model"], labels, tokenization.read_max_length(inputs["model"]),
+                          tmp,
                           page_dir=inputs["page"], deferral=deferral)
     metrics: dict = {
         # what a browser downloads on the first visit (uncompressed; nothing else is fetched)

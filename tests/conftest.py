@@ -76,6 +76,7 @@ def write_tokenized_splits(tok_dir: Path, tokenizer, max_length: int = 32,
     DatasetDict({k: tokenization.to_dataset(tokenizer, v, LABELS, max_length)
                  for k, v in rows.items()}).save_to_disk(str(tok_dir / "dataset"))
     dataset.write_labels(tok_dir / "labels.json", LABELS)
+    tokenization.write_max_length(tok_dir, max_length)
     return rows
 
 
@@ -173,8 +174,6 @@ def tiny_classifier(vocab_size: int, labels: Sequence[str] = LABELS, layers: int
 @pytest.fixture
 def tiny_world(tmp_path: Path, write_params: Callable[..., Path]) -> dict[str, Path]:
     """A tokenize output folder and a tiny 'given' teacher classifier folder, on disk."""
-    from datasets import DatasetDict
-
     from pocketbert.data import dataset, tokenization
 
     tokenizer = tiny_tokenizer()
@@ -183,17 +182,9 @@ def tiny_world(tmp_path: Path, write_params: Callable[..., Path]) -> dict[str, P
     teacher.save_pretrained(str(teacher_dir))
     tokenizer.save_pretrained(str(teacher_dir))
 
-    rows = {name: [] for name in ("train", "validation", "test")}
-    for label in LABELS:
-        texts = sentences(label, 12)
-        for i, text in enumerate(texts):
-            split = "train" if i < 8 else "validation" if i < 10 else "test"
-            rows[split].append(dataset.Example(text, label, i + 2))
     tok_dir = tmp_path / "tokenize"
-    parts = {k: tokenization.to_dataset(tokenizer, v, LABELS, 32) for k, v in rows.items()}
-    DatasetDict(parts).save_to_disk(str(tok_dir / "dataset"))
+    rows = write_tokenized_splits(tok_dir, tokenizer, 32)
     tokenizer.save_pretrained(str(tok_dir / "tokenizer"))
-    dataset.write_labels(tok_dir / "labels.json", LABELS)
     # augmented variants of the first train rows (a trailing "!")
     variants = [dataset.Example(r.text.rstrip(".") + "!", r.label, r.line, "synonym")
                 for r in rows["train"][:6]]

@@ -357,9 +357,11 @@ def test_default_model_and_max_length_come_from_the_checkout_not_the_current_fol
     assert [r["truncated"] for r in json.loads(captured.out)] == [True, False]
     assert "cut to 32" in captured.err
     assert onnx_runner.model_max_length(fp32) == onnx_runner.model_max_length(fp32.parent) == 32
-    # a model outside any checkout: TokenizeParams' default, whatever ./params.yaml says
+    # a model outside any checkout, without the length its export recorded: TokenizeParams'
+    # default, whatever ./params.yaml says
     copied = tmp_path / "copied"
-    shutil.copytree(world / "models/export/student", copied)
+    shutil.copytree(world / "models/export/student", copied,
+                    ignore=shutil.ignore_patterns("max_length.json"))
     assert onnx_runner.model_max_length(copied / "model.onnx") == 128
     # the cwd's own student comes first: a checkout you work in is the one you mean
     local = elsewhere / "models/export/student"
@@ -677,6 +679,7 @@ def test_settings_the_model_carries_in_its_metadata_apply(world, capsys, tmp_pat
     """A shipped ONNX model (the web stage's) carries its deferral settings: predict applies
     them without --calibration, and --calibration still wins."""
     from pocketbert.apps import web
+    from pocketbert.core import contract
 
     shipped = tmp_path / "shipped"
     shutil.copytree(world / "models/export/student", shipped)
@@ -684,7 +687,7 @@ def test_settings_the_model_carries_in_its_metadata_apply(world, capsys, tmp_pat
     settings = json.loads(_calibration(tmp_path / "calibration.json", plain).read_text())
     web.with_metadata(world / "models/export/student/model.int8.onnx",
                       shipped / "model.int8.onnx",
-                      {web.DEFERRAL_METADATA: json.dumps(
+                      {contract.DEFERRAL_METADATA: json.dumps(
                           {k: settings[k] for k in ("temperature", "score", "threshold")})})
     rows = run_json(capsys, "--model", str(shipped), *TEXTS)
     routed = run_json(capsys, "--model", str(shipped), "--calibration",
@@ -695,3 +698,19 @@ def test_settings_the_model_carries_in_its_metadata_apply(world, capsys, tmp_pat
     other = _calibration(tmp_path / "strict.json", plain, threshold=1.0)
     assert all(r["deferred"] for r in run_json(capsys, "--model", str(shipped),
                                                 "--calibration", str(other), *TEXTS))
+
+
+def test_the_length_the_export_folder_records_is_used(world, capsys, tmp_path) -> None:
+    """An export folder records the length its model was exported at (max_length.json): a
+    copy outside any checkout is cut there, not at the default 128."""
+    from pocketbert.data import tokenization
+
+    folder = tmp_path / "model"
+    shutil.copytree(world / "models/export/student", folder)
+    assert tokenization.read_max_length(folder) == 32  # written by the export stage
+    tokenization.write_max_length(folder, 16)
+    assert cli.main(["predict", "--json", "--model", str(folder), LONG]) == 0
+    assert "cut to 16" in capsys.readouterr().err
+    (folder / "max_length.json").write_text("{}")
+    line = expect_error(capsys, "--model", str(folder), LONG)
+    assert "max_length.json: expected" in line and "--max-length" in line

@@ -46,6 +46,7 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                reduce_range=True)
     tokenizer.save_pretrained(str(out))
     dataset.write_labels(out / "labels.json", LABELS)
+    tokenization.write_max_length(out, MAX_LENGTH)
     return out
 
 
@@ -134,6 +135,7 @@ def test_browser_tokenizer_matches_every_parity_case(
     tokenizer.save_pretrained(str(model_dir))
     for name in ("model.int8.onnx", "labels.json"):
         shutil.copyfile(export_dir / name, model_dir / name)
+    tokenization.write_max_length(model_dir, max_length)
     web.build(model_dir, LABELS, max_length, tmp_path / "web")
     texts = tokenization.edge_cases(max_length)
     cases = tokenization.parity_vectors(tokenizer, texts, max_length)
@@ -283,14 +285,13 @@ def test_web_stage_writes_the_page_and_its_download_size(
     # the shipped model carries the settings in its metadata; its graph is the exported one
     import onnx
 
-    from pocketbert.export import coreml
     from pocketbert.runtime import onnx_runner
 
     shipped, exported = (onnx.load(str(folder / "model.int8.onnx")) for folder in (
         out / "model", export_dir))
     assert shipped.graph.SerializeToString() == exported.graph.SerializeToString()
     meta = onnx_runner.session(out / "model" / "model.int8.onnx").get_modelmeta()
-    assert json.loads(meta.custom_metadata_map[web.DEFERRAL_METADATA]) == deferral
+    assert json.loads(meta.custom_metadata_map[contract.DEFERRAL_METADATA]) == deferral
     # model/ is an export folder predict runs as it is, with the settings it carries
     from pocketbert.apps import cascade
 
@@ -298,7 +299,6 @@ def test_web_stage_writes_the_page_and_its_download_size(
     settings = cascade.settings_for(out / "model", None,
                                     clf.session.get_modelmeta().custom_metadata_map)
     assert {k: settings[k] for k in deferral} == deferral
-    assert web.DEFERRAL_METADATA == coreml.DEFERRAL_METADATA  # one key in both formats
     on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     assert metrics["download_size_mb"] == pytest.approx(on_disk)
     assert 0 < metrics["download_size_gzip_mb"] < metrics["download_size_mb"]

@@ -116,7 +116,8 @@ def test_values_are_coerced_to_the_dataclass_form():
 
 
 def test_reads_expands_sections_and_keeps_single_keys():
-    assert params.reads(("tokenize", "teacher.model")) == {"tokenize.max_length", "teacher.model"}
+    assert params.reads(("tokenize", "teacher.model")) == {
+        "tokenize.max_length", "tokenize.length_percentile", "teacher.model"}
     assert params.reads(("split",)) == {"split.csv", "split.labels", "split.validation_fraction",
                                         "split.test_fraction", "split.seed", "split.conflicts"}
 

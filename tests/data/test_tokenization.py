@@ -108,8 +108,10 @@ def test_stage_writes_unpadded_ids_and_counts_truncation(tmp_path, tokenizer, wr
                              "--augmented", str(tmp_path / "augmented"),
                              "--metrics", str(metrics_path)])
 
-    assert sorted(p.name for p in out.iterdir()) == ["dataset", "labels.json", "tokenizer"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dataset", "labels.json", "max_length.json", "tokenizer"]
     assert dataset.read_labels(out / "labels.json") == LABELS
+    assert tokenization.read_max_length(out) == metrics["max_length"] == 16  # as set
     data = load_from_disk(str(out / "dataset"))
     assert {name: len(data[name]) for name in data} == {"train": 6, "validation": 1, "test": 2}
     assert len(load_from_disk(str(tmp_path / "augmented" / "dataset"))) == 0  # no variants here
@@ -133,8 +135,48 @@ def test_stage_writes_unpadded_ids_and_counts_truncation(tmp_path, tokenizer, wr
     assert saved(SIMPLE)["input_ids"] == tokenizer(SIMPLE)["input_ids"]
 
 
+def test_data_max_length_is_a_percentile_rounded_up_and_capped() -> None:
+    lengths = [5, 9, 12, 17, 30, 31, 200]
+    # the 'higher' percentile is a length some text has, then up to a multiple of 8
+    assert tokenization.data_max_length(lengths, 50, cap=128) == 24  # 17 -> 24
+    assert tokenization.data_max_length(lengths, 80, cap=128) == 32  # 31 -> 32
+    assert tokenization.data_max_length(lengths, 100, cap=128) == 128  # 200, capped
+    assert tokenization.data_max_length([3, 4], 95, cap=128) == 8  # never below 8
+    assert tokenization.data_max_length([16] * 5, 95, cap=128) == 16  # already a multiple
+    with pytest.raises(ValueError, match="no lengths"):
+        tokenization.data_max_length([], 95, cap=128)
+
+
+def test_stage_length_follows_the_train_rows(tmp_path, tokenizer, write_params):
+    """tokenize.length_percentile: the train rows' (not the test rows') percentile sets the
+    length every split is cut to, recorded for the later stages and in the metrics."""
+    from datasets import load_from_disk
+
+    inputs = _inputs(tmp_path)
+    out = tmp_path / "tokenize"
+    metrics = tokenize.main([
+        "--params", str(write_params(tokenize={"max_length": 128, "length_percentile": 50})),
+        "--split", inputs["split"], "--augment", inputs["augment"], "--written", str(out),
+        "--augmented", str(tmp_path / "augmented"), "--metrics", str(tmp_path / "m.json")])
+    train = load_from_disk(str(out / "dataset"))["train"]
+    expected = tokenization.data_max_length(train["full_length"], 50, 128)
+    assert expected < max(train["full_length"])  # LONG is cut
+    assert metrics["max_length"] == tokenization.read_max_length(out) == expected
+    assert max(len(ids) for ids in train["input_ids"]) == expected
+    assert metrics["train.truncated"] == sum(n > expected for n in train["full_length"]) >= 1
+
+
+def test_recorded_length_errors_name_the_file(tmp_path) -> None:
+    with pytest.raises(ModelError, match=r"max_length\.json: not found.*dvc repro"):
+        tokenization.read_max_length(tmp_path)
+    (tmp_path / "max_length.json").write_text('{"max_length": "long"}')
+    with pytest.raises(ModelError, match=r"max_length\.json: expected"):
+        tokenization.read_max_length(tmp_path)
+
+
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({"tokenize": {"max_length": 4}}, "'tokenize.max_length': use a value from 8 to 512"),
+    ({"tokenize": {"length_percentile": 0}}, "'tokenize.length_percentile': use null"),
     ({"tokenize": {"max_len": 64}}, "unknown key 'tokenize.max_len'"),
     ({"teacher": {"model": "no/such/model"}}, "'teacher.model': folder no/such/model not found"),
 ])

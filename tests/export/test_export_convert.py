@@ -241,7 +241,7 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
         "tokenizer_config.json", "tokenizer_parity.json", "vocab.txt", "wordpiece.json"]
     assert json.loads((app / contract.CALIBRATION_FILE).read_text()) == settings
     assert json.loads(coreml.read_back(app / "PocketBert.mlpackage")["metadata"][
-        coreml.DEFERRAL_METADATA]) == {"temperature": 1.5, "score": "margin", "threshold": 0.25}
+        contract.DEFERRAL_METADATA]) == {"temperature": 1.5, "score": "margin", "threshold": 0.25}
     assert result["deferral.threshold"] == 0.25 and result["deferral.score"] == "margin"
     assert result["parity_cases"] >= len(tokenization.EDGE_CASES) + 8  # + test sentences
     vocab = (app / "vocab.txt").read_text(encoding="utf-8").splitlines()

@@ -72,8 +72,8 @@ def test_split_augment_tokenize(tmp_path, small_csv, write_params, monkeypatch, 
     assert sorted(p.name for p in (d / "split").iterdir()) == [
         "labels.json", "test.csv", "train.csv", "validation.csv"]
     assert [p.name for p in (d / "augment").iterdir()] == ["train.csv"]
-    assert sorted(p.name for p in (d / "tokenize").iterdir()) == ["dataset", "labels.json",
-                                                                  "tokenizer"]
+    assert sorted(p.name for p in (d / "tokenize").iterdir()) == [
+        "dataset", "labels.json", "max_length.json", "tokenizer"]
     assert not [p for p in tmp_path.rglob(".*")]  # no temp folders left anywhere
 
     # row counts line up from stage to stage

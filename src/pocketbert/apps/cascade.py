@@ -41,7 +41,7 @@ def settings_for(model: Path, given: str | Path | None,
                  metadata: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     """The deferral settings to apply to ``model``: the file ``given`` when set; else those
     the model carries (``metadata``: an ONNX model's metadata_props, as the web stage ships
-    it, under web.DEFERRAL_METADATA); else CALIBRATION of the model's checkout when the model
+    it, under contract.DEFERRAL_METADATA); else CALIBRATION of the model's checkout when the model
     is that checkout's int8 student (the .onnx file or its folder: the model the calibrate
     stage calibrated); else None.
 
@@ -49,7 +49,6 @@ def settings_for(model: Path, given: str | Path | None,
     names where they came from. Raises DeferralError naming the file when ``given`` is
     missing, or the settings are not JSON or hold a temperature, score or threshold the rule
     cannot use."""
-    from pocketbert.apps.web import DEFERRAL_METADATA
     from pocketbert.runtime import onnx_runner
 
     if given is not None:
@@ -58,9 +57,9 @@ def settings_for(model: Path, given: str | Path | None,
             raise DeferralError(f"{path}: no such file; --calibration takes the calibrate "
                                 f"stage's {contract.CALIBRATION_FILE} (dvc repro calibrate)")
         where, read = str(path), lambda: path.read_text(encoding="utf-8")
-    elif metadata is not None and DEFERRAL_METADATA in metadata:
+    elif metadata is not None and contract.DEFERRAL_METADATA in metadata:
         where = f"{model} (its metadata)"
-        read = lambda: metadata[DEFERRAL_METADATA]  # noqa: E731
+        read = lambda: metadata[contract.DEFERRAL_METADATA]  # noqa: E731
     else:
         root = onnx_runner.project_root(model.absolute().parent)
         student = None if root is None else root / onnx_runner.DEFAULT_MODEL

@@ -337,11 +337,12 @@ model and length:
   when it has one, else that of the checkout pocketbert is installed from (an editable
   install: `make setup`), so it works from any folder; the error names both folders when
   neither holds it. --model PATH picks another model.
-  Without --max-length, texts are cut at tokenize.max_length of the params.yaml in the
-  model's own checkout (the nearest folder above the model that holds dvc.yaml), the length
-  the model was trained and exported at; 128 for a model outside any checkout. The current
-  folder's params.yaml is not read. A note on standard error says how many texts were cut,
-  and --json marks each one ("truncated": true).
+  Without --max-length, texts are cut at the length the model was trained and exported at:
+  the one its export folder records (max_length.json), else tokenize.max_length of the
+  params.yaml in the model's own checkout (the nearest folder above the model that holds
+  dvc.yaml); 128 for a model with neither. The current folder's params.yaml is not read.
+  A note on standard error says how many texts were cut, and --json marks each one
+  ("truncated": true).
 
 deferral:
   With deferral settings (the calibrate stage's models/calibration/calibration.json, read for
@@ -394,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "deferred, answered_by) instead of a table")
     p.add_argument("--max-length", type=max_length_arg, metavar="N",
                    help="tokens per text after truncation, [CLS] and [SEP] included (default: "
-                        "tokenize.max_length from the params.yaml of the model's checkout, "
-                        f"else {DEFAULT_MAX_LENGTH}; never ./params.yaml)")
+                        "the export folder's max_length.json, else tokenize.max_length from the "
+                        f"params.yaml of the model's checkout, else {DEFAULT_MAX_LENGTH}; never "
+                        "./params.yaml)")
     p.add_argument("--calibration", metavar="PATH",
                    help="deferral settings (the calibrate stage's calibration.json; default: "
                         f"{cascade.CALIBRATION} of the model's checkout, for its int8 student "

@@ -8,8 +8,8 @@ model files into one folder that works offline, from any static file server:
     index.html, app.js
     vendor/      tokenizers.min.mjs, ort.wasm.min.mjs, ort-wasm-simd-threaded.{mjs,wasm}
     model/       model.int8.onnx (given deferral settings, they are in its metadata too:
-                 DEFERRAL_METADATA), tokenizer.json, tokenizer_config.json, labels.json,
-                 web.json (labels, max_length and, given, the deferral settings)
+                 contract.DEFERRAL_METADATA), tokenizer.json, tokenizer_config.json, labels.json,
+                 max_length.json, web.json (labels, max_length and, given, the deferral settings)
 
 Serving it and driving it in Chromium: pocketbert.apps.browser.
 """
@@ -37,7 +37,8 @@ VENDOR_FILES = {
     "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs": "ort-wasm-simd-threaded.mjs",
     "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm": "ort-wasm-simd-threaded.wasm",
 }
-MODEL_FILES = (contract.ONNX_INT8_FILE, *contract.TOKENIZER_FILES, contract.LABELS_FILE)
+MODEL_FILES = (contract.ONNX_INT8_FILE, *contract.TOKENIZER_FILES, contract.LABELS_FILE,
+               contract.LENGTH_FILE)
 """the export folder's files the page ships: with labels.json, model/ is an export folder that
 `pocketbert predict --model` and `pocketbert serve` run as they are"""
 PAGE_DISABLED_OPTIMIZERS: tuple[str, ...] = ()
@@ -49,12 +50,6 @@ native reference for the page passes this to predictor.session to run the page's
 
 class WebError(PocketbertError):
     """The page cannot be built or driven: a missing JavaScript package, browser or file."""
-
-
-DEFERRAL_METADATA = "deferral"
-"""key of the deferral settings (JSON {temperature, score, threshold}) in the shipped ONNX
-model's metadata_props; the Core ML model's user-defined metadata uses the same key
-(export.coreml.DEFERRAL_METADATA, tested equal)"""
 
 
 def with_metadata(source: Path, target: Path, metadata: Mapping[str, str]) -> None:
@@ -104,7 +99,7 @@ def build(model_dir: Path, labels: Sequence[str], max_length: int, out: Path,
     for name in MODEL_FILES:
         if name == contract.ONNX_INT8_FILE and deferral is not None:
             with_metadata(model_dir / name, out / "model" / name,
-                          {DEFERRAL_METADATA: json.dumps(settings["deferral"])})
+                          {contract.DEFERRAL_METADATA: json.dumps(settings["deferral"])})
         else:
             shutil.copyfile(model_dir / name, out / "model" / name)
     write_json(out / "model" / "web.json", settings)

@@ -163,8 +163,8 @@ def build(fp32: Path, workdir: Path, *, shipped: Path | None, config: dict, per_
     ``shipped``: the export stage's int8 model (None without one); ``config``: the model's
     config.json (num_attention_heads, hidden_size, model_type);
     ``per_channel``/``reduce_range``: export's int8 settings; ``calibration``: token id lists
-    (static int8 activation ranges); ``max_length``: tokenize.max_length. Raises onnxruntime's
-    and onnx's own errors."""
+    (static int8 activation ranges); ``max_length``: the tokens a text is cut to. Raises
+    onnxruntime's and onnx's own errors."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -282,11 +282,12 @@ def judge(results: dict[str, dict], *, baseline: str, min_gain: float, min_agree
 
 def run_all(fp32: Path, *, shipped: Path | None, config: dict, sequences: Sequence[Sequence[int]],
             gold: np.ndarray, labels: tuple[str, ...], pad_id: int,
-            calibration: Sequence[Sequence[int]], params: Any,
+            calibration: Sequence[Sequence[int]], params: Any, max_length: int,
             ) -> tuple[dict[str, dict], tuple[float, float]]:
     """Build, measure and judge every candidate of CANDIDATES (``params``: stage params with
-    latency, export, benchmark and tokenize sections). Returns name -> result (see measure,
-    judge) and fp32's macro-F1 bootstrap interval (benchmarking.bootstrap_interval)."""
+    latency, export and benchmark sections; ``max_length``: the tokens a text is cut to).
+    Returns name -> result (see measure, judge) and fp32's macro-F1 bootstrap interval
+    (benchmarking.bootstrap_interval)."""
     from tqdm.auto import tqdm
 
     p = params.latency
@@ -294,7 +295,7 @@ def run_all(fp32: Path, *, shipped: Path | None, config: dict, sequences: Sequen
         models = build(fp32, Path(tmp), shipped=shipped, config=config,
                        per_channel=params.export.per_channel,
                        reduce_range=params.export.reduce_range, calibration=calibration,
-                       max_length=params.tokenize.max_length)
+                       max_length=max_length)
         with tqdm(total=p.rounds * sum(models.get(c.build) is not None for c in CANDIDATES),
                   desc="latency candidates", unit="run") as bar:
             results, logits = measure(CANDIDATES, models, sequences, gold, labels=labels,

@@ -45,6 +45,13 @@ WORDPIECE_FILE = "wordpiece.json"
 "the settings a hand-written WordPiece tokenizer needs (models/app)"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 "the Hugging Face tokenizer files an app or `pocketbert predict` loads"
+LENGTH_FILE = "max_length.json"
+"""{'max_length': n}: the tokens a text is cut to (tokenize.max_length, or the length that
+follows the data with tokenize.length_percentile), beside the tokenized data (tokenize stage)
+and beside an exported model (export stage)"""
+DEFERRAL_METADATA = "deferral"
+"""key of the deferral settings (JSON {temperature, score, threshold}) in a shipped model's
+metadata: the Core ML model's user-defined metadata and the ONNX model's metadata_props"""
 
 NOT_MEASURED_NOTE = "not measured here"
 "shown (README, logs) where a number needs hardware this machine lacks; never a metric value"

@@ -105,11 +105,16 @@ class TokenizeParams:
     """Tokenize every split with the teacher's WordPiece tokenizer."""
 
     max_length: int = 128
-    "tokens per example after truncation; also the largest Core ML input length"
+    "tokens per example after truncation, the largest Core ML input length; or the cap"
+    length_percentile: float | None = None
+    "null: max_length; (0, 100]: that percentile of the train rows' token lengths (multiple of 8)"
 
     def __post_init__(self) -> None:
         _require(8 <= self.max_length <= 512, "tokenize.max_length",
                  "use a value from 8 to 512 (BERT's position table has 512 rows)")
+        _require(self.length_percentile is None or 0 < self.length_percentile <= 100,
+                 "tokenize.length_percentile",
+                 "use null (max_length as set) or a percentile above 0 and at most 100, e.g. 95")
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pocketbert.core import contract
+from pocketbert.core.artifacts import write_json
 from pocketbert.core.errors import ModelError
 from pocketbert.data.dataset import Example
 
@@ -70,6 +73,47 @@ def load(written: str | Path, augmented: str | Path | None = None):
         extra = load_from_disk(str(Path(augmented) / "dataset"), keep_in_memory=True)
         data["train"] = concatenate_datasets([data["train"], extra])
     return data
+
+
+LENGTH_STEP = 8
+"a length that follows the data is rounded up to a multiple of this"
+
+
+def data_max_length(full_lengths: Sequence[int], percentile: float, cap: int) -> int:
+    """The length that follows the data (tokenize.length_percentile): the ``percentile``
+    (0, 100] of ``full_lengths`` (token counts before truncation, [CLS] and [SEP] included;
+    numpy's 'higher' method: a length some text has), rounded up to a multiple of LENGTH_STEP,
+    at least LENGTH_STEP and at most ``cap`` (tokenize.max_length).
+
+    Raises ValueError for no lengths."""
+    if len(full_lengths) == 0:
+        raise ValueError("data_max_length: no lengths")
+    at = int(np.percentile(np.asarray(full_lengths), percentile, method="higher"))
+    rounded = -(-at // LENGTH_STEP) * LENGTH_STEP
+    return int(min(cap, max(LENGTH_STEP, rounded)))
+
+
+def write_max_length(folder: Path, max_length: int) -> None:
+    """Record ``max_length`` in ``folder`` (contract.LENGTH_FILE)."""
+    write_json(Path(folder) / contract.LENGTH_FILE, {"max_length": int(max_length)})
+
+
+def read_max_length(folder: str | Path) -> int:
+    """The max_length recorded in ``folder`` by the tokenize or export stage.
+
+    Raises ModelError naming the file and the fix when it is missing or malformed."""
+    path = Path(folder) / contract.LENGTH_FILE
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["max_length"]
+        if not (isinstance(value, int) and value >= 3):
+            raise ValueError(f"max_length {value!r} is not a whole number of at least 3")
+    except FileNotFoundError:
+        raise ModelError(f"{path}: not found; the tokenize stage writes it (beside an exported "
+                         "model: the export stage); run `dvc repro`") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: expected {{\"max_length\": n}} ({exc}); run `dvc repro` "
+                         "again") from None
+    return value
 
 
 def length_stats(full_lengths: list[int], max_length: int) -> dict[str, float]:

@@ -212,20 +212,16 @@ def set_metadata(mlmodel, *, labels: tuple[str, ...], max_length: int, wordpiece
     })
 
 
-DEFERRAL_METADATA = "deferral"
-"""user-defined metadata key of the app model: JSON {temperature, score, threshold}, the
-settings contract.answers applies to the model's classLabel_probs"""
-
 
 def add_deferral(source: Path, target: Path, settings: Mapping[str, Any]) -> None:
     """Save the .mlpackage at ``source`` to ``target`` with the deferral ``settings``
     (temperature, score, threshold; contract.CALIBRATION_FILE) in its user-defined metadata
-    under DEFERRAL_METADATA; the program and weights are unchanged."""
+    under contract.DEFERRAL_METADATA; the program and weights are unchanged."""
     import coremltools as ct
 
     with quiet():
         mlmodel = ct.models.MLModel(str(source), skip_model_load=True)
-    mlmodel.user_defined_metadata[DEFERRAL_METADATA] = json.dumps(
+    mlmodel.user_defined_metadata[contract.DEFERRAL_METADATA] = json.dumps(
         {key: settings[key] for key in ("temperature", "score", "threshold")})
     mlmodel.save(str(target))
 

@@ -333,16 +333,26 @@ def default_model(cwd: Path | None = None) -> Path:
 
 
 def model_max_length(model: Path) -> int:
-    """tokenize.max_length of the checkout that holds ``model``, the length it was trained,
-    tested and exported at: the params.yaml beside the dvc.yaml nearest above the model's
-    folder. TokenizeParams' default (128) where the model is in no checkout, or the checkout
-    has no params.yaml. The current folder is never read.
+    """The length ``model`` was trained, tested and exported at: the max_length its export
+    folder records (contract.LENGTH_FILE, beside the model), else tokenize.max_length of the
+    checkout that holds it (the params.yaml beside the dvc.yaml nearest above the model's
+    folder), else TokenizeParams' default (128). The current folder is never read.
 
-    Raises PredictError when that params.yaml is malformed or its value is invalid."""
+    Raises PredictError when the recorded length or that params.yaml is malformed or invalid."""
     from pocketbert.core import params
     from pocketbert.core.errors import PocketbertError
 
     folder = model.absolute() if model.is_dir() else model.absolute().parent
+    recorded = folder / contract.LENGTH_FILE
+    if recorded.is_file():
+        try:
+            value = json.loads(recorded.read_text(encoding="utf-8"))["max_length"]
+            if not (isinstance(value, int) and value >= 3):
+                raise ValueError(f"{value!r} is not a whole number of at least 3")
+            return value
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PredictError(f"{recorded}: expected {{\"max_length\": n}} ({exc}); export "
+                               "again, or pass --max-length") from None
     root = project_root(folder)
     params_file = root / "params.yaml" if root is not None else None
     if params_file is None or not params_file.is_file():
