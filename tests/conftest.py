@@ -255,3 +255,28 @@ def held_port() -> Iterable[int]:
         yield held.getsockname()[1]
     finally:
         held.close()
+
+
+# --- the benchmark's measured variants, for the frontier ------------------------------------------
+
+# name: (size MB, agreement, p50 ms or None); a benchmark's keys are built from these
+FRONTIER_ROWS = {
+    "teacher.onnx_int8": (23.0, 1.000, 2.0),
+    "student.onnx_int8": (6.7, 0.986, 0.6),
+    "student.coreml_palette6": (5.0, 0.986, None),
+    "student.coreml_palette4": (3.4, 0.976, None),
+    "student.coreml_int8": (6.7, 0.986, None),
+    "baseline.tfidf_logreg": (2.1, 0.906, 1.6),
+}
+
+
+def frontier_benchmark() -> dict:
+    """metrics/benchmark.json keys for FRONTIER_ROWS (the frontier and choose tests)."""
+    out: dict = {"test_rows": 212, "teacher.coreml_fp16.size_mb": 45.5}  # size only: no point
+    for name, (size, agreement, p50) in FRONTIER_ROWS.items():
+        out.update({f"{name}.size_mb": size, f"{name}.macro_f1": agreement - 0.01,
+                    f"{name}.agreement_with_teacher": agreement,
+                    f"{name}.agreement_with_teacher_ci_low": agreement - 0.02,
+                    f"{name}.agreement_with_teacher_ci_high": min(1.0, agreement + 0.02),
+                    f"{name}.latency_p50_ms": p50})
+    return out

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pocketbert import __version__
 from pocketbert.apps import cascade
+from pocketbert.core import contract
 from pocketbert.core.errors import PocketbertError, reported
 
 if TYPE_CHECKING:
@@ -220,6 +221,17 @@ def threshold_arg(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
     if number != number or number in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"{value} is not a threshold: use a finite number")
+    return number
+
+
+def budget_arg(value: str) -> float:
+    """`pocketbert choose` budgets: a finite number >= 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not a budget: use a number >= 0")
     return number
 
 
@@ -482,6 +494,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "table; left alone when the folder is absent)")
     t.add_argument("--check", action="store_true",
                    help="exit 1 if a generated table is stale, change nothing")
+
+    c = commands.add_parser(
+        "choose", help="name the measured model a size, latency and agreement budget allows",
+        description="Name the model to ship for a budget, among the variants the benchmark "
+                    "stage measured on the test split (metrics/benchmark.json): at most "
+                    "--max-mb MB, at most --max-ms ms p50 (batch 1; Core ML is not timed here, "
+                    "so it never passes a latency budget), at least --min-agreement with the "
+                    "teacher; the highest agreement wins, then the smallest, then the fastest. "
+                    "Prints it, where the pipeline writes it and how to build it, then the "
+                    "frontier (the points no other beats on both size and agreement). Exit "
+                    "status 1 when nothing fits.",
+        epilog="example: pocketbert choose --max-mb 5 --min-agreement 0.97")
+    c.add_argument("--max-mb", type=budget_arg, metavar="MB",
+                   help="largest size on disk (10^6 bytes)")
+    c.add_argument("--max-ms", type=budget_arg, metavar="MS",
+                   help="largest p50 latency, batch 1 (milliseconds, on this machine)")
+    c.add_argument("--min-agreement", type=budget_arg, metavar="A",
+                   help="least top-1 agreement with the teacher on the test split, 0..1")
+    c.add_argument("--metrics", default="metrics/benchmark.json", metavar="PATH")
     return parser
 
 
@@ -525,11 +556,51 @@ def results_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _point_line(p, test_rows: Any) -> str:
+    interval = (f" ({p.agreement_low:.3f}–{p.agreement_high:.3f})"
+                if p.agreement_low is not None and p.agreement_high is not None else "")
+    latency = (f"p50 {p.p50_ms:.2f} ms" if p.p50_ms is not None
+               else f"p50 {contract.NOT_MEASURED_NOTE} ({p.runtime})")
+    return (f"{p.variant}: {p.size_mb:.2f} MB, agrees with the teacher on {p.agreement:.3f}"
+            f"{interval} of {test_rows} test texts, macro-F1 {p.macro_f1:.3f}, {latency}")
+
+
+def choose_command(args: argparse.Namespace) -> int:
+    """`pocketbert choose`: the point frontier.choose picks on stdout, with where it is and
+    how to build it, and the size frontier; exit status 1 when no point fits the budget."""
+    from pocketbert.benchmarks import frontier
+
+    metrics_file = Path(args.metrics)
+    if not metrics_file.is_file():
+        fail(f"{metrics_file} not found; run `dvc repro benchmark` first")
+    if args.min_agreement is not None and args.min_agreement > 1:
+        fail(f"--min-agreement {args.min_agreement:g}: agreement is a share, 0 to 1")
+    benchmark = json.loads(metrics_file.read_text(encoding="utf-8"))
+    candidates = frontier.points(benchmark)
+    rows = benchmark.get("test_rows", "the")
+    best = frontier.choose(candidates, max_mb=args.max_mb, max_ms=args.max_ms,
+                           min_agreement=args.min_agreement)
+    if best is not None:
+        print(_point_line(best, rows))
+        print(f"  where: {best.artifact} ({best.runtime})")
+        print(f"  build: {frontier.how_to_build(best)}")
+    else:
+        asked = ", ".join(f"--{name.replace('_', '-')} {value:g}" for name, value in
+                          (("max_mb", args.max_mb), ("max_ms", args.max_ms),
+                           ("min_agreement", args.min_agreement)) if value is not None)
+        print(f"no measured model fits {asked or 'the budget'}", file=sys.stderr)
+    print(f"\nthe size frontier ({metrics_file}):")
+    for point in frontier.front(candidates, "size_mb"):
+        print(f"  {_point_line(point, rows)}")
+    return 0 if best is not None else 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "predict": predict,
     "serve": serve_command,
     "report": report_command,
     "results": results_command,
+    "choose": choose_command,
 }
 """Every `pocketbert` verb and the function that runs it (build_parser gives each its options;
 a test checks that the two name the same verbs)."""

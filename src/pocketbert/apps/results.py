@@ -384,6 +384,31 @@ def deferral_table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+BUDGET_START, BUDGET_END = "<!-- budget:start -->", "<!-- budget:end -->"
+BUDGETS_MB = (1.0, 2.0, 5.0, 10.0)
+"the size budgets README's budget table answers (`pocketbert choose --max-mb`)"
+
+
+def budget_table(metrics: dict[str, Any]) -> str:
+    """Markdown: for each of BUDGETS_MB, the model `pocketbert choose --max-mb` names from
+    metrics/benchmark.json (benchmarks.frontier.choose), or that none fits."""
+    from pocketbert.benchmarks import frontier
+
+    candidates = frontier.points(metrics)
+    lines = ["| budget | pick | size MB | agreement with the teacher (95% CI) | p50 ms | "
+             "runs in |", "|---|---|---|---|---|---|"]
+    for budget in BUDGETS_MB:
+        p = frontier.choose(candidates, max_mb=budget)
+        if p is None:
+            lines.append(f"| ≤ {budget:g} MB | none measured fits | – | – | – | – |")
+            continue
+        p50 = contract.NOT_MEASURED_NOTE if p.p50_ms is None else f"{p.p50_ms:.2f}"
+        lines.append(f"| ≤ {budget:g} MB | `{p.variant}` | {p.size_mb:.1f} | "
+                     f"{_with_ci(p.agreement, (p.agreement_low, p.agreement_high))} | {p50} | "
+                     f"{p.runtime} |")
+    return "\n".join(lines)
+
+
 README = "README.md"
 "the file every other generated block's path is relative to (its folder is the checkout root)"
 
@@ -391,6 +416,7 @@ BLOCKS = (
     (README, START, END),
     (README, PUBLIC_START, PUBLIC_END),
     (README, DEFERRAL_START, DEFERRAL_END),
+    (README, BUDGET_START, BUDGET_END),
     ("docs/experiments.md", LATENCY_START, LATENCY_END),
     ("docs/reference.md", PARAMS_START, PARAMS_END),
 )
@@ -415,6 +441,7 @@ def _blocks(metrics: dict[str, Any], params_file: str | Path,
     bodies = {START: lambda: results_table(metrics),
               PUBLIC_START: lambda: public_table(public),
               DEFERRAL_START: lambda: deferral_table(deferral),
+              BUDGET_START: lambda: budget_table(metrics),
               PARAMS_START: lambda: params_table(params_file),
               LATENCY_START: lambda: latency_table(latency)}
     optional = {LATENCY_START: latency, PUBLIC_START: public, DEFERRAL_START: deferral}
