@@ -10,8 +10,9 @@ texts cut where their first N tokens end, for each N asked, beside the whole tex
 When the words past the cut carry the labels, the cut model loses macro-F1 against the whole
 one, and a longer max_length (whose cost in the teacher and train_student stages grows faster
 than the length: attention is quadratic in it) can pay off; when it loses nothing, it will not.
-It costs one baseline fit per length (minutes on 10,000 long texts, no network training).
-Prints a table and writes JSON (``--out``).
+It needs the tokenize stage's output (`dvc repro tokenize`) and costs one baseline fit per
+length (minutes on 10,000 long texts; no network is trained). Prints each length's figures as
+it is done, then a markdown table; ``--out`` also writes them as JSON.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def lengths_arg(value: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m runs.truncation_check",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=lengths_arg, default=[64, 128, 256],
                         help="token counts to cut at, comma-separated (default: 64,128,256)")
     parser.add_argument("--tokenize", type=Path, default=Path("data/tokenize/written"),

@@ -35,10 +35,21 @@ def test_nothing_fits_is_exit_status_1_with_the_frontier(metrics, capsys) -> Non
     assert "baseline.tfidf_logreg: 2.10 MB" in captured.out
 
 
+def test_runtime_keeps_the_models_that_run_in_it(metrics, capsys) -> None:
+    assert cli.main(["choose", "--metrics", metrics, "--max-mb", "10", "--runtime", "onnx"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("student.onnx_int8: 6.70 MB")
+    assert "the size frontier in onnx" in out and "coreml" not in out
+    assert cli.main(["choose", "--metrics", metrics, "--max-mb", "3", "--runtime", "coreml"]) == 1
+    assert "no measured model fits --max-mb 3, --runtime coreml" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--max-mb", "-1"], "not a budget"),
+    (["--max-mb", "inf"], "use a finite number"),
     (["--max-ms", "fast"], "not a number"),
     (["--min-agreement", "97"], "agreement is a share, 0 to 1"),
+    (["--runtime", "tflite"], "invalid choice"),
     (["--metrics", "none.json"], "none.json not found; run `dvc repro benchmark`"),
 ])
 def test_bad_budgets_are_one_error(metrics, capsys, args, message) -> None:
@@ -55,5 +66,5 @@ def test_readmes_budget_table_is_what_choose_names() -> None:
     assert [row.split(" | ")[1] for row in rows] == [
         "none measured fits", "none measured fits", "`student.coreml_palette6`",
         "`student.coreml_palette6`"]
-    assert rows[2] == ("| ≤ 5 MB | `student.coreml_palette6` | 5.0 | 0.986 (0.966–1.000) | "
+    assert rows[2] == ("| ≤ 5 MB | `student.coreml_palette6` | 5.00 | 0.986 (0.966–1.000) | "
                        "not measured here | Core ML |")

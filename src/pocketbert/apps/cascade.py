@@ -14,6 +14,7 @@ import dataclasses
 import json
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,19 +108,23 @@ def rule_note(settings: dict[str, Any]) -> str:
             if threshold is not None else "no threshold reached the target")
 
 
-def teacher_params(model: Path, url: str):
-    """The API client's settings for the endpoint ``url``: the teacher section of the
-    params.yaml of ``model``'s checkout (retries, pacing, headers), else the defaults, with
-    mode api. Raises DeferralError when ``url`` is not an http(s) URL."""
+def teacher_params(model: Path, url: str) -> tuple[Any, str]:
+    """The API client's settings for the endpoint ``url`` and where they come from: the
+    teacher section of the params.yaml of ``model``'s checkout (retries, pacing, headers),
+    else TeacherParams' defaults, with mode api. Raises DeferralError when ``url`` is not an
+    http(s) URL."""
     from pocketbert.core import params
     from pocketbert.runtime import onnx_runner
 
     root = onnx_runner.project_root(model.absolute().parent)
-    settings = (params.load(root / "params.yaml", "teacher")
-                if root is not None and (root / "params.yaml").is_file()
-                else params.TeacherParams())
+    if root is not None and (root / "params.yaml").is_file():
+        settings = params.load(root / "params.yaml", "teacher")
+        source = f"the teacher.api_* params of {root / 'params.yaml'}"
+    else:
+        settings = params.TeacherParams()
+        source = "the defaults of the teacher.api_* params (no checkout holds the model)"
     try:
-        return dataclasses.replace(settings, mode="api", api_url=url)
+        return dataclasses.replace(settings, mode="api", api_url=url), source
     except PocketbertError as exc:
         raise DeferralError(f"--fallback {url}: {exc}") from None
 
@@ -137,22 +142,32 @@ class Routed:
     calibrated: np.ndarray
     probabilities: np.ndarray
     note: str | None = None
+    failed: bool = False
+    "the endpoint was asked in this call and failed"
 
 
 class Cascade:
     """The rule of ``settings`` (settings_for) on a student's probabilities, and, when
-    ``fallback`` (teacher_params) is given, the teacher endpoint asked for the deferred texts.
+    ``fallback`` (teacher_params: the settings and where they come from) is given, the teacher
+    endpoint asked for the deferred texts. After the endpoint fails, it is not asked again for
+    ``pause_after_failure_s`` seconds (a server fronting a teacher that is down answers at once
+    instead of waiting out the client's retries on every request).
 
     ``labels``: the student's, in its output order; the settings' labels must be the same.
     Thread-safe; counts texts answered locally, sent to the teacher and left unanswered by
     it since creation (``counts()``). Raises DeferralError when the labels differ."""
 
-    def __init__(self, settings: dict[str, Any], labels: Sequence[str], fallback=None) -> None:
+    def __init__(self, settings: dict[str, Any], labels: Sequence[str],
+                 fallback: tuple[Any, str] | None = None,
+                 pause_after_failure_s: float = 0.0) -> None:
         if settings.get("labels") not in (None, list(labels)):
             raise DeferralError(f"{settings['path']}: calibrated for labels "
                                 f"{settings['labels']}, but the model has {list(labels)}; "
                                 "pass the --calibration of this model")
-        self.settings, self.labels, self.fallback = settings, list(labels), fallback
+        self.settings, self.labels = settings, list(labels)
+        self.fallback, self.source = fallback if fallback is not None else (None, "")
+        self.pause_after_failure_s = pause_after_failure_s
+        self._failed_at: float | None = None  # time.monotonic() of the last failure
         self._lock = threading.Lock()
         self._counts = {"answered_locally": 0, "sent_to_teacher": 0, "teacher_unreachable": 0}
 
@@ -180,24 +195,40 @@ class Cascade:
         answered_by = [NOT_ASKED if d else STUDENT for d in deferred]
         out = rows.copy()
         asked = [i for i, d in enumerate(deferred) if d]
-        note, counts = None, {"answered_locally": len(texts) - len(asked)}
+        note, failed, counts = None, False, {"answered_locally": len(texts) - len(asked)}
         if self.fallback is not None:
             url = self.fallback.api_url
+            with self._lock:
+                since = (None if self._failed_at is None
+                         else time.monotonic() - self._failed_at)
             if not asked:
                 note = f"no text deferred; nothing sent to {url}"
+            elif since is not None and since < self.pause_after_failure_s:
+                for i in asked:
+                    answered_by[i] = UNREACHABLE
+                counts["teacher_unreachable"] = len(asked)
+                note = (f"the teacher at {url} (--fallback) failed {since:.0f} s ago and is "
+                        f"asked again after {self.pause_after_failure_s:g} s; the "
+                        f"{len(asked)} deferred text(s) keep the student's answer")
             else:
                 try:
                     with tempfile.TemporaryDirectory(prefix="pocketbert-fallback-") as cache:
                         scores, _ = api.teacher_logits([texts[i] for i in asked], self.labels,
                                                        self.fallback, Path(cache))
                 except ApiError as exc:
+                    with self._lock:
+                        self._failed_at = time.monotonic()
                     for i in asked:
                         answered_by[i] = UNREACHABLE
-                    counts["teacher_unreachable"] = len(asked)
-                    note = (f"the teacher at {url} (--fallback) did not answer ({exc}); the "
-                            f"{len(asked)} deferred text(s) keep the student's answer "
-                            f"(answered_by: {UNREACHABLE}); its retries and timeouts are "
-                            "the teacher.api_* params of the model's checkout")
+                    counts["teacher_unreachable"], failed = len(asked), True
+                    # the client names its params key; here the URL is the --fallback option
+                    problem = str(exc).replace("teacher.api_url", "--fallback")
+                    note = (f"the teacher at {url} (--fallback) did not answer ({problem}); "
+                            f"the {len(asked)} deferred text(s) keep the student's answer "
+                            f"(answered_by: {UNREACHABLE}); retries and timeouts: "
+                            f"{self.source}")
+                    if self.pause_after_failure_s:
+                        note += f"; not asked again for {self.pause_after_failure_s:g} s"
                 else:
                     out[asked] = evaluation.softmax(scores)
                     for i in asked:
@@ -207,4 +238,4 @@ class Cascade:
         with self._lock:
             for key, value in counts.items():
                 self._counts[key] += value
-        return Routed(deferred, answered_by, calibrated, out, note)
+        return Routed(deferred, answered_by, calibrated, out, note, failed)

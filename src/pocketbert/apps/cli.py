@@ -171,24 +171,26 @@ def shorten(text: str, width: int = TEXT_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def shown_confidence(row: dict[str, Any]) -> float:
-    """The table's confidence: the student's calibrated top probability where deferral
-    settings apply (what its decision is made on), the teacher's where --fallback answered,
-    else the model's top probability."""
-    if "calibrated_probabilities" in row and row["answered_by"] != "teacher":
-        return max(row["calibrated_probabilities"].values())
-    return row["confidence"]
+def shown_probabilities(row: dict[str, Any]) -> dict[str, float]:
+    """The table's probabilities: the student's calibrated ones where deferral settings apply
+    (what its decision is made on), the teacher's where --fallback answered, else the
+    model's. (--json gives both the model's and the calibrated ones.)"""
+    if "calibrated_probabilities" in row and row["answered_by"] != cascade.TEACHER:
+        return row["calibrated_probabilities"]
+    return row["probabilities"]
 
 
 def table(rows: list[dict[str, Any]], labels: list[str]) -> str:
-    """Rows as aligned columns: text, label, confidence, every label's probability and, when
-    deferral settings were applied, who answered (``answered_by``)."""
+    """Rows as aligned columns: text, label, confidence, every label's probability (the
+    calibrated ones where deferral settings apply: shown_probabilities) and, when deferral
+    settings were applied, who answered (``answered_by``)."""
     deferral = bool(rows) and "answered_by" in rows[0]
     header = ["text", "label", "confidence", *labels, *(["answered by"] if deferral else [])]
-    body = [[shorten(r["text"]), r["label"], f"{shown_confidence(r):.4f}",
-             *(f"{r['probabilities'][name]:.4f}" for name in labels),
+    shown = [shown_probabilities(r) for r in rows]
+    body = [[shorten(r["text"]), r["label"], f"{max(p.values()):.4f}",
+             *(f"{p[name]:.4f}" for name in labels),
              *([r["answered_by"]] if deferral else [])]
-            for r in rows]
+            for r, p in zip(rows, shown, strict=True)]
     widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -231,7 +233,15 @@ def budget_arg(value: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
     if not 0 <= number < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} is not a budget: use a number >= 0")
+        raise argparse.ArgumentTypeError(f"{value} is not a budget: use a finite number >= 0")
+    return number
+
+
+def agreement_arg(value: str) -> float:
+    """`pocketbert choose --min-agreement`: a share, 0 to 1."""
+    number = budget_arg(value)
+    if number > 1:
+        raise argparse.ArgumentTypeError(f"{value}: agreement is a share, 0 to 1 (e.g. 0.97)")
     return number
 
 
@@ -317,15 +327,14 @@ def predict(args: argparse.Namespace) -> int:
         if args.threshold is not None:
             cascade.set_threshold(settings, args.threshold, len(classifier.labels))
         fallback = (None if args.fallback is None
-                    else cascade.teacher_params(model, args.fallback))
+                    else cascade.teacher_params(model, args.fallback))  # (params, source)
         routed = cascade.Cascade(settings, classifier.labels, fallback).route(texts, probs)
         deferred = sum(routed.deferred)
         notes.append(f"note: {deferred or 'no'} of {len(rows)} text(s) deferred (not sure: "
                      f"would ask the server; {cascade.rule_note(settings)}; "
                      f"{settings['path']})")
         if routed.note is not None:
-            failed = cascade.UNREACHABLE in routed.answered_by
-            notes.append(f"{'warning' if failed else 'note'}: {routed.note}")
+            notes.append(f"{'warning' if routed.failed else 'note'}: {routed.note}")
         add_routes(rows, routed, classifier.labels)
     for note in notes:
         if note is not None:
@@ -378,6 +387,8 @@ tokenizer_config.json and labels.json. Build it with `dvc repro export@student` 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pocketbert.benchmarks import frontier
+
     parser = argparse.ArgumentParser(
         prog="pocketbert",
         description="pocketbert: a BERT text classifier distilled into a small on-device "
@@ -412,8 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "./params.yaml)")
     p.add_argument("--calibration", metavar="PATH",
                    help="deferral settings (the calibrate stage's calibration.json; default: "
-                        f"{cascade.CALIBRATION} of the model's checkout, for its int8 student "
-                        "only)")
+                        "those the model carries in its metadata, as the web stage ships it, "
+                        f"else {cascade.CALIBRATION} of the model's checkout, for its int8 "
+                        "student only)")
     p.add_argument("--threshold", type=threshold_arg, metavar="X",
                    help="answer on the device only when the calibrated confidence is at least X, "
                         "on the scale of the calibration's score: top probability [1/labels, 1], "
@@ -445,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TCP port (default: %(default)s; 0 picks a free one, printed at start)")
     v.add_argument("--max-length", type=max_length_arg, metavar="N",
                    help="tokens per text after truncation, [CLS] and [SEP] included (default: "
-                        "for an ONNX model as for predict, the params.yaml of its checkout; "
+                        "for an ONNX model as for predict: its folder's max_length.json, else "
+                        "the params.yaml of its checkout; "
                         f"else tokenize.max_length from ./params.yaml, else {DEFAULT_MAX_LENGTH})")
     v.add_argument("--timeout", type=timeout_arg, metavar="SECONDS",
                    help="cut off a client silent this long: before its request head is "
@@ -509,10 +522,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-mb", type=budget_arg, metavar="MB",
                    help="largest size on disk (10^6 bytes)")
     c.add_argument("--max-ms", type=budget_arg, metavar="MS",
-                   help="largest p50 latency, batch 1 (milliseconds, on this machine)")
-    c.add_argument("--min-agreement", type=budget_arg, metavar="A",
+                   help="largest p50 latency, batch 1, in milliseconds, as the benchmark "
+                        "measured it (on the machine of that run)")
+    c.add_argument("--min-agreement", type=agreement_arg, metavar="A",
                    help="least top-1 agreement with the teacher on the test split, 0..1")
-    c.add_argument("--metrics", default="metrics/benchmark.json", metavar="PATH")
+    c.add_argument("--runtime", choices=sorted(frontier.RUNTIMES), metavar="RUNTIME",
+                   help="only models that run in it: "
+                        f"{', '.join(sorted(frontier.RUNTIMES))} (default: any)")
+    c.add_argument("--metrics", metavar="PATH",
+                   help="the benchmark's metrics (default: metrics/benchmark.json of the "
+                        "current folder, else of the checkout pocketbert is installed from)")
     return parser
 
 
@@ -556,6 +575,10 @@ def results_command(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARK_METRICS = Path("metrics/benchmark.json")
+"the benchmark stage's metrics, relative to a checkout (dvc.yaml's metrics)"
+
+
 def _point_line(p, test_rows: Any) -> str:
     interval = (f" ({p.agreement_low:.3f}–{p.agreement_high:.3f})"
                 if p.agreement_low is not None and p.agreement_high is not None else "")
@@ -569,14 +592,16 @@ def choose_command(args: argparse.Namespace) -> int:
     """`pocketbert choose`: the point frontier.choose picks on stdout, with where it is and
     how to build it, and the size frontier; exit status 1 when no point fits the budget."""
     from pocketbert.benchmarks import frontier
+    from pocketbert.runtime import onnx_runner
 
-    metrics_file = Path(args.metrics)
+    metrics_file = Path(args.metrics or BENCHMARK_METRICS)
+    if args.metrics is None and not metrics_file.is_file() and onnx_runner.CHECKOUT:
+        metrics_file = onnx_runner.CHECKOUT / BENCHMARK_METRICS
     if not metrics_file.is_file():
-        fail(f"{metrics_file} not found; run `dvc repro benchmark` first")
-    if args.min_agreement is not None and args.min_agreement > 1:
-        fail(f"--min-agreement {args.min_agreement:g}: agreement is a share, 0 to 1")
+        fail(f"{metrics_file} not found; run `dvc repro benchmark` first, or pass --metrics")
     benchmark = json.loads(metrics_file.read_text(encoding="utf-8"))
-    candidates = frontier.points(benchmark)
+    candidates = [p for p in frontier.points(benchmark)
+                  if args.runtime is None or p.runtime == frontier.RUNTIMES[args.runtime]]
     rows = benchmark.get("test_rows", "the")
     best = frontier.choose(candidates, max_mb=args.max_mb, max_ms=args.max_ms,
                            min_agreement=args.min_agreement)
@@ -588,8 +613,11 @@ def choose_command(args: argparse.Namespace) -> int:
         asked = ", ".join(f"--{name.replace('_', '-')} {value:g}" for name, value in
                           (("max_mb", args.max_mb), ("max_ms", args.max_ms),
                            ("min_agreement", args.min_agreement)) if value is not None)
+        if args.runtime is not None:
+            asked += f"{', ' if asked else ''}--runtime {args.runtime}"
         print(f"no measured model fits {asked or 'the budget'}", file=sys.stderr)
-    print(f"\nthe size frontier ({metrics_file}):")
+    print(f"\nthe size frontier{'' if args.runtime is None else ' in ' + args.runtime} "
+          f"({metrics_file}):")
     for point in frontier.front(candidates, "size_mb"):
         print(f"  {_point_line(point, rows)}")
     return 0 if best is not None else 1

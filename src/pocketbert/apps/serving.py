@@ -78,6 +78,9 @@ MAX_JSON_CONTAINERS = 64
 SHUTDOWN_GRACE_S = 10.0
 "on SIGINT or SIGTERM: how long running requests may take to finish before they are cancelled"
 PAUSE_ENV = "POCKETBERT_SERVE_BATCH_PAUSE_S"
+FALLBACK_PAUSE_S = 30.0
+"""after the --fallback teacher endpoint fails, seconds during which it is not asked again:
+unsure texts are then answered at once with the student's answer, marked"""
 
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[{,')))  # bytes that _json_shape drops
 _ASCII_KEPT = re.compile(r"[!-~]")  # a printable ASCII character: never blank (fast path)
@@ -545,7 +548,6 @@ class _App:
     def respond(self, body: bytearray) -> tuple[bytes, int, tuple[int, int]]:
         """In a worker thread: the answer's JSON bytes, the number of texts and the batches
         that ran them. Raises Refused (parse_texts)."""
-        from pocketbert.apps import cascade as cascades
 
         texts = parse_texts(body)
         answer, batches = self.classifier.answer_and_batches(texts)
@@ -553,7 +555,7 @@ class _App:
             probs = np.array([[p[name] for name in answer["labels"]]
                               for p in answer["probabilities"]])  # [texts, labels]
             routed = self.cascade.route(texts, probs)
-            if cascades.UNREACHABLE in routed.answered_by:  # the endpoint failed
+            if routed.failed:  # once per failure: then the endpoint rests (Cascade)
                 log.warning("%s", routed.note)  # (texts are never logged)
             answer.update({
                 "probabilities": [dict(zip(answer["labels"], row.tolist(), strict=True))
@@ -823,7 +825,8 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
         if threshold is not None:
             cascades.set_threshold(settings, threshold, len(classifier.labels))
         teacher = None if fallback is None else cascades.teacher_params(model, fallback)
-        cascade = cascades.Cascade(settings, classifier.labels, teacher)
+        cascade = cascades.Cascade(settings, classifier.labels, teacher,
+                                   pause_after_failure_s=FALLBACK_PAUSE_S)
     server = make_server(classifier, host, port, timeout_s, cascade)
     _setup_logging()
     _raise_open_files_limit()

@@ -17,6 +17,9 @@ from pocketbert.core import contract
 
 COSTS = ("size_mb", "p50_ms")
 "the costs a frontier is drawn against"
+RUNTIMES = {"coreml": "Core ML", "onnx": "ONNX Runtime", "pytorch": "PyTorch",
+            "sklearn": "scikit-learn"}
+"a Point's runtime by its short name (`pocketbert choose --runtime`)"
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,13 @@ def _where(variant: str) -> tuple[str, str]:
     model, kind = variant.split(".", 1)
     if kind.startswith("onnx_"):
         name = contract.ONNX_INT8_FILE if kind == "onnx_int8" else contract.ONNX_FP32_FILE
-        return "ONNX Runtime", f"models/export/{model}/{name}"
+        return RUNTIMES["onnx"], f"models/export/{model}/{name}"
     if kind.startswith("coreml_"):
-        return "Core ML", f"models/convert/{model}/{contract.coreml_file(kind[len('coreml_'):])}"
+        variant = contract.coreml_file(kind[len("coreml_"):])
+        return RUNTIMES["coreml"], f"models/convert/{model}/{variant}"
     if model == "baseline":
-        return "scikit-learn", "models/baseline"
-    return "PyTorch", f"models/{model}"
+        return RUNTIMES["sklearn"], "models/baseline"
+    return RUNTIMES["pytorch"], f"models/{model}"
 
 
 def how_to_build(point: Point) -> str:
