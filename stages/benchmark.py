@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from pocketbert.benchmarks import benchmarking
+from pocketbert.benchmarks import benchmarking, frontier
 from pocketbert.benchmarks.benchmarking import VariantResult
 from pocketbert.core import contract, evaluation, model_folders, stage
 from pocketbert.core.artifacts import atomic_path, size_mb, write_json
@@ -85,7 +85,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
             benchmarking.add_intervals(result, gold, teacher_pred, n_labels=len(labels),
                                        params=b)
     metrics = _metrics(results, gold, params, inputs, teacher_key)
-    _write_plots(outputs["plots"], results, gold, labels, teacher_key)
+    _write_plots(outputs["plots"], results, gold, labels, teacher_key, metrics)
     write_json(outputs["metrics"], metrics)
     return metrics
 
@@ -159,10 +159,11 @@ def _metrics(results: dict[str, VariantResult], gold: np.ndarray, params: stage.
 
 
 def _write_plots(folder, results: dict[str, VariantResult], gold: np.ndarray,
-                 labels: tuple[str, ...], teacher: str) -> None:
+                 labels: tuple[str, ...], teacher: str, metrics: dict) -> None:
     """The plot data dvc.yaml declares: confusion pairs per model (PyTorch fp32; ``teacher``
-    names the teacher's row), size vs macro-F1 per variant with a size, and batch-1 p50
-    latency where it was measured."""
+    names the teacher's row), size vs macro-F1 per variant with a size, batch-1 p50 latency
+    where it was measured, and agreement with the teacher against size and against p50 with
+    the frontier marked (benchmarks.frontier, from ``metrics``)."""
     rows = [{"variant": r.name, "size_mb": None if r.size_mb is None else round(r.size_mb, 3),
              "macro_f1": round(r.scores["macro_f1"], 4), "p50_ms": r.latency_p50_ms}
             for r in results.values() if r.probs is not None]
@@ -174,6 +175,9 @@ def _write_plots(folder, results: dict[str, VariantResult], gold: np.ndarray,
                         for a, b in zip(gold, pred, strict=True)])
         write_json(tmp / "tradeoff.json", [r for r in rows if r["size_mb"] is not None])
         write_json(tmp / "latency.json", [r for r in rows if r["p50_ms"] is not None])
+        points = frontier.points(metrics)
+        for cost in frontier.COSTS:
+            write_json(tmp / f"frontier_{cost}.json", frontier.plot_rows(points, cost))
 
 
 def _teacher_steps(inputs: stage.Paths) -> dict[str, bool]:
