@@ -219,6 +219,7 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
     expected = {results.START: (results.results_table(metrics), "results"),
                 results.PUBLIC_START: (results.public_table(public), "public sets"),
                 results.DEFERRAL_START: (results.deferral_table(deferral), "deferral"),
+                results.BUDGET_START: (results.budget_table(metrics), "budget"),
                 results.PARAMS_START: (results.params_table(files / "params.yaml"), "params"),
                 results.LATENCY_START: (results.latency_table(latency), "latency candidates")}
     assert set(expected) == {start for _, start, _ in results.BLOCKS}
@@ -295,7 +296,8 @@ def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,
 
 def test_update_readme_replaces_only_the_marked_blocks_in_every_file(tmp_path) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{results.START}\nSTALE\n{results.END}\nend\n", encoding="utf-8")
+    readme.write_text(f"intro\n{results.START}\nSTALE\n{results.END}\n{results.BUDGET_START}\n"
+                      f"{results.BUDGET_END}\nend\n", encoding="utf-8")
     reference = tmp_path / "docs" / "reference.md"
     reference.parent.mkdir()
     reference.write_text(f"# Reference\n{results.PARAMS_START}\nSTALE\n{results.PARAMS_END}\nmid\n",
@@ -318,7 +320,8 @@ def test_update_readme_replaces_only_the_marked_blocks_in_every_file(tmp_path) -
 
 def test_update_readme_names_a_missing_file_or_marker_and_writes_nothing(tmp_path) -> None:
     readme = tmp_path / "README.md"
-    original = f"intro\n{results.START}\nSTALE\n{results.END}\n"
+    original = (f"intro\n{results.START}\nSTALE\n{results.END}\n{results.BUDGET_START}\n"
+                f"{results.BUDGET_END}\n")
     readme.write_text(original, encoding="utf-8")
     params_file = tmp_path / "params.yaml"
     params_file.write_text("train_student:\n  alpha: 0.25\n", encoding="utf-8")
