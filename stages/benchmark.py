@@ -35,7 +35,7 @@ from pocketbert.core.errors import DataError, ParamsError
 from pocketbert.data import dataset, tokenization
 from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.runtime import onnx_runner
-from pocketbert.training import baseline, modeling
+from pocketbert.training import baseline, fasttext_model, modeling
 
 PARAMS = ("benchmark", "convert.variants", "export.int8")
 INPUTS = (
@@ -47,6 +47,7 @@ INPUTS = (
     "convert_student",
     "tokenize",
     "baseline",
+    "fasttext",
 )
 OUTPUTS = ("metrics", "plots")
 OPTIONS = ("soft_label",)
@@ -54,6 +55,9 @@ MODELS = ("teacher", "student")
 API_TEACHER = "teacher.api"
 SIZE_ONLY_NOTE = "size only: not in benchmark.coreml_models"
 BASELINE = "baseline.tfidf_logreg"
+FASTTEXT = {"baseline.fasttext": fasttext_model.MODEL_FILE,
+            "baseline.fasttext_quantized": fasttext_model.QUANTIZED_FILE}
+"the fasttext stage's models, the other alternatives a user could ship"
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
@@ -77,6 +81,12 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         results[BASELINE] = benchmarking.measure(
             benchmarking.baseline_variant(
                 BASELINE, inputs["baseline"] / baseline.MODEL_FILE, n_labels=len(labels)),
+            texts, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
+            ece_bins=b.ece_bins, teacher_pred=teacher_pred)
+    for name, file in FASTTEXT.items():  # fastText predicts on one thread
+        results[name] = benchmarking.measure(
+            benchmarking.fasttext_variant(name, inputs["fasttext"] / file,
+                                          n_labels=len(labels)),
             texts, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
             ece_bins=b.ece_bins, teacher_pred=teacher_pred)
     assert teacher_pred is not None

@@ -280,3 +280,22 @@ def frontier_benchmark() -> dict:
                     f"{name}.agreement_with_teacher_ci_high": min(1.0, agreement + 0.02),
                     f"{name}.latency_p50_ms": p50})
     return out
+
+
+# the fasttext stage on tiny data: few epochs and hash rows, still over the 256 rows fastText's
+# product quantizer needs
+TINY_FASTTEXT = {"epochs": 5, "bucket": 1000, "quantize_cutoff": 300}
+
+
+def run_fasttext_stage(params_file: Path, tokenize: Path, out: Path) -> dict:
+    """The fasttext stage on ``tokenize`` into ``out`` (metrics beside it), with TINY_FASTTEXT
+    written into ``params_file``'s fasttext section."""
+    import yaml
+
+    from stages import fasttext
+
+    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    raw["fasttext"] = {**raw.get("fasttext", {}), **TINY_FASTTEXT}
+    params_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return fasttext.main(["--params", str(params_file), "--tokenize", str(tokenize),
+                          "--out", str(out), "--metrics", str(out.with_suffix(".json"))])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import LABELS, PADDING_TOLERANCE, tiny_tokenizer, write_csv
+from conftest import LABELS, PADDING_TOLERANCE, run_fasttext_stage, tiny_tokenizer, write_csv
 
 from pocketbert.core import contract, evaluation
 from pocketbert.data import tokenization
@@ -273,16 +273,20 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
 
     baseline.main(["--params", p, "--tokenize", str(w["tokenize"]), "--out", str(r / "baseline"),
                    "--metrics", str(r / "baseline.json")])
+    run_fasttext_stage(w["params"], w["tokenize"], r / "fasttext")
+    raw = yaml.safe_load(w["params"].read_text())
     m = benchmark.main([
         "--params", p, "--teacher", str(r / "teacher"), "--student", str(r / "student"),
         "--export-teacher", str(r / "onnx_teacher"), "--export-student", str(r / "onnx_student"),
         "--convert-teacher", str(r / "coreml_teacher"), "--convert-student", str(r / "coreml"),
         "--tokenize", str(w["tokenize"]), "--baseline", str(r / "baseline"),
+        "--fasttext", str(r / "fasttext"),
         "--metrics", str(r / "bench.json"), "--plots", str(r / "bench_plots")])
     assert m["test_rows"] == 8
     for variant in ("teacher.pytorch_fp32", "teacher.onnx_fp32", "teacher.onnx_int8",
                     "student.pytorch_fp32", "student.onnx_fp32", "student.onnx_int8",
-                    "student.coreml_fp16", "baseline.tfidf_logreg"):
+                    "student.coreml_fp16", "baseline.tfidf_logreg", "baseline.fasttext",
+                    "baseline.fasttext_quantized"):
         for key in ("size_mb", "accuracy", "macro_f1", "ece", "agreement_with_teacher",
                     "macro_f1_ci_low", "macro_f1_ci_high", "agreement_with_teacher_ci_low",
                     "agreement_with_teacher_ci_high"):
@@ -296,6 +300,8 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
     assert m["baseline.tfidf_logreg.latency_p50_ms"] > 0
     assert m["baseline.tfidf_logreg.throughput"] > 0
     assert isinstance(m["baseline.tfidf_logreg.parameters"], int)
+    assert m["baseline.fasttext_quantized.size_mb"] == pytest.approx(
+        (r / "fasttext" / "model.ftz").stat().st_size / 1e6)
     # eight test sentences and a random teacher: some resamples leave the teacher at macro-F1
     # 0, where the ratio is undefined, and then both bounds are null
     low, high = m["headline.macro_f1_ratio_ci_low"], m["headline.macro_f1_ratio_ci_high"]

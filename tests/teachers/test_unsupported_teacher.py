@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 import yaml
+from conftest import run_fasttext_stage
 
 from pocketbert.apps import results
 from pocketbert.training import modeling
@@ -68,13 +69,15 @@ def test_teacher_device_steps_are_recorded_and_the_student_side_runs(
     assert convert.main(_step(w, "student", "coreml_student"))["supported"] is True
     baseline.main(["--params", str(w["params"]), "--tokenize", str(w["tokenize"]),
                    "--out", str(r / "baseline"), "--metrics", str(r / "baseline.json")])
+    run_fasttext_stage(w["params"], w["tokenize"], r / "fasttext")
     m = benchmark.main([
         "--params", str(w["params"]), "--teacher", str(r / "teacher"),
         "--student", str(r / "student"), "--export-teacher", str(r / "onnx_teacher"),
         "--export-student", str(r / "onnx_student"),
         "--convert-teacher", str(r / "coreml_teacher"),
         "--convert-student", str(r / "coreml_student"), "--tokenize", str(w["tokenize"]),
-        "--baseline", str(r / "baseline"), "--metrics", str(r / "bench.json"),
+        "--baseline", str(r / "baseline"), "--fasttext", str(r / "fasttext"),
+        "--metrics", str(r / "bench.json"),
         "--plots", str(r / "bench_plots")])
     assert m["teacher.export_supported"] is False and m["teacher.convert_supported"] is False
     rows = results.variants(m)

@@ -372,6 +372,24 @@ def coreml_variant(name: str, path: Path, *, labels: tuple[str, ...],
                    measured_by="reference executor")
 
 
+def fasttext_variant(name: str, path: Path, *, n_labels: int) -> Variant:
+    """A fastText model of the fasttext stage (pocketbert.training.fasttext_model): the raw
+    text of one test sentence in, probabilities [n_labels] out; its size is the file's."""
+    from pocketbert.core.artifacts import size_mb
+    from pocketbert.training import fasttext_model
+
+    model = fasttext_model.load(path)
+
+    def one(text: str) -> np.ndarray:
+        return fasttext_model.probabilities(model, [text], n_labels)[0]
+
+    def batch(texts: list[str]) -> None:
+        fasttext_model.probabilities(model, texts, n_labels)
+
+    return Variant(name, size_mb(path), fasttext_model.count_parameters(model), one, batch,
+                   returns_logits=False)
+
+
 def baseline_variant(name: str, path: Path, *, n_labels: int) -> Variant:
     """The pickled scikit-learn baseline (pocketbert.training.baseline): the raw text of one test
     sentence in, probabilities [n_labels] out; its size is the pickle file's."""

@@ -18,7 +18,7 @@ from pocketbert.core import contract
 COSTS = ("size_mb", "p50_ms")
 "the costs a frontier is drawn against"
 RUNTIMES = {"coreml": "Core ML", "onnx": "ONNX Runtime", "pytorch": "PyTorch",
-            "sklearn": "scikit-learn"}
+            "sklearn": "scikit-learn", "fasttext": "fastText"}
 "a Point's runtime by its short name (`pocketbert choose --runtime`)"
 
 
@@ -56,6 +56,12 @@ def _where(variant: str) -> tuple[str, str]:
     if kind.startswith("coreml_"):
         variant = contract.coreml_file(kind[len("coreml_"):])
         return RUNTIMES["coreml"], f"models/convert/{model}/{variant}"
+    if kind.startswith("fasttext"):
+        from pocketbert.training import fasttext_model
+
+        name = (fasttext_model.QUANTIZED_FILE if kind.endswith("_quantized")
+                else fasttext_model.MODEL_FILE)
+        return RUNTIMES["fasttext"], f"models/fasttext/{name}"
     if model == "baseline":
         return RUNTIMES["sklearn"], "models/baseline"
     return RUNTIMES["pytorch"], f"models/{model}"
@@ -74,6 +80,8 @@ def how_to_build(point: Point) -> str:
         return f"`export.int8: true` (the default), then `dvc repro export@{model}`"
     if kind.startswith("onnx_"):
         return f"`dvc repro export@{model}` (model.onnx beside the int8 model)"
+    if kind.startswith("fasttext"):
+        return "`dvc repro fasttext` (the `fasttext` params)"
     if model == "baseline":
         return "`dvc repro baseline` (the `baseline` params)"
     return f"`dvc repro {'train_student' if model == 'student' else 'teacher'}`"

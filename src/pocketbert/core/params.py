@@ -467,6 +467,32 @@ class LatencyParams:
         _require(0 <= self.min_gain < 1, "latency.min_gain", "use a value in [0, 1), e.g. 0.05")
 
 
+@dataclass(frozen=True)
+class FastTextParams:
+    """fastText supervised (Joulin et al. 2017, "Bag of Tricks for Efficient Text
+    Classification"): what a user could ship instead of a student; quantized too."""
+
+    epochs: int = 25
+    "passes over the written train rows (fastText's tutorial uses 25)"
+    learning_rate: float = 0.5
+    "fastText's lr"
+    dim: int = 50
+    "word vector size"
+    word_ngrams: int = 2
+    "longest word n-gram (hashed into bucket rows)"
+    bucket: int = 100000
+    "hash rows for the word n-grams"
+    quantize_cutoff: int = 20000
+    "rows kept by quantization (the most important words and n-grams), then retrained"
+    seed: int = 42
+    "fastText's seed (one training thread: the same model every run)"
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "dim", "word_ngrams", "bucket", "quantize_cutoff"):
+            _require(getattr(self, key) >= 1, f"fasttext.{key}", "use a positive integer")
+        _require(self.learning_rate > 0, "fasttext.learning_rate", "use a value > 0, e.g. 0.5")
+
+
 SECTIONS: dict[str, type] = {
     "split": SplitParams,
     "augment": AugmentParams,
@@ -477,6 +503,7 @@ SECTIONS: dict[str, type] = {
     "export": ExportParams,
     "convert": ConvertParams,
     "baseline": BaselineParams,
+    "fasttext": FastTextParams,
     "calibrate": CalibrateParams,
     "benchmark": BenchmarkParams,
     "latency": LatencyParams,
