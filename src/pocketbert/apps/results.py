@@ -402,7 +402,7 @@ def budget_table(metrics: dict[str, Any]) -> str:
         if p is None:
             lines.append(f"| ≤ {budget:g} MB | none measured fits | – | – | – | – |")
             continue
-        p50 = contract.NOT_MEASURED_NOTE if p.p50_ms is None else f"{p.p50_ms:.2f}"
+        p50 = contract.NOT_MEASURED_NOTE if p.p50_ms is None else f"{p.p50_ms:.2g}"
         lines.append(f"| ≤ {budget:g} MB | `{p.variant}` | {p.size_mb:.2f} | "
                      f"{_with_ci(p.agreement, (p.agreement_low, p.agreement_high))} | {p50} | "
                      f"{p.runtime} |")
