@@ -46,13 +46,16 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
             pred = fasttext_model.probabilities(model, validation["text"], len(labels))
             metrics.update({
                 f"{name}.train_seconds": seconds, f"{name}.size_mb": size_mb(tmp / file),
-                f"{name}.parameters": fasttext_model.count_parameters(model),
+                f"{name}.parameters": fasttext_model.count_parameters(model, p),
                 f"{name}.validation.macro_f1": evaluation.macro_f1(
                     np.asarray(validation["label"]), pred.argmax(1), len(labels))})
             print(f"fasttext {name}: {seconds:.1f} s, {metrics[f'{name}.size_mb']:.2f} MB, "
                   f"validation macro-F1 {metrics[f'{name}.validation.macro_f1']:.3f}",
                   file=sys.stderr, flush=True)
         dataset.write_labels(tmp / contract.LABELS_FILE, labels)
+        write_json(tmp / fasttext_model.PARAMETERS_FILE,
+                   {fasttext_model.MODEL_FILE: metrics["plain.parameters"],
+                    fasttext_model.QUANTIZED_FILE: metrics["quantized.parameters"]})
     write_json(outputs["metrics"], metrics)
     return metrics
 

@@ -374,11 +374,13 @@ def coreml_variant(name: str, path: Path, *, labels: tuple[str, ...],
 
 def fasttext_variant(name: str, path: Path, *, n_labels: int) -> Variant:
     """A fastText model of the fasttext stage (pocketbert.training.fasttext_model): the raw
-    text of one test sentence in, probabilities [n_labels] out; its size is the file's."""
-    from pocketbert.core.artifacts import size_mb
+    text of one test sentence in, probabilities [n_labels] out; its size is the file's, its
+    parameters those the stage recorded beside it (fasttext_model.PARAMETERS_FILE)."""
+    from pocketbert.core.artifacts import read_json, size_mb
     from pocketbert.training import fasttext_model
 
     model = fasttext_model.load(path)
+    parameters = read_json(path.parent / fasttext_model.PARAMETERS_FILE)[path.name]
 
     def one(text: str) -> np.ndarray:
         return fasttext_model.probabilities(model, [text], n_labels)[0]
@@ -386,8 +388,7 @@ def fasttext_variant(name: str, path: Path, *, n_labels: int) -> Variant:
     def batch(texts: list[str]) -> None:
         fasttext_model.probabilities(model, texts, n_labels)
 
-    return Variant(name, size_mb(path), fasttext_model.count_parameters(model), one, batch,
-                   returns_logits=False)
+    return Variant(name, size_mb(path), int(parameters), one, batch, returns_logits=False)
 
 
 def baseline_variant(name: str, path: Path, *, n_labels: int) -> Variant:

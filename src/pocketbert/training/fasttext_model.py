@@ -23,6 +23,8 @@ from pocketbert.core.errors import ModelError
 
 MODEL_FILE, QUANTIZED_FILE = "model.bin", "model.ftz"
 "the plain and the quantized model in the fasttext stage's folder"
+PARAMETERS_FILE = "parameters.json"
+"{model file name: count_parameters} beside them (a quantized model does not say its rows)"
 LABEL_PREFIX = "__label__"
 
 
@@ -88,9 +90,13 @@ def probabilities(model: Any, texts: Sequence[str], n_labels: int) -> np.ndarray
     return out
 
 
-def count_parameters(model: Any) -> int:
+def count_parameters(model: Any, params: Any) -> int:
     """Learned numbers: the input matrix (words and n-gram buckets, by dim) and the output
-    matrix (labels, by dim); a quantized model counts the rows it keeps."""
-    rows, dim = model.get_input_matrix().shape if not model.is_quantized() else (
-        len(model.get_words()) + model.get_dimension(), model.get_dimension())
-    return int(rows * dim + len(model.get_labels()) * dim)
+    matrix (labels, by dim). A quantized model counts the numbers its product-quantized input
+    matrix stands for: the ``params.quantize_cutoff`` rows fastText keeps (all rows when there
+    are fewer), by dim; its file holds them as 1-byte codes per ``dsub`` (2) numbers."""
+    dim, labels = model.get_dimension(), len(model.get_labels())
+    rows = len(model.get_words()) + params.bucket  # fastText allocates every hash row
+    if model.is_quantized():
+        rows = min(rows, params.quantize_cutoff)
+    return int(rows * dim + labels * dim)
