@@ -10,7 +10,7 @@ one of the two (Pareto optimality). ``choose`` names the point a budget allows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pocketbert.core import contract
@@ -42,9 +42,6 @@ class Point:
     def cost(self, name: str) -> float | None:
         """The cost ``name`` of COSTS."""
         return getattr(self, name)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _where(variant: str) -> tuple[str, str]:
