@@ -1,9 +1,11 @@
 """benchmark: measure every variant side by side on the same test sentences.
 
 Teacher and student in PyTorch fp32, ONNX fp32 and (export.int8) ONNX int8, every Core ML
-variant, and the classical baseline (TF-IDF + logistic regression, the baseline stage) that a
-user who does not distil would train. Same inputs (the test split, each model's own tokenizer,
-no padding at batch 1; the baseline reads the raw text), same thread count, warm-up excluded.
+variant, and what a user who does not distil would train instead: TF-IDF + logistic regression
+(the baseline stage), fastText plain and quantized (the fasttext stage), Model2Vec static
+embeddings with a linear head on the written labels and on the teacher's soft labels (the
+model2vec stage). Same inputs (the test split, each model's own tokenizer,
+no padding at batch 1; the alternatives read the raw text), same thread count, warm-up excluded.
 Per variant: size, parameters, accuracy, macro-F1, per-class F1, agreement with the teacher,
 expected calibration error, batch-1 latency p50/p95 and throughput, and bootstrap confidence
 intervals of macro-F1 and agreement (every variant on the same resampled test sets). Core ML
@@ -35,7 +37,7 @@ from pocketbert.core.errors import DataError, ParamsError
 from pocketbert.data import dataset, tokenization
 from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.runtime import onnx_runner
-from pocketbert.training import baseline, fasttext_model, modeling
+from pocketbert.training import baseline, fasttext_model, model2vec_model, modeling
 
 PARAMS = ("benchmark", "convert.variants", "export.int8")
 INPUTS = (
@@ -48,6 +50,7 @@ INPUTS = (
     "tokenize",
     "baseline",
     "fasttext",
+    "model2vec",
 )
 OUTPUTS = ("metrics", "plots")
 OPTIONS = ("soft_label",)
@@ -57,7 +60,9 @@ SIZE_ONLY_NOTE = "size only: not in benchmark.coreml_models"
 BASELINE = "baseline.tfidf_logreg"
 FASTTEXT = {"baseline.fasttext": fasttext_model.MODEL_FILE,
             "baseline.fasttext_quantized": fasttext_model.QUANTIZED_FILE}
-"the fasttext stage's models, the other alternatives a user could ship"
+MODEL2VEC = {"baseline.model2vec": model2vec_model.PLAIN,
+             "baseline.model2vec_distilled": model2vec_model.DISTILLED}
+"the fasttext and model2vec stages' models, the other alternatives a user could ship"
 
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
@@ -89,6 +94,12 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                                           n_labels=len(labels)),
             texts, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
             ece_bins=b.ece_bins, teacher_pred=teacher_pred)
+    with threadpool_limits(limits=b.threads):  # numpy's BLAS, as for the baseline
+        for name, folder in MODEL2VEC.items():
+            results[name] = benchmarking.measure(
+                benchmarking.model2vec_variant(name, inputs["model2vec"] / folder), texts, gold,
+                labels=labels, warmup=b.warmup, batch_size=b.batch_size, ece_bins=b.ece_bins,
+                teacher_pred=teacher_pred)
     assert teacher_pred is not None
     for result in results.values():
         if result.probs is not None:

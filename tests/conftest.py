@@ -299,3 +299,41 @@ def run_fasttext_stage(params_file: Path, tokenize: Path, out: Path) -> dict:
     params_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return fasttext.main(["--params", str(params_file), "--tokenize", str(tokenize),
                           "--out", str(out), "--metrics", str(out.with_suffix(".json"))])
+
+
+def write_random_soft_labels(folder: Path, tokenize: Path, augmented: Path | None,
+                             unlabelled: Sequence[str] = (), seed: int = 0) -> None:
+    """A soft_label folder for ``tokenize`` (+ ``augmented``): random teacher logits per
+    split, and per text of ``unlabelled`` (the unlabelled group) when there are any."""
+    import numpy as np
+
+    from pocketbert.data import dataset, tokenization
+    from pocketbert.data.soft_labels import UNLABELLED, SoftLabels
+
+    data = tokenization.load(tokenize, augmented)
+    labels = dataset.read_labels(tokenize / "labels.json")
+    rng = np.random.default_rng(seed)
+    groups = [(split, len(data[split])) for split in dataset.SPLITS]
+    if unlabelled:
+        groups.append((UNLABELLED, len(unlabelled)))
+    logits = {g: rng.normal(0, 3, (n, len(labels))).astype(np.float32) for g, n in groups}
+    folder.mkdir(parents=True, exist_ok=True)
+    SoftLabels(labels, logits, list(unlabelled) if unlabelled else None).write(folder)
+
+
+def run_model2vec_stage(params_file: Path, backbone: Path, inputs: dict[str, Path],
+                        out: Path) -> dict:
+    """The model2vec stage into ``out`` (metrics beside it) with ``backbone`` distilled to
+    8-wide vectors and one C; ``inputs``: tokenize, augmented, soft_label folders."""
+    import yaml
+
+    from stages import model2vec
+
+    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    raw["model2vec"] = {**raw.get("model2vec", {}), "backbone": str(backbone), "pca_dims": 8,
+                        "c_values": [1.0]}
+    params_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return model2vec.main(["--params", str(params_file), "--tokenize", str(inputs["tokenize"]),
+                           "--augmented", str(inputs["augmented"]),
+                           "--soft-label", str(inputs["soft_label"]),
+                           "--out", str(out), "--metrics", str(out.with_suffix(".json"))])

@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import LABELS, PADDING_TOLERANCE, run_fasttext_stage, tiny_tokenizer, write_csv
+from conftest import (
+    LABELS,
+    PADDING_TOLERANCE,
+    run_fasttext_stage,
+    run_model2vec_stage,
+    tiny_tokenizer,
+    write_csv,
+    write_random_soft_labels,
+)
 
 from pocketbert.core import contract, evaluation
 from pocketbert.data import tokenization
@@ -274,6 +282,9 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
     baseline.main(["--params", p, "--tokenize", str(w["tokenize"]), "--out", str(r / "baseline"),
                    "--metrics", str(r / "baseline.json")])
     run_fasttext_stage(w["params"], w["tokenize"], r / "fasttext")
+    write_random_soft_labels(r / "soft", w["tokenize"], w["augmented"])
+    run_model2vec_stage(w["params"], w["given_teacher"], {"tokenize": w["tokenize"],
+                        "augmented": w["augmented"], "soft_label": r / "soft"}, r / "model2vec")
     raw = yaml.safe_load(w["params"].read_text())
     m = benchmark.main([
         "--params", p, "--teacher", str(r / "teacher"), "--student", str(r / "student"),
@@ -281,12 +292,14 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
         "--convert-teacher", str(r / "coreml_teacher"), "--convert-student", str(r / "coreml"),
         "--tokenize", str(w["tokenize"]), "--baseline", str(r / "baseline"),
         "--fasttext", str(r / "fasttext"),
+        "--model2vec", str(r / "model2vec"),
         "--metrics", str(r / "bench.json"), "--plots", str(r / "bench_plots")])
     assert m["test_rows"] == 8
     for variant in ("teacher.pytorch_fp32", "teacher.onnx_fp32", "teacher.onnx_int8",
                     "student.pytorch_fp32", "student.onnx_fp32", "student.onnx_int8",
                     "student.coreml_fp16", "baseline.tfidf_logreg", "baseline.fasttext",
-                    "baseline.fasttext_quantized"):
+                    "baseline.fasttext_quantized", "baseline.model2vec",
+                    "baseline.model2vec_distilled"):
         for key in ("size_mb", "accuracy", "macro_f1", "ece", "agreement_with_teacher",
                     "macro_f1_ci_low", "macro_f1_ci_high", "agreement_with_teacher_ci_low",
                     "agreement_with_teacher_ci_high"):
@@ -302,6 +315,8 @@ def test_bundle_and_benchmark_on_a_tiny_pipeline(tiny_world) -> None:
     assert isinstance(m["baseline.tfidf_logreg.parameters"], int)
     assert m["baseline.fasttext_quantized.size_mb"] == pytest.approx(
         (r / "fasttext" / "model.ftz").stat().st_size / 1e6)
+    assert m["baseline.model2vec_distilled.size_mb"] == pytest.approx(
+        sum(f.stat().st_size for f in (r / "model2vec" / "distilled").iterdir()) / 1e6)
     # eight test sentences and a random teacher: some resamples leave the teacher at macro-F1
     # 0, where the ratio is undefined, and then both bounds are null
     low, high = m["headline.macro_f1_ratio_ci_low"], m["headline.macro_f1_ratio_ci_high"]

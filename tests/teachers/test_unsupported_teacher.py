@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from conftest import run_fasttext_stage
+from conftest import run_fasttext_stage, run_model2vec_stage, write_random_soft_labels
 
 from pocketbert.apps import results
 from pocketbert.training import modeling
@@ -70,6 +70,9 @@ def test_teacher_device_steps_are_recorded_and_the_student_side_runs(
     baseline.main(["--params", str(w["params"]), "--tokenize", str(w["tokenize"]),
                    "--out", str(r / "baseline"), "--metrics", str(r / "baseline.json")])
     run_fasttext_stage(w["params"], w["tokenize"], r / "fasttext")
+    write_random_soft_labels(r / "soft", w["tokenize"], w["augmented"])
+    run_model2vec_stage(w["params"], w["given_teacher"], {"tokenize": w["tokenize"],
+                        "augmented": w["augmented"], "soft_label": r / "soft"}, r / "model2vec")
     m = benchmark.main([
         "--params", str(w["params"]), "--teacher", str(r / "teacher"),
         "--student", str(r / "student"), "--export-teacher", str(r / "onnx_teacher"),
@@ -77,6 +80,7 @@ def test_teacher_device_steps_are_recorded_and_the_student_side_runs(
         "--convert-teacher", str(r / "coreml_teacher"),
         "--convert-student", str(r / "coreml_student"), "--tokenize", str(w["tokenize"]),
         "--baseline", str(r / "baseline"), "--fasttext", str(r / "fasttext"),
+        "--model2vec", str(r / "model2vec"),
         "--metrics", str(r / "bench.json"),
         "--plots", str(r / "bench_plots")])
     assert m["teacher.export_supported"] is False and m["teacher.convert_supported"] is False

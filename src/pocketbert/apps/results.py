@@ -81,7 +81,8 @@ def results_table(metrics: dict[str, Any]) -> str:
     level = metrics.get("confidence_level")
     if level is not None:
         lines += ["", f"In brackets: {level:.0%} bootstrap interval "
-                  f"({metrics.get('bootstrap_resamples'):,} resamples of the test sentences, "
+                  f"(`scipy.stats.bootstrap`, percentile method, "
+                  f"{metrics.get('bootstrap_resamples'):,} resamples of the test sentences, "
                   "the same resamples for every variant)."]
     h = {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("headline.")}
     if h:

@@ -391,6 +391,25 @@ def fasttext_variant(name: str, path: Path, *, n_labels: int) -> Variant:
     return Variant(name, size_mb(path), int(parameters), one, batch, returns_logits=False)
 
 
+def model2vec_variant(name: str, folder: Path) -> Variant:
+    """A Model2Vec pipeline of the model2vec stage (pocketbert.training.model2vec_model): the
+    raw text of one test sentence in, probabilities [labels] out (numpy: token vectors, mean,
+    linear head); its size is the pipeline folder's."""
+    from pocketbert.core.artifacts import size_mb
+    from pocketbert.training import model2vec_model
+
+    pipeline = model2vec_model.load(folder)
+
+    def one(text: str) -> np.ndarray:
+        return model2vec_model.probabilities(pipeline, [text])[0]
+
+    def batch(texts: list[str]) -> None:
+        model2vec_model.probabilities(pipeline, texts)
+
+    return Variant(name, size_mb(folder), model2vec_model.count_parameters(pipeline), one, batch,
+                   returns_logits=False)
+
+
 def baseline_variant(name: str, path: Path, *, n_labels: int) -> Variant:
     """The pickled scikit-learn baseline (pocketbert.training.baseline): the raw text of one test
     sentence in, probabilities [n_labels] out; its size is the pickle file's."""

@@ -18,7 +18,8 @@ from pocketbert.core import contract
 COSTS = ("size_mb", "p50_ms")
 "the costs a frontier is drawn against"
 RUNTIMES = {"coreml": "Core ML", "onnx": "ONNX Runtime", "pytorch": "PyTorch",
-            "sklearn": "scikit-learn", "fasttext": "fastText"}
+            "sklearn": "scikit-learn", "fasttext": "fastText",
+            "model2vec": "Model2Vec (numpy)"}
 "a Point's runtime by its short name (`pocketbert choose --runtime`)"
 
 
@@ -59,6 +60,12 @@ def _where(variant: str) -> tuple[str, str]:
         name = (fasttext_model.QUANTIZED_FILE if kind.endswith("_quantized")
                 else fasttext_model.MODEL_FILE)
         return RUNTIMES["fasttext"], f"models/fasttext/{name}"
+    if kind.startswith("model2vec"):
+        from pocketbert.training import model2vec_model
+
+        name = (model2vec_model.DISTILLED if kind.endswith("_distilled")
+                else model2vec_model.PLAIN)
+        return RUNTIMES["model2vec"], f"models/model2vec/{name}"
     if model == "baseline":
         return RUNTIMES["sklearn"], "models/baseline"
     return RUNTIMES["pytorch"], f"models/{model}"
@@ -79,6 +86,8 @@ def how_to_build(point: Point) -> str:
         return f"`dvc repro export@{model}` (model.onnx beside the int8 model)"
     if kind.startswith("fasttext"):
         return "`dvc repro fasttext` (the `fasttext` params)"
+    if kind.startswith("model2vec"):
+        return "`dvc repro model2vec` (the `model2vec` params)"
     if model == "baseline":
         return "`dvc repro baseline` (the `baseline` params)"
     return f"`dvc repro {'train_student' if model == 'student' else 'teacher'}`"

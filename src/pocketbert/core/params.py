@@ -493,6 +493,37 @@ class FastTextParams:
         _require(self.learning_rate > 0, "fasttext.learning_rate", "use a value > 0, e.g. 0.5")
 
 
+@dataclass(frozen=True)
+class Model2VecParams:
+    """Model2Vec static embeddings (MinishLab/model2vec) with a logistic-regression head: what
+    a user could ship instead of a student, distilled from a local model folder."""
+
+    backbone: str = PACKAGED_BACKBONE
+    "the model distilled into token vectors: the packaged MiniLM, or a local model folder"
+    pca_dims: int | None = 256
+    "token vector size after PCA (model2vec's default 256); null: the model's own width"
+    quantize_to: str = "int8"
+    "storage of the token vectors: float32 | float16 (model2vec's default) | int8"
+    vocabulary_quantization: int | None = None
+    "null: one vector per token; N: tokens share N k-means vectors (smaller file)"
+    c_values: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
+    "logistic regression C tried; the best on validation is kept"
+    max_iter: int = 2000
+    "iteration cap of the logistic regression solver (lbfgs)"
+
+    def __post_init__(self) -> None:
+        _require(self.pca_dims is None or self.pca_dims >= 2, "model2vec.pca_dims",
+                 "use null or a size of at least 2, e.g. 256")
+        _require(self.quantize_to in ("float32", "float16", "int8"), "model2vec.quantize_to",
+                 "use float32, float16 or int8")
+        _require(self.vocabulary_quantization is None or self.vocabulary_quantization >= 2,
+                 "model2vec.vocabulary_quantization",
+                 "use null (no sharing) or a number of shared vectors, e.g. 2048")
+        _require(len(self.c_values) > 0 and all(c > 0 for c in self.c_values),
+                 "model2vec.c_values", "list at least one value > 0, e.g. [1.0, 10.0]")
+        _require(self.max_iter >= 1, "model2vec.max_iter", "use a positive integer")
+
+
 SECTIONS: dict[str, type] = {
     "split": SplitParams,
     "augment": AugmentParams,
@@ -504,6 +535,7 @@ SECTIONS: dict[str, type] = {
     "convert": ConvertParams,
     "baseline": BaselineParams,
     "fasttext": FastTextParams,
+    "model2vec": Model2VecParams,
     "calibrate": CalibrateParams,
     "benchmark": BenchmarkParams,
     "latency": LatencyParams,
