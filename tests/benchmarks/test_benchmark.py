@@ -156,7 +156,8 @@ def test_results_table_prints_intervals_beside_the_point_and_the_baseline_row() 
     assert list(rows)[-1] == "baseline.tfidf_logreg"  # in the benchmark's order, after Core ML
     assert "| 0.800 |" in rows["baseline.tfidf_logreg"] and "| 0.50 |" in rows[
         "baseline.tfidf_logreg"]
-    assert "95% bootstrap interval (9,999 resamples" in table
+    assert ("95% bootstrap interval (`scipy.stats.bootstrap`, percentile method, 9,999 "
+            "resamples") in table
     assert "macro-F1 ratio 1.000 (95% interval 0.930–1.040, paired; target ≥ 0.97: met)" in table
     # metrics from before the intervals existed still render, without them
     assert "interval" not in results.results_table(_metrics())
