@@ -12,7 +12,9 @@ vectors. Two heads (logistic regression, C picked on validation) make two pipeli
   soft_label stage labelled them, the unlabelled transfer texts; C by validation agreement
   with the teacher.
 
-Writes each as a model2vec pipeline folder (``out/plain``, ``out/distilled``) with labels.json.
+Writes each as a model2vec pipeline folder (``out/plain``, ``out/distilled``) with labels.json,
+the label names of the head's output order. Load one with model2vec alone:
+``StaticModelPipeline.from_pretrained(folder).predict_proba(texts)``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
             head, c = model2vec_model.fit_head(model2vec_model.encode(model, texts), target,
                                                validation, score, p, len(labels))
             model2vec_model.save(model, head, tmp / name)
+            dataset.write_labels(tmp / name / contract.LABELS_FILE, labels)
             pipeline = model2vec_model.load(tmp / name)
             pred = model2vec_model.probabilities(pipeline, written["validation"]["text"]).argmax(1)
             metrics.update({
@@ -81,7 +84,6 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                   f"{metrics[f'{name}.validation.macro_f1']:.3f}, agreement with the teacher "
                   f"{metrics[f'{name}.validation.agreement_with_teacher']:.3f}",
                   file=sys.stderr, flush=True)
-        dataset.write_labels(tmp / contract.LABELS_FILE, labels)
     write_json(outputs["metrics"], metrics)
     return metrics
 

@@ -222,3 +222,23 @@ def test_artifact_file_names_are_written_only_where_declared():
             if owner is not None and Path(owner).resolve() != path.resolve():
                 found.append(f"{path.relative_to(ROOT)}:{line}: {value!r}")
     assert not found, "use the declaring module's constant:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("name", sorted(DVC_STAGES))
+def test_every_input_path_of_a_stage_is_one_of_its_deps(name):
+    # a path the cmd passes to one of the stage's INPUTS but missing from deps: a change to that
+    # input would re-run nothing, and the stage's metrics would describe the old input
+    import importlib
+    import shlex
+
+    body = _body(DVC_STAGES[name])
+    argv = shlex.split(body["cmd"])
+    module = importlib.import_module(f"stages.{name}")
+    deps = [Path(d) for d in body.get("deps", []) if isinstance(d, str)]
+    missing = []
+    for field in module.INPUTS:
+        path = Path(argv[argv.index(f"--{field.replace('_', '-')}") + 1])
+        # the path itself, a folder above it, or (a folder read in part) files inside it
+        if not any(path == d or d in path.parents or path in d.parents for d in deps):
+            missing.append(str(path))
+    assert not missing, f"dvc.yaml stage {name!r}: add to deps {missing}"

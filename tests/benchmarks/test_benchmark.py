@@ -232,6 +232,18 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
                                      deferral)
 
 
+def test_params_table_has_three_cells_per_row_and_writes_null_as_yaml_does() -> None:
+    import re
+
+    table = results.params_table(ROOT / "params.yaml").splitlines()
+    # a | inside a cell is escaped, so every row splits into key, value and meaning
+    cells = [len(re.split(r"(?<!\\)\|", row)) - 2 for row in table]
+    assert cells == [3] * len(table), [row for row, n in zip(table, cells, strict=True) if n != 3]
+    rows = {row.split("|")[1].strip(" `"): row for row in table[2:]}
+    assert "| `null` |" in rows["tokenize.length_percentile"]
+    assert "float32 \\| float16" in rows["model2vec.quantize_to"]
+
+
 def test_stage_table_shows_each_stage_once_in_order_met_and_skips_unmeasured_runs() -> None:
     rows = {"a/x": {"stages": {"split": {"wall_s": 30.0, "peak_rss_gib": 0.44},
                                "teacher": {"wall_s": 600.0, "peak_rss_gib": 2.06}}},

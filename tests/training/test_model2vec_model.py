@@ -94,8 +94,8 @@ def test_soft_targets_are_fitted_as_cross_entropy(static) -> None:
 def test_missing_or_broken_folders_are_named(tmp_path) -> None:
     with pytest.raises(ModelError, match=r"none: no Model2Vec pipeline .*dvc repro model2vec"):
         model2vec_model.load(tmp_path / "none")
-    with pytest.raises(ModelError, match=r"empty: no model and tokenizer to distil Model2Vec "
-                                         r"from .*model2vec\.backbone"):
+    with pytest.raises(ModelError, match=r"^params\.yaml: model2vec\.backbone: .*empty holds no "
+                                         r"model and tokenizer to distil Model2Vec from"):
         (tmp_path / "empty").mkdir()
         model2vec_model.distill(tmp_path / "empty", PARAMS)
 
@@ -122,4 +122,6 @@ def test_the_stage_writes_the_plain_and_the_distilled_pipeline(tiny_world) -> No
         np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)  # float32 softmax
         assert m[f"{name}.parameters"] == model2vec_model.count_parameters(pipeline)
         assert 0 <= m[f"{name}.validation.agreement_with_teacher"] <= 1
-    assert dataset.read_labels(out / "labels.json") == tuple(LABELS)
+        # the label names travel inside each folder; no hub model card
+        assert dataset.read_labels(out / name / "labels.json") == tuple(LABELS)
+        assert not (out / name / "README.md").exists()

@@ -152,7 +152,9 @@ def params_table(params_file: str | Path = "params.yaml") -> str:
             shown = ", ".join(map(str, value)) if isinstance(value, list) else value
             if f.name == "keep_words" and isinstance(value, list):
                 shown = f"{len(value)} cue words ({', '.join(value[:3])}, …)"
-            lines.append(f"| `{section}.{f.name}` | `{shown}` | {docs[f.name]} |")
+            shown = "null" if shown is None else shown  # as params.yaml writes it
+            meaning = docs[f.name].replace("|", "\\|")  # a | would split the table's row
+            lines.append(f"| `{section}.{f.name}` | `{shown}` | {meaning} |")
     return "\n".join(lines)
 
 

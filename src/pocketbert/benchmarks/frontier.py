@@ -19,7 +19,7 @@ COSTS = ("size_mb", "p50_ms")
 "the costs a frontier is drawn against"
 RUNTIMES = {"coreml": "Core ML", "onnx": "ONNX Runtime", "pytorch": "PyTorch",
             "sklearn": "scikit-learn", "fasttext": "fastText",
-            "model2vec": "Model2Vec (numpy)"}
+            "model2vec": "Model2Vec"}
 "a Point's runtime by its short name (`pocketbert choose --runtime`)"
 
 

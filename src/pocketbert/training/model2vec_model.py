@@ -35,8 +35,9 @@ def distill(folder: Path, params: Any) -> Any:
     """A ``model2vec.StaticModel`` distilled from the transformer in the local ``folder`` (a
     Hugging Face model folder with its tokenizer) with ``params`` (the model2vec section:
     pca_dims, quantize_to, vocabulary_quantization). Costs one forward pass per vocabulary
-    token (about 20 s for MiniLM's 30,522 on two cores). Raises ModelError naming the folder
-    when it holds no loadable model or tokenizer."""
+    token: 74 s for MiniLM's 30,522 in the committed run on two cores (metrics/model2vec.json
+    ``distill_seconds``). Raises ModelError naming the folder and the params key when it holds
+    no loadable model or tokenizer."""
     from model2vec.distill import distill_from_model
     from transformers import AutoModel, AutoTokenizer
 
@@ -44,8 +45,10 @@ def distill(folder: Path, params: Any) -> Any:
         model = AutoModel.from_pretrained(str(folder), local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{folder}: no model and tokenizer to distil Model2Vec from ({exc}); "
-                         "set model2vec.backbone to a model folder") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"params.yaml: model2vec.backbone: {folder} holds no model and tokenizer "
+                         f"to distil Model2Vec from ({reason}); set it to a local Hugging Face "
+                         "model folder (config.json, weights, tokenizer files)") from None
     return distill_from_model(model=model, tokenizer=tokenizer, device="cpu",
                               pca_dims=params.pca_dims, quantize_to=params.quantize_to,
                               vocabulary_quantization=params.vocabulary_quantization)
@@ -102,10 +105,13 @@ def _head(model: Any, n_labels: int) -> Any:
 
 
 def save(model: Any, head: Any, folder: Path) -> None:
-    """``model`` with ``head`` as a model2vec pipeline folder (``StaticModelPipeline``)."""
+    """``model`` with ``head`` as a model2vec pipeline folder (``StaticModelPipeline``), without
+    the model card model2vec writes for the Hugging Face hub (README.md: its links and loading
+    example point at the hub, and nothing is published there)."""
     from model2vec.inference import StaticModelPipeline
 
     StaticModelPipeline(model, head).save_pretrained(str(folder))
+    (folder / "README.md").unlink(missing_ok=True)
 
 
 def load(folder: Path) -> Any:
