@@ -35,7 +35,7 @@ def distill(folder: Path, params: Any) -> Any:
     """A ``model2vec.StaticModel`` distilled from the transformer in the local ``folder`` (a
     Hugging Face model folder with its tokenizer) with ``params`` (the model2vec section:
     pca_dims, quantize_to, vocabulary_quantization). Costs one forward pass per vocabulary
-    token: 74 s for MiniLM's 30,522 in the committed run on two cores (metrics/model2vec.json
+    token: one to two minutes for MiniLM's 30,522 on two shared cores (metrics/model2vec.json
     ``distill_seconds``). Raises ModelError naming the folder and the params key when it holds
     no loadable model or tokenizer."""
     from model2vec.distill import distill_from_model
