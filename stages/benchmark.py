@@ -81,25 +81,21 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     for name in models:  # the teacher first: its PyTorch predictions are the reference
         teacher_pred = _model_rows(results, name, params, inputs, texts, gold, labels,
                                    teacher_pred)
-    # scikit-learn's BLAS/OpenMP pools held to the same thread count as the other runtimes
+    n = len(labels)
+    alternatives = [
+        benchmarking.baseline_variant(BASELINE, inputs["baseline"] / baseline.MODEL_FILE,
+                                      n_labels=n),
+        *(benchmarking.fasttext_variant(name, inputs["fasttext"] / file, n_labels=n)
+          for name, file in FASTTEXT.items()),
+        *(benchmarking.model2vec_variant(name, inputs["model2vec"] / folder)
+          for name, folder in MODEL2VEC.items())]
+    # scikit-learn's and numpy's BLAS/OpenMP pools held to the same thread count as the other
+    # runtimes (fastText predicts on one thread)
     with threadpool_limits(limits=b.threads):
-        results[BASELINE] = benchmarking.measure(
-            benchmarking.baseline_variant(
-                BASELINE, inputs["baseline"] / baseline.MODEL_FILE, n_labels=len(labels)),
-            texts, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
-            ece_bins=b.ece_bins, teacher_pred=teacher_pred)
-    for name, file in FASTTEXT.items():  # fastText predicts on one thread
-        results[name] = benchmarking.measure(
-            benchmarking.fasttext_variant(name, inputs["fasttext"] / file,
-                                          n_labels=len(labels)),
-            texts, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
-            ece_bins=b.ece_bins, teacher_pred=teacher_pred)
-    with threadpool_limits(limits=b.threads):  # numpy's BLAS, as for the baseline
-        for name, folder in MODEL2VEC.items():
-            results[name] = benchmarking.measure(
-                benchmarking.model2vec_variant(name, inputs["model2vec"] / folder), texts, gold,
-                labels=labels, warmup=b.warmup, batch_size=b.batch_size, ece_bins=b.ece_bins,
-                teacher_pred=teacher_pred)
+        for variant in alternatives:
+            results[variant.name] = benchmarking.measure(
+                variant, texts, gold, labels=labels, warmup=b.warmup, batch_size=b.batch_size,
+                ece_bins=b.ece_bins, teacher_pred=teacher_pred)
     assert teacher_pred is not None
     for result in results.values():
         if result.probs is not None:

@@ -287,16 +287,19 @@ def frontier_benchmark() -> dict:
 TINY_FASTTEXT = {"epochs": 5, "bucket": 1000, "quantize_cutoff": 300}
 
 
+def _update_section(params_file: Path, section: str, values: dict[str, Any]) -> None:
+    """Set ``values`` in ``section`` of the params file, keeping its other keys."""
+    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    raw[section] = {**raw.get(section, {}), **values}
+    params_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
+
+
 def run_fasttext_stage(params_file: Path, tokenize: Path, out: Path) -> dict:
     """The fasttext stage on ``tokenize`` into ``out`` (metrics beside it), with TINY_FASTTEXT
     written into ``params_file``'s fasttext section."""
-    import yaml
-
     from stages import fasttext
 
-    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-    raw["fasttext"] = {**raw.get("fasttext", {}), **TINY_FASTTEXT}
-    params_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    _update_section(params_file, "fasttext", TINY_FASTTEXT)
     return fasttext.main(["--params", str(params_file), "--tokenize", str(tokenize),
                           "--out", str(out), "--metrics", str(out.with_suffix(".json"))])
 
@@ -325,14 +328,10 @@ def run_model2vec_stage(params_file: Path, backbone: Path, inputs: dict[str, Pat
                         out: Path) -> dict:
     """The model2vec stage into ``out`` (metrics beside it) with ``backbone`` distilled to
     8-wide vectors and one C; ``inputs``: tokenize, augmented, soft_label folders."""
-    import yaml
-
     from stages import model2vec
 
-    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-    raw["model2vec"] = {**raw.get("model2vec", {}), "backbone": str(backbone), "pca_dims": 8,
-                        "c_values": [1.0]}
-    params_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    _update_section(params_file, "model2vec",
+                    {"backbone": str(backbone), "pca_dims": 8, "c_values": [1.0]})
     return model2vec.main(["--params", str(params_file), "--tokenize", str(inputs["tokenize"]),
                            "--augmented", str(inputs["augmented"]),
                            "--soft-label", str(inputs["soft_label"]),
