@@ -9,7 +9,8 @@ errors inside it (deferral.choose_threshold); the score answering the most
 validation texts wins (ties: the larger area under its validation agreement-coverage curve).
 On test, never used for a choice: ECE and negative log-likelihood before and after the
 temperature, and per score the coverage (share answered), agreement and macro-F1 on the
-answered texts, each with the benchmark's bootstrap intervals; the TF-IDF baseline gets a
+answered texts, each with the benchmark's bootstrap intervals, and the coverage ceiling (the
+most any threshold on that score could answer on test at the target); the TF-IDF baseline gets a
 threshold the same way, for comparison. Writes the deferral settings (contract.CALIBRATION_FILE)
 and the risk-coverage curves of the student and the baseline (the plots dvc.yaml declares).
 """
@@ -173,6 +174,11 @@ def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
         "test.coverage": float(answered.mean()),
         **interval("test.coverage", lambda a, axis=-1: a.mean(axis=axis), (answered,)),
         "test.answered": n_answered,
+        # never used for a choice: the most any threshold on this score answers on test at the
+        # target (chosen on test itself, no margin). Far above test.coverage: the threshold
+        # choice is what loses coverage; close to it: the student's ranking is
+        "test.coverage_ceiling": deferral.choose_threshold(scores["test"], agree["test"],
+                                                           p.target_agreement).coverage,
         "test.disagreements_answered": int((answered & ~agree["test"]).sum()),
         # the cascade: answered texts keep the student's label, the rest get the teacher's
         "test.cascade_agreement": 1.0 - float((answered & ~agree["test"]).mean()),

@@ -94,7 +94,8 @@ def _student(p, teacher: teachers.Teacher, labels: tuple[str, ...], data,
                                            strict=True) if a == "none"]
         if p.vocab_clusters:
             tokenizer = student.cluster(model, tokenizer, written_train, p.vocab_reserve,
-                                        p.vocab_clusters, max_length, p.seed)
+                                        p.vocab_clusters, max_length, p.seed,
+                                        p.embedding_rank)
         else:
             tokenizer = student.trim(model, tokenizer, written_train, p.vocab_reserve,
                                      max_length)

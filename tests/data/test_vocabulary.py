@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import LABELS, sentences, tiny_tokenizer
 
-from pocketbert.core.errors import ModelError
+from pocketbert.core.errors import ModelError, ParamsError
 from pocketbert.data import vocabulary
 
 
@@ -123,8 +123,29 @@ def test_cluster_rows_keeps_kept_rows_exact_and_shares_the_rest() -> None:
         vocabulary.cluster_rows(weight, kept, clusters=0, seed=0)
 
 
-def _clustered_student(tiny_world, clusters: int = 8):
-    """The tiny world's teacher cut to 2 layers with clustered rows, saved as a student."""
+def test_factorised_rows_start_as_their_truncated_svd() -> None:
+    import torch
+
+    from pocketbert.training import modeling
+
+    torch.manual_seed(0)
+    low = torch.randn(30, 2) @ torch.randn(2, 8)  # a rank-2 matrix: rank 2 keeps it exactly
+    table, projection = modeling.factorise(low, 2)
+    assert table.shape == (30, 2) and projection.shape == (8, 2)
+    torch.testing.assert_close(table @ projection.T, low, rtol=0, atol=1e-5)  # float32 sums
+    rows = torch.randn(30, 8)
+    table, projection = modeling.factorise(rows, 3)
+    s = torch.linalg.svdvals(rows.double())
+    # Eckart-Young: the Frobenius error of the best rank-3 factors is the tail's singular values
+    error = torch.linalg.matrix_norm((table @ projection.T - rows).double())
+    torch.testing.assert_close(error, s[3:].norm(), rtol=1e-5, atol=0)
+    with pytest.raises(ParamsError, match="train_student.embedding_rank.*from 1 to 7"):
+        modeling.factorise(rows, 8)
+
+
+def _clustered_student(tiny_world, clusters: int = 8, rank: int | None = None):
+    """The tiny world's teacher cut to 2 layers with clustered rows (factorised to ``rank``
+    unless None), saved as a student."""
     from pocketbert.core import params
     from pocketbert.training import modeling, student
 
@@ -132,19 +153,22 @@ def _clustered_student(tiny_world, clusters: int = 8):
     tokenizer = tiny_tokenizer()
     model = modeling.keep_layers(teacher, (0, 2))
     corpus = sentences(LABELS[0], 2)
-    tokenizer = student.cluster(model, tokenizer, corpus, 0, clusters, 32, 0)
+    tokenizer = student.cluster(model, tokenizer, corpus, 0, clusters, 32, 0, rank)
     folder = tiny_world["root"] / "clustered"
     modeling.save_classifier(folder, model.eval(), tokenizer, LABELS, "train_student",
-                             params.TrainStudentParams(vocab_clusters=clusters))
+                             params.TrainStudentParams(vocab_clusters=clusters,
+                                                       embedding_rank=rank))
     return model, tokenizer, folder
 
 
-def test_a_clustered_student_keeps_the_whole_tokenizer_and_reloads_exactly(tiny_world) -> None:
+@pytest.mark.parametrize("rank", [None, 3])
+def test_a_clustered_student_keeps_the_whole_tokenizer_and_reloads_exactly(tiny_world,
+                                                                           rank) -> None:
     import torch
 
     from pocketbert.training import modeling
 
-    model, tokenizer, folder = _clustered_student(tiny_world)
+    model, tokenizer, folder = _clustered_student(tiny_world, rank=rank)
     assert len(tokenizer) == len(tiny_tokenizer())  # every token still has its id
     emb = model.get_input_embeddings()
     assert isinstance(emb, modeling.RemappedEmbedding)
@@ -165,10 +189,11 @@ def test_a_clustered_student_keeps_the_whole_tokenizer_and_reloads_exactly(tiny_
         modeling.load_classifier(folder, LABELS)
 
 
-def test_a_clustered_student_exports_and_converts_with_parity(tiny_world) -> None:
+@pytest.mark.parametrize("rank", [None, 3])
+def test_a_clustered_student_exports_and_converts_with_parity(tiny_world, rank) -> None:
     from stages import convert, export
 
-    _, _, folder = _clustered_student(tiny_world)
+    _, _, folder = _clustered_student(tiny_world, rank=rank)
     root = tiny_world["root"]
     common = ["--params", str(tiny_world["params"]), "--model", str(folder),
               "--tokenize", str(tiny_world["tokenize"])]

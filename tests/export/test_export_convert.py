@@ -388,6 +388,14 @@ def _check_calibrate(w: dict, raw: dict) -> None:
                  for row in probs.tolist()]
     assert sum(decisions) == m["test.answered"]
     assert m["test.coverage"] == pytest.approx(sum(decisions) / len(decisions))
+    # the ceiling, by brute force over every threshold the test scores allow
+    conf = np.array([contract.confidence(contract.calibrated(row, settings["temperature"]),
+                                         settings["score"]) for row in probs.tolist()])
+    agree = probs.argmax(-1) == np.load(r / "soft" / logits_file("test")).argmax(-1)
+    ceiling = max([float((conf >= t).mean()) for t in conf if agree[conf >= t].mean() >= 0.5],
+                  default=0.0)
+    assert m["test.coverage_ceiling"] == pytest.approx(ceiling)
+    assert m["test.coverage_ceiling"] >= m["test.coverage"] or m["test.agreement"] < 0.5
     assert m["ood_rows"] == 3 and 0 <= m["ood.deferred_share"] <= 1
     for key in ("test.ece_before", "test.ece_after", "test.nll_before", "test.nll_after"):
         assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key

@@ -191,13 +191,13 @@ def test_table_lists_every_variant_with_intervals() -> None:
            "disagreements_where_teacher_wrong": 3}
     deferred = {**row, "deferral.test.coverage": 0.88, "deferral.test.coverage_ci_low": 0.84,
                 "deferral.test.coverage_ci_high": 0.92, "deferral.test.agreement": 1.0,
-                "deferral.test.cascade_agreement": 1.0}
+                "deferral.test.cascade_agreement": 1.0, "deferral.test.coverage_ceiling": 0.9}
     lines = recipe_check.table({"default": deferred, "small": row}).splitlines()
     assert len(lines) == 4
-    assert lines[2].endswith("| 4 (3) | 0.880 (0.840–0.920) | 1.0000 | 1.0000 | 6 | – |")
+    assert lines[2].endswith("| 4 (3) | 0.880 (0.840–0.920) | 0.900 | 1.0000 | 1.0000 | 6 | – |")
     assert lines[3] == ("| `small` | 212 | 0.976 | 0.900 | 0.967 | 0.990 (0.970–1.010) | "
                         "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | `notice` (0.950) | 4 (3) | "
-                        "– | – | – | 6 | – |")  # a run without the calibrate stage
+                        "– | – | – | – | 6 | – |")  # a run without the calibrate stage
 
 
 def test_a_workspace_shares_the_cache_and_a_failing_dvc_command_names_its_log(tmp_path) -> None:

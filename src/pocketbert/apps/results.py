@@ -196,9 +196,9 @@ def latency_table(latency: dict[str, Any]) -> str:
 RECIPE_HEADER = ("| set | test rows | teacher macro-F1 | TF-IDF macro-F1 | student int8 macro-F1 "
                  "| ratio (95% CI) | gain kept (95% CI) | agreement (95% CI) "
                  "| worst label (F1 ratio) | disagreements (teacher wrong) "
-                 "| answered on device (95% CI) | agreement on the answered | cascade agreement "
-                 "| epochs | wall time |\n"
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| answered on device (95% CI) | ceiling on test | agreement on the answered "
+                 "| cascade agreement | epochs | wall time |\n"
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -230,8 +230,9 @@ def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) 
     """Markdown table of the recipe check's results (runs.recipe_check.measure, by variant):
     teacher, TF-IDF baseline and int8 student macro-F1, the ratio, the gain kept and the
     agreement with their intervals, the label whose F1 the student keeps least of,
-    disagreements, the calibrate stage's answered share, agreement on the answered and cascade
-    agreement (– for runs without it), epochs and the variant's wall time.
+    disagreements, the calibrate stage's answered share, its ceiling (the most any threshold
+    answers on test at the target), agreement on the answered and cascade agreement (– for runs
+    without them), epochs and the variant's wall time.
     ``names``: what the first column shows per key (default: the key in backticks)."""
     lines = [RECIPE_HEADER]
     for name, r in results.items():
@@ -246,6 +247,7 @@ def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) 
             f"{_worst(r)} | {r['disagreements']} "
             f"({r['disagreements_where_teacher_wrong']}) | "
             f"{_with_ci(r.get('deferral.test.coverage'), _ci(r, 'deferral.test.coverage'))} | "
+            f"{_with_ci(r.get('deferral.test.coverage_ceiling'))} | "
             f"{_with_ci(r.get('deferral.test.agreement'), digits=4)} | "
             f"{_with_ci(r.get('deferral.test.cascade_agreement'), digits=4)} | "
             f"{r['epochs_run']:g} | "
@@ -354,6 +356,10 @@ def deferral_table(m: dict[str, Any]) -> str:
     lines.append(f"| disagreements among the answered | {m['test.disagreements_answered']} of "
                  f"{m['test.answered']} | {m['baseline.test.disagreements_answered']} of "
                  f"{m['baseline.test.answered']} |")
+    if "test.coverage_ceiling" in m:
+        lines.append("| the most any threshold answers at the target (ceiling, set on test) | "
+                     f"{_number(m['test.coverage_ceiling'])} | "
+                     f"{_number(m['baseline.test.coverage_ceiling'])} |")
     if "test.cascade_agreement" in m:
         lines.append("| agreement of the cascade (the rest asked of the teacher) | "
                      f"{_number(m['test.cascade_agreement'], 4)} | "

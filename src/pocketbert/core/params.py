@@ -220,6 +220,9 @@ class TrainStudentParams:
     vocab_clusters: int = 0
     ("with trim_vocab: > 0 keeps the whole tokenizer and gives the tokens trimming would drop "
      "one of this many shared embedding rows (k-means of their rows); 0 drops them")
+    embedding_rank: int | None = None
+    ("with vocab_clusters: the word-embedding rows factorised as [rows, rank] x [rank, hidden] "
+     "(ALBERT), started from their truncated SVD; null keeps them whole")
     temperature: float = 2.0
     "distillation temperature T (softens teacher and student distributions)"
     alpha: float = 0.7
@@ -265,6 +268,11 @@ class TrainStudentParams:
                  "use 0 (drop the tokens trimming leaves out) or a row count > 0")
         _require(self.trim_vocab or not self.vocab_clusters, "train_student.vocab_clusters",
                  "set it to 0 with trim_vocab: false (every row is kept exactly)")
+        _require(self.embedding_rank is None or self.vocab_clusters > 0,
+                 "train_student.embedding_rank",
+                 "set it to null, or vocab_clusters > 0 (the factorised rows are the shared ones)")
+        _require(self.embedding_rank is None or self.embedding_rank >= 1,
+                 "train_student.embedding_rank", "use a positive rank, or null")
         _check_training("train_student", self)
 
 

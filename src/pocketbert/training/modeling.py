@@ -21,7 +21,7 @@ import torch
 
 from pocketbert.core import contract
 from pocketbert.core.artifacts import atomic_path, write_json
-from pocketbert.core.errors import ModelError, PocketbertError
+from pocketbert.core.errors import ModelError, ParamsError, PocketbertError
 from pocketbert.core.model_folders import ORIGIN, read_config
 
 
@@ -32,6 +32,8 @@ def label_maps(labels: tuple[str, ...]) -> dict:
 
 EMBEDDING_ROWS = "pocketbert_embedding_rows"
 """config.json key of a student whose word embeddings are a RemappedEmbedding: its row count."""
+EMBEDDING_RANK = "pocketbert_embedding_rank"
+"""config.json key of a RemappedEmbedding factorised to this rank (absent: full rows)."""
 
 
 class RemappedEmbedding(torch.nn.Module):
@@ -40,41 +42,73 @@ class RemappedEmbedding(torch.nn.Module):
     ``remap``: int32 [vocab], the row of each token id (a buffer, saved with the weights);
     ``table``: nn.Embedding [rows, hidden], rows <= vocab. Many ids may share one row
     (vocabulary.cluster_rows), so the tokenizer keeps the whole vocabulary while the matrix
-    stays small. ONNX export and Core ML conversion see two gathers."""
+    stays small. With ``rank``, the table is [rows, rank] and a bias-free linear map
+    ``project`` [rank -> hidden] follows: the factorised embedding of ALBERT (Lan et al. 2020,
+    "ALBERT: A Lite BERT", section 3.1), rows x rank + rank x hidden numbers instead of
+    rows x hidden. ONNX export and Core ML conversion see two gathers (and a matmul)."""
 
     def __init__(self, remap: torch.Tensor, rows: int, hidden: int,
-                 padding_idx: int | None = None) -> None:
+                 padding_idx: int | None = None, rank: int | None = None) -> None:
         super().__init__()
         self.register_buffer("remap", remap.to(torch.int32))
-        self.table = torch.nn.Embedding(rows, hidden, padding_idx=padding_idx)
+        self.table = torch.nn.Embedding(rows, rank or hidden, padding_idx=padding_idx)
+        self.project = torch.nn.Linear(rank, hidden, bias=False) if rank else None
+        self.hidden = hidden
 
     @property
     def weight(self) -> torch.Tensor:
-        """The [rows, hidden] matrix (what nn.Embedding's ``weight`` is to callers)."""
-        return self.table.weight
+        """The [rows, hidden] matrix (what nn.Embedding's ``weight`` is to callers); with a
+        rank, the product of the two factors."""
+        if self.project is None:
+            return self.table.weight
+        return self.project(self.table.weight)
 
     @property
     def embedding_dim(self) -> int:
-        return self.table.embedding_dim
+        return self.hidden
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[batch, seq] token ids -> [batch, seq, hidden]."""
-        return self.table(self.remap[input_ids].long())
+        rows = self.table(self.remap[input_ids].long())
+        return rows if self.project is None else self.project(rows)
 
 
-def install_remapped_embedding(model, remap: torch.Tensor, rows: torch.Tensor) -> None:
+def factorise(rows: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best rank-``rank`` factors of ``rows`` [n, hidden] in the least-squares sense
+    (truncated SVD, Eckart-Young): (table [n, rank], projection weight [hidden, rank]) with
+    ``table @ projection.T`` closest to ``rows``. Raises ParamsError when rank is not below
+    min(n, hidden) (the factors would be no smaller)."""
+    if not 1 <= rank < min(rows.shape):
+        raise ParamsError(f"params.yaml: 'train_student.embedding_rank' is {rank}, but the "
+                          f"embedding matrix is {rows.shape[0]} x {rows.shape[1]}; use a rank "
+                          f"from 1 to {min(rows.shape) - 1}, or null to keep the rows whole")
+    u, s, vh = torch.linalg.svd(rows.double(), full_matrices=False)
+    return (u[:, :rank] * s[:rank]).float(), vh[:rank].T.contiguous().float()
+
+
+def install_remapped_embedding(model, remap: torch.Tensor, rows: torch.Tensor,
+                               rank: int | None = None) -> None:
     """Replace ``model``'s word embeddings by RemappedEmbedding(remap, rows) and record the
-    row count in its config (EMBEDDING_ROWS), so that loading rebuilds the same module.
-    ``remap`` int [vocab]; ``rows`` float [rows, hidden]. config.vocab_size stays the
-    tokenizer's vocabulary; pad_token_id keeps its token id (its row is remap[pad])."""
+    row count (EMBEDDING_ROWS) and rank (EMBEDDING_RANK) in its config, so that loading
+    rebuilds the same module. ``remap`` int [vocab]; ``rows`` float [rows, hidden];
+    ``rank``: None keeps the rows whole, else they start as their truncated SVD (factorise).
+    config.vocab_size stays the tokenizer's vocabulary; pad_token_id keeps its token id (its
+    row is remap[pad]). Raises ParamsError (factorise)."""
     pad = getattr(model.config, "pad_token_id", None)
     padding_idx = int(remap[pad]) if pad is not None else None
-    module = RemappedEmbedding(remap, rows.shape[0], rows.shape[1], padding_idx)
+    module = RemappedEmbedding(remap, rows.shape[0], rows.shape[1], padding_idx, rank)
     with torch.no_grad():
-        module.table.weight.copy_(rows)
+        if rank is None:
+            module.table.weight.copy_(rows)
+        else:
+            table, projection = factorise(rows, rank)
+            module.table.weight.copy_(table)
+            module.project.weight.copy_(projection)
     model.set_input_embeddings(module)
     model.config.vocab_size = int(remap.shape[0])
     setattr(model.config, EMBEDDING_ROWS, int(rows.shape[0]))
+    if rank is not None:
+        setattr(model.config, EMBEDDING_RANK, int(rank))
 
 
 def _remapped_from_pretrained(folder: Path, origin: str):
@@ -89,8 +123,12 @@ def _remapped_from_pretrained(folder: Path, origin: str):
         model = AutoModelForSequenceClassification.from_config(config)
         state = load_file(str(weights))
         remap_key = next(k for k in state if k.endswith("word_embeddings.remap"))
-        rows = torch.zeros(getattr(config, EMBEDDING_ROWS), config.hidden_size)
-        install_remapped_embedding(model, state[remap_key], rows)
+        remap = state[remap_key]
+        pad = getattr(config, "pad_token_id", None)
+        module = RemappedEmbedding(remap, getattr(config, EMBEDDING_ROWS), config.hidden_size,
+                                   int(remap[pad]) if pad is not None else None,
+                                   getattr(config, EMBEDDING_RANK, None))
+        model.set_input_embeddings(module)
         model.load_state_dict(state, strict=True)
     except (OSError, ValueError, RuntimeError, KeyError, StopIteration) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -68,16 +68,17 @@ def trim(student, tokenizer, corpus: list[str], reserve: int, max_length: int):
 
 
 def cluster(student, tokenizer, corpus: list[str], reserve: int, clusters: int,
-            max_length: int, seed: int):
+            max_length: int, seed: int, rank: int | None = None):
     """Like ``trim``, but the tokens trimming would drop share ``clusters`` embedding rows
     (vocabulary.cluster_rows) instead: the tokenizer stays whole (the teacher's pieces on
-    every text) and the student's word embeddings become a modeling.RemappedEmbedding.
-    Returns the tokenizer, unchanged."""
+    every text) and the student's word embeddings become a modeling.RemappedEmbedding,
+    factorised to ``rank`` unless it is None. Returns the tokenizer, unchanged. Raises
+    ParamsError (a rank not below the matrix's sides)."""
     corpus_ids = tokenization.encode(tokenizer, corpus, max_length)["input_ids"]
     kept = vocabulary.kept_token_ids(tokenizer, corpus_ids, reserve)
     weight = student.get_input_embeddings().weight  # [vocab, hidden]
     remap, rows = vocabulary.cluster_rows(weight, kept, clusters, seed)
-    modeling.install_remapped_embedding(student, remap, rows)
+    modeling.install_remapped_embedding(student, remap, rows, rank)
     return tokenizer
 
 
