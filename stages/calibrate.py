@@ -176,7 +176,8 @@ def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
         "test.answered": n_answered,
         # never used for a choice: the most any threshold on this score answers on test at the
         # target (chosen on test itself, no margin). Far above test.coverage: the threshold
-        # choice is what loses coverage; close to it: the student's ranking is
+        # choice is what loses coverage; close to it: the student's ranking is; below it: the
+        # validation threshold answers more than the target allows on test (test.agreement)
         "test.coverage_ceiling": deferral.choose_threshold(scores["test"], agree["test"],
                                                            p.target_agreement).coverage,
         "test.disagreements_answered": int((answered & ~agree["test"]).sum()),

@@ -297,7 +297,8 @@ def public_table(runs: dict[str, dict]) -> str:
     notes = [f"{', '.join(files)} in `{PUBLIC_RUNS}/`: {schedule}"
              for schedule, files in schedules.items()]
     table = (recipe_table(rows, names) + "\n\n" + "; ".join(notes)
-             + ". Wall time: – where the run was interrupted and resumed.")
+             + ". Wall time: – where the run was interrupted and resumed; ceiling: – for runs "
+             "made before the calibrate stage reported it.")
     stages = stage_table(rows, names)
     if stages:
         table += ("\n\nWall time and peak resident memory (the largest single process, "
@@ -357,7 +358,8 @@ def deferral_table(m: dict[str, Any]) -> str:
                  f"{m['test.answered']} | {m['baseline.test.disagreements_answered']} of "
                  f"{m['baseline.test.answered']} |")
     if "test.coverage_ceiling" in m:
-        lines.append("| the most any threshold answers at the target (ceiling, set on test) | "
+        lines.append(f"| the most any threshold answers at {m['target_agreement']} (ceiling, "
+                     "set on test) | "
                      f"{_number(m['test.coverage_ceiling'])} | "
                      f"{_number(m['baseline.test.coverage_ceiling'])} |")
     if "test.cascade_agreement" in m:
@@ -389,7 +391,10 @@ def deferral_table(m: dict[str, Any]) -> str:
         f"log-likelihood {_number(m['test.nll_before'])} → {_number(m['test.nll_after'])}. "
         f"Of {m['ood_rows']} texts unlike any training data (`calibrate.ood_csv`), "
         f"{m['ood.deferred_share']:.1%} are deferred; how well each score tells them from "
-        f"test texts (AUROC): {ood}.")]
+        f"test texts (AUROC): {ood}."
+        + (" The ceiling is never used for a choice: near the coverage, the student's ranking "
+           "limits it; below it, the validation threshold answers more than the target allows "
+           "on test." if "test.coverage_ceiling" in m else ""))]
     return "\n".join(lines)
 
 

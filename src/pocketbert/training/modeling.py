@@ -76,12 +76,16 @@ class RemappedEmbedding(torch.nn.Module):
 def factorise(rows: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The best rank-``rank`` factors of ``rows`` [n, hidden] in the least-squares sense
     (truncated SVD, Eckart-Young): (table [n, rank], projection weight [hidden, rank]) with
-    ``table @ projection.T`` closest to ``rows``. Raises ParamsError when rank is not below
-    min(n, hidden) (the factors would be no smaller)."""
-    if not 1 <= rank < min(rows.shape):
+    ``table @ projection.T`` closest to ``rows``. Raises ParamsError unless the factors hold
+    fewer numbers than the rows, rank x (n + hidden) < n x hidden (a larger rank would make the
+    student bigger, not smaller)."""
+    n, hidden = rows.shape
+    largest = (n * hidden - 1) // (n + hidden)
+    if not 1 <= rank <= largest:
         raise ParamsError(f"params.yaml: 'train_student.embedding_rank' is {rank}, but the "
-                          f"embedding matrix is {rows.shape[0]} x {rows.shape[1]}; use a rank "
-                          f"from 1 to {min(rows.shape) - 1}, or null to keep the rows whole")
+                          f"embedding matrix is {n} x {hidden}, so factors of that rank are no "
+                          f"smaller than it; use a rank from 1 to {largest}, or null to keep "
+                          "the rows whole")
     u, s, vh = torch.linalg.svd(rows.double(), full_matrices=False)
     return (u[:, :rank] * s[:rank]).float(), vh[:rank].T.contiguous().float()
 
