@@ -97,7 +97,8 @@ def test_every_field_has_a_docstring(section):
     ("train_student", {"alpha": 1.5}, "'train_student.alpha': use a value in [0, 1]"),
     ("train_student", {"embedding_rank": 128, "vocab_clusters": 0},
      "'train_student.embedding_rank': set it to null, or vocab_clusters > 0"),
-    ("train_student", {"embedding_rank": 0, "vocab_clusters": 8}, "'train_student.embedding_rank': use a positive"),
+    ("train_student", {"embedding_rank": 0, "vocab_clusters": 8},
+     "'train_student.embedding_rank': use a positive"),
     ("augment", {"deletion_probability": 1}, "'augment.deletion_probability'"),
     ("tokenize", [128], "section 'tokenize' must be a mapping"),
 ])

@@ -90,6 +90,15 @@ def factorise(rows: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor
     return (u[:, :rank] * s[:rank]).float(), vh[:rank].T.contiguous().float()
 
 
+def _remapped_module(config, remap: torch.Tensor, rows: int, hidden: int,
+                     rank: int | None) -> RemappedEmbedding:
+    """An untrained RemappedEmbedding for a model of ``config``: the padding row is the
+    pad token's row, remap[config.pad_token_id] (none without a pad token)."""
+    pad = getattr(config, "pad_token_id", None)
+    return RemappedEmbedding(remap, rows, hidden, int(remap[pad]) if pad is not None else None,
+                             rank)
+
+
 def install_remapped_embedding(model, remap: torch.Tensor, rows: torch.Tensor,
                                rank: int | None = None) -> None:
     """Replace ``model``'s word embeddings by RemappedEmbedding(remap, rows) and record the
@@ -98,9 +107,7 @@ def install_remapped_embedding(model, remap: torch.Tensor, rows: torch.Tensor,
     ``rank``: None keeps the rows whole, else they start as their truncated SVD (factorise).
     config.vocab_size stays the tokenizer's vocabulary; pad_token_id keeps its token id (its
     row is remap[pad]). Raises ParamsError (factorise)."""
-    pad = getattr(model.config, "pad_token_id", None)
-    padding_idx = int(remap[pad]) if pad is not None else None
-    module = RemappedEmbedding(remap, rows.shape[0], rows.shape[1], padding_idx, rank)
+    module = _remapped_module(model.config, remap, rows.shape[0], rows.shape[1], rank)
     with torch.no_grad():
         if rank is None:
             module.table.weight.copy_(rows)
@@ -127,12 +134,9 @@ def _remapped_from_pretrained(folder: Path, origin: str):
         model = AutoModelForSequenceClassification.from_config(config)
         state = load_file(str(weights))
         remap_key = next(k for k in state if k.endswith("word_embeddings.remap"))
-        remap = state[remap_key]
-        pad = getattr(config, "pad_token_id", None)
-        module = RemappedEmbedding(remap, getattr(config, EMBEDDING_ROWS), config.hidden_size,
-                                   int(remap[pad]) if pad is not None else None,
-                                   getattr(config, EMBEDDING_RANK, None))
-        model.set_input_embeddings(module)
+        model.set_input_embeddings(_remapped_module(
+            config, state[remap_key], getattr(config, EMBEDDING_ROWS), config.hidden_size,
+            getattr(config, EMBEDDING_RANK, None)))
         model.load_state_dict(state, strict=True)
     except (OSError, ValueError, RuntimeError, KeyError, StopIteration) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -73,7 +73,7 @@ def cluster(student, tokenizer, corpus: list[str], reserve: int, clusters: int,
     (vocabulary.cluster_rows) instead: the tokenizer stays whole (the teacher's pieces on
     every text) and the student's word embeddings become a modeling.RemappedEmbedding,
     factorised to ``rank`` unless it is None. Returns the tokenizer, unchanged. Raises
-    ParamsError (a rank not below the matrix's sides)."""
+    ParamsError (a rank whose factors would not be smaller than the rows: modeling.factorise)."""
     corpus_ids = tokenization.encode(tokenizer, corpus, max_length)["input_ids"]
     kept = vocabulary.kept_token_ids(tokenizer, corpus_ids, reserve)
     weight = student.get_input_embeddings().weight  # [vocab, hidden]
