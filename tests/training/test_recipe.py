@@ -109,3 +109,71 @@ def test_select_by_the_teacher_needs_its_validation_logits(tmp_path) -> None:
     with pytest.raises(ValueError, match="select_by kl needs the teacher"):
         distillation.train(_tiny_model(), _rows(16, 1), _rows(8, 2, teacher=False),
                            _config(select_by="kl"), pad_id=0, scratch=tmp_path / "s")
+
+
+# --- hidden-state distillation (train_student.hidden_weight) ----------------------------------
+
+def test_hidden_state_loss_by_hand() -> None:
+    """Mean squared error per real token, averaged over the mapped layers; padding is ignored."""
+    import torch
+
+    teacher = (torch.zeros(2, 3, 2), torch.zeros(2, 3, 2))
+    student = (torch.zeros(2, 3, 2), torch.zeros(2, 3, 2))
+    student[1][0, 0] = torch.tensor([1.0, 3.0])  # squared errors 1, 9: mean 5 on that token
+    student[1][1, 2] = 100.0  # a padding position
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    layers = ((0, 0), (1, 1))
+    # layer (1, 1): 5 over 5 real tokens = 1; layer (0, 0): 0; mean over the two layers: 0.5
+    got = distillation.hidden_state_loss(student, teacher, layers, mask)
+    assert got.item() == pytest.approx(0.5)
+    assert distillation.hidden_state_loss(student, teacher, ((1, 1),), mask).item() == \
+        pytest.approx(1.0)
+
+
+def test_hidden_layer_map_pairs_each_student_layer_with_the_layer_it_copies() -> None:
+    from pocketbert.training.student import hidden_layer_map
+
+    assert hidden_layer_map((0, 5)) == ((0, 0), (1, 1), (2, 6))
+    assert hidden_layer_map((2,)) == ((0, 0), (1, 3))
+
+
+def _hidden_error(student, teacher, layer_map, rows) -> float:
+    import torch
+
+    from pocketbert.runtime.torch_runner import pad_batch
+
+    batch = pad_batch(rows["input_ids"], 0)
+    with torch.no_grad():
+        s = student.eval()(**batch, output_hidden_states=True).hidden_states
+        t = teacher.eval()(**batch, output_hidden_states=True).hidden_states
+    return distillation.hidden_state_loss(s, t, layer_map, batch["attention_mask"]).item()
+
+
+def test_hidden_weight_pulls_the_copied_layer_toward_the_teacher_s(tmp_path) -> None:
+    """A student copying teacher layer 1 alone is trained with and without the hidden-state
+    term: with it, that layer's output ends nearer the teacher's layer-1 output on held-out
+    rows, and the teacher's weights are untouched."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, set_seed
+
+    from pocketbert.training import modeling
+    from pocketbert.training.student import hidden_layer_map
+
+    set_seed(0)
+    teacher = BertForSequenceClassification(BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, num_labels=3, max_position_embeddings=16)).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    layer_map = hidden_layer_map((1,))
+    held_out = _rows(32, 3)
+    errors = {}
+    for weight in (0.0, 10.0):
+        student = modeling.student_from_layers(teacher, (1,))
+        distillation.train(student, _rows(48, 1), _rows(24, 2),
+                           _config(epochs=3, select_by="average", average_last=1,
+                                   hidden_weight=weight),
+                           pad_id=0, scratch=tmp_path / f"scratch{weight}",
+                           hidden_teacher=distillation.HiddenTeacher(teacher, layer_map))
+        errors[weight] = _hidden_error(student, teacher, layer_map, held_out)
+    assert errors[10.0] < 0.5 * errors[0.0]
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())

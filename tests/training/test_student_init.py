@@ -163,3 +163,15 @@ def test_unlabelled_texts_join_train_without_a_gold_label(tiny_world) -> None:
     assert UNLABELLED not in [*splits["validation"]["label"], *splits["test"]["label"]]
     assert train["input_ids"][-1] == tiny_tokenizer()(texts[1], truncation=True,
                                                       max_length=32)["input_ids"]
+
+
+@pytest.mark.parametrize(("changes", "fix"), [
+    ({"hidden_weight": -1.0}, "use 0"),
+    ({"hidden_weight": 1.0, "init": "fresh"}, "init: copy"),
+    ({"hidden_weight": 1.0, "vocab_clusters": 0}, "keep the teacher's tokens"),
+])
+def test_hidden_weight_needs_copied_layers_and_the_teacher_s_tokens(changes, fix) -> None:
+    with pytest.raises(ParamsError, match=f"train_student.hidden_weight.*{fix}"):
+        TrainStudentParams(**changes)
+    TrainStudentParams(hidden_weight=1.0, vocab_clusters=2000)
+    TrainStudentParams(hidden_weight=1.0, trim_vocab=False, vocab_clusters=0)

@@ -224,6 +224,10 @@ class TrainStudentParams:
     ("with vocab_clusters: the word-embedding rows factorised as [rows, rank] x [rank, hidden] "
      "(ALBERT), started from their truncated SVD: an integer >= 1 with "
      "rank x (rows + hidden) < rows x hidden (at most 363 for 6,842 rows at 384); null: whole")
+    hidden_weight: float = 0.0
+    ("with init=copy: weight of the hidden-state term, the mean squared error between each "
+     "student layer's output (and the embeddings') and the teacher layer it copies (TinyBERT); "
+     "needs the teacher's tokens (vocab_clusters > 0, or trim_vocab: false); 0: off")
     temperature: float = 2.0
     "distillation temperature T (softens teacher and student distributions)"
     alpha: float = 0.7
@@ -274,6 +278,16 @@ class TrainStudentParams:
                  "set it to null, or vocab_clusters > 0 (the factorised rows are the shared ones)")
         _require(self.embedding_rank is None or self.embedding_rank >= 1,
                  "train_student.embedding_rank", "use a positive rank, or null")
+        _require(self.hidden_weight >= 0, "train_student.hidden_weight",
+                 "use 0 (off) or a positive weight")
+        if self.hidden_weight:
+            _require(self.init == "copy", "train_student.hidden_weight",
+                     f"set it to 0 with init={self.init}, or use init: copy (the student's "
+                     "layers must be copies of teacher layers to be compared with them)")
+            _require(not self.trim_vocab or self.vocab_clusters > 0,
+                     "train_student.hidden_weight",
+                     "set it to 0, or keep the teacher's tokens (vocab_clusters > 0, or "
+                     "trim_vocab: false): a trimmed tokenizer splits words differently")
         _check_training("train_student", self)
 
 

@@ -3,7 +3,14 @@
 Loss = alpha * T^2 * KL(softmax(teacher_logits / T) || softmax(student_logits / T))
      + (1 - alpha) * cross-entropy(student_logits, gold label)
 
-Unlabelled transfer texts (label UNLABELLED) enter the KL term only.
+Unlabelled transfer texts (label UNLABELLED) enter the KL term only. With a hidden-state weight
+beta > 0 (a student whose layers are copies of teacher layers), the training loss adds
+
+     + beta * mean over mapped layers of MSE(student hidden states, teacher hidden states)
+
+over the real (unpadded) tokens, the teacher running alongside without gradients: TinyBERT's
+hidden-state distillation (Jiao et al. 2020, "TinyBERT", eq. 8), with no projection since both
+share the width. Validation losses leave that term out.
 
 The T^2 factor keeps the gradient scale of the soft term independent of T (Hinton et al. 2015).
 alpha = 0 is plain fine-tuning on gold labels (the no-distillation baseline); the teacher stage
@@ -52,6 +59,22 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * soft + (1 - alpha) * hard
 
 
+def hidden_state_loss(student_states: tuple[torch.Tensor, ...],
+                      teacher_states: tuple[torch.Tensor, ...],
+                      layer_map: tuple[tuple[int, int], ...],
+                      attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over ``layer_map``'s (student index, teacher index) pairs of the mean squared error
+    between those hidden states, over the tokens where ``attention_mask`` [batch, length] is 1.
+
+    The states are transformers' ``hidden_states`` tuples (index 0: the embeddings' output,
+    i: layer i - 1's), each [batch, length, hidden] of the same hidden size."""
+    mask = attention_mask.to(student_states[0].dtype)  # [batch, length]
+    tokens = mask.sum().clamp(min=1.0)
+    errors = [((student_states[s] - teacher_states[t]) ** 2).mean(dim=-1).mul(mask).sum() / tokens
+              for s, t in layer_map]
+    return torch.stack(errors).mean()
+
+
 @dataclass
 class Collator:
     """Pads input_ids per batch; carries labels and (when present) teacher_logits."""
@@ -82,6 +105,7 @@ class TrainConfig:
     alpha: float = 0.0
     select_by: str = "macro_f1"
     average_last: int = 1
+    hidden_weight: float = 0.0
 
     @classmethod
     def of(cls, p: Any) -> TrainConfig:
@@ -89,19 +113,43 @@ class TrainConfig:
         return cls(**{n: getattr(p, n) for n in names})
 
 
-class DistillationTrainer(Trainer):
-    """transformers' Trainer with ``distillation_loss`` as its loss."""
+@dataclass(frozen=True)
+class HiddenTeacher:
+    """The teacher a hidden-state term compares the student with: its model (run without
+    gradients) and the (student, teacher) hidden_states index pairs (``hidden_state_loss``)."""
 
-    def __init__(self, *args: Any, temperature: float, alpha: float, **kwargs: Any):
+    model: Any
+    layer_map: tuple[tuple[int, int], ...]
+
+
+class DistillationTrainer(Trainer):
+    """transformers' Trainer with ``distillation_loss`` as its loss, plus ``hidden_weight``
+    times ``hidden_state_loss`` against ``hidden_teacher`` while training (when both are
+    given)."""
+
+    def __init__(self, *args: Any, temperature: float, alpha: float, hidden_weight: float = 0.0,
+                 hidden_teacher: HiddenTeacher | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.temperature, self.alpha = temperature, alpha
+        self.hidden_weight = hidden_weight if hidden_teacher is not None else 0.0
+        self.hidden_teacher = hidden_teacher
+        if self.hidden_weight:
+            hidden_teacher.model.to(self.args.device).eval()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_logits = inputs.pop("teacher_logits", None)
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
+        hidden = bool(self.hidden_weight) and model.training
+        outputs = model(**inputs, output_hidden_states=hidden)
         loss = distillation_loss(outputs.logits, teacher_logits, labels,
                                  self.temperature, self.alpha)
+        if hidden:
+            with torch.no_grad():
+                teacher_states = self.hidden_teacher.model(
+                    **inputs, output_hidden_states=True).hidden_states
+            loss = loss + self.hidden_weight * hidden_state_loss(
+                outputs.hidden_states, teacher_states, self.hidden_teacher.layer_map,
+                inputs["attention_mask"])
         return (loss, outputs) if return_outputs else loss
 
 
@@ -180,7 +228,8 @@ def teacher_kl(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
 
 
 def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: str | Path,
-          live_dir: str | None = None) -> dict[str, Any]:
+          live_dir: str | None = None,
+          hidden_teacher: HiddenTeacher | None = None) -> dict[str, Any]:
     """Train and leave the kept weights in ``model``.
 
     ``config.select_by``: ``macro_f1``, ``agreement`` or ``kl`` keep the epoch with the best
@@ -189,7 +238,9 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
     every epoch (the linear schedule decays to 0) and keeps the mean weights of the last
     ``average_last`` epochs. When ``eval_ds`` has a ``teacher_logits`` column, every evaluation
     reports agreement and teacher_kl (needed by select_by agreement/kl: ValueError otherwise).
-    ``scratch`` holds checkpoints (shared by all DDP processes) and is removed.
+    ``scratch`` holds checkpoints (shared by all DDP processes) and is removed. With
+    ``config.hidden_weight`` > 0 and a ``hidden_teacher``, the hidden-state term joins the
+    training loss (``DistillationTrainer``).
     Returns the log history, the kept epoch's validation score (None with average) and the
     epochs run."""
     n_labels = model.config.num_labels
@@ -251,6 +302,8 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             callbacks=[*selection, LiveCallback(live_dir)],
             temperature=config.temperature,
             alpha=config.alpha,
+            hidden_weight=config.hidden_weight,
+            hidden_teacher=hidden_teacher,
         )
         trainer.train()
         trainer.accelerator.wait_for_everyone()

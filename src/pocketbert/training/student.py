@@ -57,6 +57,13 @@ def init_student(p, teacher, teacher_tokenizer, labels: tuple[str, ...]):
                                    p.intermediate_size, p.seed), teacher_tokenizer)
 
 
+def hidden_layer_map(copy_layers: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """The (student, teacher) ``hidden_states`` index pairs of a student copied from teacher
+    ``copy_layers``: the embeddings' output (0, 0), then student layer i's output against the
+    output of the teacher layer it copies (i + 1, copy_layers[i] + 1)."""
+    return ((0, 0), *((i + 1, layer + 1) for i, layer in enumerate(copy_layers)))
+
+
 def trim(student, tokenizer, corpus: list[str], reserve: int, max_length: int):
     """The tokenizer trimmed to the tokens of ``corpus`` (the written train texts, in the
     student's own tokenization) plus the vocabulary module's keep rules; the student's
