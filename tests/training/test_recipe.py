@@ -177,3 +177,37 @@ def test_hidden_weight_pulls_the_copied_layer_toward_the_teacher_s(tmp_path) -> 
         errors[weight] = _hidden_error(student, teacher, layer_map, held_out)
     assert errors[10.0] < 0.5 * errors[0.0]
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+
+
+def test_validation_loss_leaves_the_hidden_term_out(tmp_path) -> None:
+    """The hidden-state term is part of the training loss only; a weight without a teacher to
+    compare with is refused."""
+    import torch
+    from transformers import TrainingArguments
+
+    from pocketbert.training import modeling
+    from pocketbert.training.student import hidden_layer_map
+
+    teacher = _tiny_model().eval()
+    student = modeling.student_from_layers(teacher, (0,))
+    with torch.no_grad():  # make the student's layer differ from the teacher's
+        for weight in student.bert.encoder.layer[0].parameters():
+            weight.add_(0.5)
+    rows = _rows(8, 4)
+    batch = distillation.Collator(0)([rows[i] for i in range(8)])
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    losses = {}
+    for weight in (0.0, 10.0):
+        trainer = distillation.DistillationTrainer(
+            model=student, args=args, temperature=2.0, alpha=0.7, hidden_weight=weight,
+            hidden_teacher=distillation.HiddenTeacher(teacher, hidden_layer_map((0,))))
+        for mode in ("train", "eval"):
+            getattr(student, mode)()
+            torch.manual_seed(0)  # the same dropout masks for both weights
+            with torch.no_grad():
+                losses[weight, mode] = trainer.compute_loss(student, dict(batch)).item()
+    assert losses[10.0, "eval"] == pytest.approx(losses[0.0, "eval"])
+    assert losses[10.0, "train"] > losses[0.0, "train"] + 0.1
+    with pytest.raises(ValueError, match="needs a hidden_teacher"):
+        distillation.DistillationTrainer(model=student, args=args, temperature=2.0,
+                                         alpha=0.7, hidden_weight=1.0)

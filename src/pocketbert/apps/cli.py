@@ -563,10 +563,13 @@ def results_command(args: argparse.Namespace) -> int:
     readme = Path(args.readme)
     try:
         if args.check:
-            same = results.readme_is_current(readme, metrics, args.params, latency, public,
-                                             deferral)
-            print(f"{readme}: generated tables are {'up to date' if same else 'stale'}")
-            return 0 if same else 1
+            stale = results.stale_files(readme, metrics, args.params, latency, public,
+                                        deferral)
+            for path in stale:
+                print(f"{path}: generated tables are stale; run `pocketbert results`")
+            if not stale:
+                print(f"{readme} and its docs: generated tables are up to date")
+            return 1 if stale else 0
         changed = results.update_readme(readme, metrics, args.params, latency, public,
                                         deferral)
     except ValueError as exc:

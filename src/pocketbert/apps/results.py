@@ -512,11 +512,25 @@ def readme_is_current(readme: Path, metrics: dict[str, Any],
                       public: dict[str, dict] | None = None,
                       deferral: dict[str, Any] | None = None) -> bool:
     """True when every generated block of BLOCKS (found from ``readme``'s folder) equals what
-    ``metrics``, ``params_file`` and ``latency`` give. Raises ValueError when a file or a
-    block's markers are missing."""
-    return all(readme_table(block_file(readme, name), s, e) == body
-               for (name, s, e), body in _blocks(metrics, params_file, latency, public,
-                                                 deferral).items())
+    ``metrics``, ``params_file`` and ``latency`` give (``stale_files`` is empty). Raises
+    ValueError when a file or a block's markers are missing."""
+    return not stale_files(readme, metrics, params_file, latency, public, deferral)
+
+
+def stale_files(readme: Path, metrics: dict[str, Any],
+                params_file: str | Path = "params.yaml",
+                latency: dict[str, Any] | None = None,
+                public: dict[str, dict] | None = None,
+                deferral: dict[str, Any] | None = None) -> list[Path]:
+    """The files (README and the docs beside it) holding a generated block of BLOCKS that
+    differs from what the inputs give, each once, in BLOCKS order. Raises ValueError when a
+    file or a block's markers are missing."""
+    stale: list[Path] = []
+    for (name, s, e), body in _blocks(metrics, params_file, latency, public, deferral).items():
+        path = block_file(readme, name)
+        if readme_table(path, s, e) != body and path not in stale:
+            stale.append(path)
+    return stale
 
 
 def diff_markdown(a_rev: str, b_rev: str | None = None, cwd: str | Path = ".") -> str:

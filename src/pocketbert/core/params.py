@@ -225,9 +225,10 @@ class TrainStudentParams:
      "(ALBERT), started from their truncated SVD: an integer >= 1 with "
      "rank x (rows + hidden) < rows x hidden (at most 363 for 6,842 rows at 384); null: whole")
     hidden_weight: float = 0.0
-    ("with init=copy: weight of the hidden-state term, the mean squared error between each "
-     "student layer's output (and the embeddings') and the teacher layer it copies (TinyBERT); "
-     "needs the teacher's tokens (vocab_clusters > 0, or trim_vocab: false); 0: off")
+    ("with init=copy: weight of the hidden-state term (TinyBERT's form), the mean over the "
+     "(embeddings, copied layers) pairs of the squared error between the student's output "
+     "and the teacher's; needs the teacher's token ids (vocab_clusters > 0, or "
+     "trim_vocab: false); 0: off")
     temperature: float = 2.0
     "distillation temperature T (softens teacher and student distributions)"
     alpha: float = 0.7
@@ -287,7 +288,7 @@ class TrainStudentParams:
             _require(not self.trim_vocab or self.vocab_clusters > 0,
                      "train_student.hidden_weight",
                      "set it to 0, or keep the teacher's tokens (vocab_clusters > 0, or "
-                     "trim_vocab: false): a trimmed tokenizer splits words differently")
+                     "trim_vocab: false): a trimmed tokenizer has token ids of its own")
         _check_training("train_student", self)
 
 

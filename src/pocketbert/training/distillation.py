@@ -6,11 +6,13 @@ Loss = alpha * T^2 * KL(softmax(teacher_logits / T) || softmax(student_logits / 
 Unlabelled transfer texts (label UNLABELLED) enter the KL term only. With a hidden-state weight
 beta > 0 (a student whose layers are copies of teacher layers), the training loss adds
 
-     + beta * mean over mapped layers of MSE(student hidden states, teacher hidden states)
+     + beta * mean over the (embeddings, copied layers) pairs of MSE(student, teacher states)
 
-over the real (unpadded) tokens, the teacher running alongside without gradients: TinyBERT's
-hidden-state distillation (Jiao et al. 2020, "TinyBERT", eq. 8), with no projection since both
-share the width. Validation losses leave that term out.
+over the real (unpadded) tokens, the teacher running alongside without gradients. The form is
+TinyBERT's (Jiao et al. 2020, "TinyBERT", eq. 8 for the layers and eq. 9 for the embeddings),
+with no projection since both share the width; unlike TinyBERT, whose per-pair losses are summed
+and learnt in a stage of their own before the logits, the pairs are averaged and trained jointly
+with the logit terms. Validation losses leave that term out; the training loss includes it.
 
 The T^2 factor keeps the gradient scale of the soft term independent of T (Hinton et al. 2015).
 alpha = 0 is plain fine-tuning on gold labels (the no-distillation baseline); the teacher stage
@@ -129,10 +131,11 @@ class DistillationTrainer(Trainer):
 
     def __init__(self, *args: Any, temperature: float, alpha: float, hidden_weight: float = 0.0,
                  hidden_teacher: HiddenTeacher | None = None, **kwargs: Any):
+        if hidden_weight and hidden_teacher is None:
+            raise ValueError("hidden_weight > 0 needs a hidden_teacher to compare with")
         super().__init__(*args, **kwargs)
         self.temperature, self.alpha = temperature, alpha
-        self.hidden_weight = hidden_weight if hidden_teacher is not None else 0.0
-        self.hidden_teacher = hidden_teacher
+        self.hidden_weight, self.hidden_teacher = hidden_weight, hidden_teacher
         if self.hidden_weight:
             hidden_teacher.model.to(self.args.device).eval()
 
@@ -239,8 +242,8 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
     ``average_last`` epochs. When ``eval_ds`` has a ``teacher_logits`` column, every evaluation
     reports agreement and teacher_kl (needed by select_by agreement/kl: ValueError otherwise).
     ``scratch`` holds checkpoints (shared by all DDP processes) and is removed. With
-    ``config.hidden_weight`` > 0 and a ``hidden_teacher``, the hidden-state term joins the
-    training loss (``DistillationTrainer``).
+    ``config.hidden_weight`` > 0 the hidden-state term against ``hidden_teacher`` joins the
+    training loss (``DistillationTrainer``; ValueError without a ``hidden_teacher``).
     Returns the log history, the kept epoch's validation score (None with average) and the
     epochs run."""
     n_labels = model.config.num_labels
