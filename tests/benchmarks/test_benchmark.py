@@ -228,8 +228,8 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
         body, what = expected[start]
         assert results.readme_table(results.block_file(readme, name), start, end) == body, (
             f"the {what} table in {name} is stale: run `make results`")
-    assert results.readme_is_current(readme, metrics, files / "params.yaml", latency, public,
-                                     deferral)
+    assert not results.stale_files(readme, metrics, files / "params.yaml", latency, public,
+                                   deferral)
 
 
 def test_params_table_has_three_cells_per_row_and_writes_null_as_yaml_does() -> None:
@@ -317,7 +317,7 @@ def test_update_readme_replaces_only_the_marked_blocks_in_every_file(tmp_path) -
                          encoding="utf-8")
     params_file = tmp_path / "params.yaml"
     params_file.write_text("train_student:\n  alpha: 0.25\n", encoding="utf-8")
-    assert not results.readme_is_current(readme, _metrics(), params_file)
+    assert results.stale_files(readme, _metrics(), params_file)
     assert results.update_readme(readme, _metrics(), params_file)
     text = readme.read_text(encoding="utf-8")
     assert text.startswith("intro\n") and text.endswith("end\n") and "STALE" not in text
@@ -327,7 +327,7 @@ def test_update_readme_replaces_only_the_marked_blocks_in_every_file(tmp_path) -
     assert "| `train_student.alpha` | `0.25` |" in docs
     assert "| `train_student.temperature` | `2.0` |" in docs  # absent: the default
     assert docs.startswith("# Reference\n") and docs.endswith("mid\n") and "STALE" not in docs
-    assert results.readme_is_current(readme, _metrics(), params_file)
+    assert not results.stale_files(readme, _metrics(), params_file)
     assert not results.update_readme(readme, _metrics(), params_file)  # idempotent
 
 

@@ -506,17 +506,6 @@ def readme_table(readme: Path, start: str = START, end: str = END) -> str:
     return _read(Path(readme), start, end).split(start, 1)[1].split(end, 1)[0].strip("\n")
 
 
-def readme_is_current(readme: Path, metrics: dict[str, Any],
-                      params_file: str | Path = "params.yaml",
-                      latency: dict[str, Any] | None = None,
-                      public: dict[str, dict] | None = None,
-                      deferral: dict[str, Any] | None = None) -> bool:
-    """True when every generated block of BLOCKS (found from ``readme``'s folder) equals what
-    ``metrics``, ``params_file`` and ``latency`` give (``stale_files`` is empty). Raises
-    ValueError when a file or a block's markers are missing."""
-    return not stale_files(readme, metrics, params_file, latency, public, deferral)
-
-
 def stale_files(readme: Path, metrics: dict[str, Any],
                 params_file: str | Path = "params.yaml",
                 latency: dict[str, Any] | None = None,
