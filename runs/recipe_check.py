@@ -362,7 +362,8 @@ def measure(ws: Path) -> dict:
 
 DEFERRAL_KEYS = ("test.coverage", "test.coverage_ci_low", "test.coverage_ci_high",
                  "test.agreement", "test.agreement_ci_low", "test.agreement_ci_high",
-                 "test.cascade_agreement", "test.coverage_ceiling", "score", "threshold")
+                 "test.cascade_agreement", "test.coverage_ceiling", "test.disagreements_answered",
+                 "validation_rows", "calibration_rows", "score", "threshold")
 "the calibrate stage's figures a variant reports (metrics/calibrate.json)"
 
 

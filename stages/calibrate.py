@@ -1,12 +1,16 @@
 """calibrate: a calibrated confidence for the shipped student, and when it should ask the teacher.
 
 The shipped student (ONNX int8, one text per call, as a device runs it) is scored on the
-validation and test splits and on a set of texts unlike any training data (calibrate.ood_csv).
-On validation: a temperature is fitted to the gold labels (benchmarks.deferral), and for each
-confidence score of calibrate.scores the lowest threshold whose answered texts agree with the
-teacher on at least calibrate.target_agreement of them, calibrate.selection_margin standard
-errors inside it (deferral.choose_threshold); the score answering the most
-validation texts wins (ties: the larger area under its validation agreement-coverage curve).
+validation and test splits, on the calibration texts (the share of the unlabelled texts the
+soft_label stage kept from training, soft_label.calibration_share, with the teacher's labels)
+and on a set of texts unlike any training data (calibrate.ood_csv).
+On validation a temperature is fitted to the gold labels (benchmarks.deferral). On the
+selection texts (validation and calibration together: agreement with the teacher needs no gold
+label, so the unlabelled texts add to the few validation ones), for each confidence score of
+calibrate.scores, the lowest threshold whose answered texts agree with the teacher on at least
+calibrate.target_agreement of them, calibrate.selection_margin standard errors inside it
+(deferral.choose_threshold); the score answering the most selection texts wins (ties: the
+larger area under its validation agreement-coverage curve).
 On test, never used for a choice: ECE and negative log-likelihood before and after the
 temperature, and per score the coverage (share answered), agreement and macro-F1 on the
 answered texts, each with the benchmark's bootstrap intervals, and the coverage ceiling (the
@@ -28,7 +32,7 @@ from pocketbert.core import contract, evaluation, stage
 from pocketbert.core.artifacts import atomic_path, write_json
 from pocketbert.core.errors import DataError
 from pocketbert.data import dataset, tokenization
-from pocketbert.data.soft_labels import SoftLabels
+from pocketbert.data.soft_labels import CALIBRATION, SoftLabels
 from pocketbert.runtime import onnx_runner
 from pocketbert.training import baseline
 
@@ -46,10 +50,12 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     p, b = params.calibrate, params.benchmark
     ood_texts = _ood_texts(Path(p.ood_csv))
     labels = dataset.read_labels(inputs["tokenize"] / contract.LABELS_FILE)
-    splits, teacher = _splits(inputs, labels)
+    splits, teacher, calibration = _splits(inputs, labels)
     model = onnx_runner.load_classifier(inputs["export_student"] / contract.ONNX_INT8_FILE,
                                         tokenization.read_max_length(inputs["tokenize"]))
     logits = {name: model.logits(texts) for name, (texts, _) in splits.items()}
+    logits[CALIBRATION] = (model.logits(calibration) if calibration
+                           else np.zeros((0, len(labels)), dtype=np.float32))
     logits["ood"] = model.logits(ood_texts)
     temperature = deferral.fit_temperature(logits["validation"], splits["validation"][1])
     probs = {name: deferral.scaled(z, temperature) for name, z in logits.items()}
@@ -57,13 +63,14 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                 "level": b.confidence_level}
     per_score = {score: _score(score, probs, splits, teacher, len(labels), p, settings)
                  for score in p.scores}
-    best = max(p.scores, key=lambda s: (per_score[s]["validation.coverage"],
+    best = max(p.scores, key=lambda s: (per_score[s]["selection.coverage"],
                                         per_score[s]["validation.aurc_agreement"]))
-    base_probs, base_rows = _baseline(inputs["baseline"], splits, teacher, len(labels), p,
-                                      settings)
+    base_probs, base_rows = _baseline(inputs["baseline"], splits, calibration, teacher,
+                                      len(labels), p, settings)
     metrics = {"temperature": temperature, "target_agreement": p.target_agreement,
                "confidence_level": b.confidence_level, "selection_margin": p.selection_margin,
                "validation_rows": len(splits["validation"][1]),
+               "calibration_rows": len(calibration),
                "test_rows": len(splits["test"][1]), "ood_rows": len(ood_texts),
                **_calibration(logits["test"], probs["test"], splits["test"][1], b.ece_bins,
                               settings),
@@ -100,15 +107,19 @@ def _write_curves(folder: Path, models: dict[str, tuple[np.ndarray, str]],
         write_json(tmp / "risk_coverage.json", rows)
 
 
-def _splits(inputs: stage.Paths, labels: tuple[str, ...]) -> tuple[dict, dict]:
-    """The validation and test splits as {name: (texts, gold label ids [n])}, and the
-    teacher's top-1 label ids on each [n] (its stored soft labels)."""
+def _splits(inputs: stage.Paths, labels: tuple[str, ...]) -> tuple[dict, dict, list[str]]:
+    """The validation and test splits as {name: (texts, gold label ids [n])}, the teacher's
+    top-1 label ids on each and on the calibration texts [n] (its stored soft labels; none
+    when the soft_label folder has no calibration group), and the calibration texts."""
     data = tokenization.load(inputs["tokenize"])
     splits = {name: (list(data[name]["text"]), np.asarray(data[name]["label"]))
               for name in ("validation", "test")}
     stored = SoftLabels.read(inputs["soft_label"], labels,
-                             {name: len(gold) for name, (_, gold) in splits.items()})
-    return splits, {name: logits.argmax(-1) for name, logits in stored.logits.items()}
+                             {name: len(gold) for name, (_, gold) in splits.items()},
+                             text_groups=(CALIBRATION,))
+    teacher = {name: logits.argmax(-1) for name, logits in stored.logits.items()}
+    teacher.setdefault(CALIBRATION, np.zeros(0, dtype=np.int64))
+    return splits, teacher, list(stored.texts.get(CALIBRATION, []))
 
 
 def _ood_texts(path: Path) -> list[str]:
@@ -144,12 +155,16 @@ def _calibration(logits: np.ndarray, probs: np.ndarray, gold: np.ndarray, bins: 
 def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
                splits: dict, teacher: dict[str, np.ndarray], n_labels: int, p,
                settings: dict) -> dict:
-    """A threshold chosen on validation for calibrate.target_agreement with
-    calibrate.selection_margin (``p``), verified on test: coverage, agreement and macro-F1 of
-    the answered test texts with intervals; validation's own figures."""
-    agree = {name: probs[name].argmax(-1) == teacher[name] for name in ("validation", "test")}
-    chosen = deferral.choose_threshold(scores["validation"], agree["validation"],
-                                       p.target_agreement, p.selection_margin)
+    """A threshold chosen on the selection texts (validation and calibration) for
+    calibrate.target_agreement with calibrate.selection_margin (``p``), verified on test:
+    coverage, agreement and macro-F1 of the answered test texts with intervals; the selection
+    texts' own figures."""
+    agree = {name: probs[name].argmax(-1) == teacher[name]
+             for name in ("validation", CALIBRATION, "test")}
+    chosen = deferral.choose_threshold(
+        np.concatenate([scores["validation"], scores[CALIBRATION]]),
+        np.concatenate([agree["validation"], agree[CALIBRATION]]),
+        p.target_agreement, p.selection_margin)
     gold, pred = splits["test"][1], probs["test"].argmax(-1)
     answered = deferral.answered(scores["test"], chosen.threshold)
     aurc = float(np.mean([r["agreement"] for r in deferral.risk_coverage(
@@ -164,11 +179,11 @@ def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
     n_answered = int(answered.sum())
     return {
         "threshold": chosen.threshold,
-        "validation.coverage": chosen.coverage,
-        "validation.agreement": chosen.agreement,
-        "validation.answered": chosen.answered,
-        "validation.disagreements": chosen.disagreements,
-        "validation.agreement_lower_bound": deferral.clopper_pearson_lower(
+        "selection.coverage": chosen.coverage,
+        "selection.agreement": chosen.agreement,
+        "selection.answered": chosen.answered,
+        "selection.disagreements": chosen.disagreements,
+        "selection.agreement_lower_bound": deferral.clopper_pearson_lower(
             chosen.answered - chosen.disagreements, chosen.answered, settings["level"]),
         "validation.aurc_agreement": aurc,
         "test.coverage": float(answered.mean()),
@@ -207,13 +222,15 @@ def _score(score: str, probs: dict[str, np.ndarray], splits: dict,
     return row
 
 
-def _baseline(folder: Path, splits: dict, teacher: dict[str, np.ndarray], n_labels: int,
-              p, settings: dict) -> tuple[np.ndarray, dict]:
+def _baseline(folder: Path, splits: dict, calibration: list[str], teacher: dict[str, np.ndarray],
+              n_labels: int, p, settings: dict) -> tuple[np.ndarray, dict]:
     """The TF-IDF baseline's test probabilities and its threshold for the same target on its
-    top probability (_selective), for comparison."""
+    top probability, chosen on the same selection texts (_selective), for comparison."""
     model = baseline.load(folder / baseline.MODEL_FILE)
     probs = {name: baseline.probabilities(model, texts, n_labels)
              for name, (texts, _) in splits.items()}
+    probs[CALIBRATION] = (baseline.probabilities(model, calibration, n_labels) if calibration
+                          else np.zeros((0, n_labels)))
     scores = {name: deferral.confidences(p, BASELINE_SCORE) for name, p in probs.items()}
     row = _selective(scores, probs, splits, teacher, n_labels, p, settings)
     return probs["test"], {k: v for k, v in row.items() if not k.startswith("validation.aurc")}

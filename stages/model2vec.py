@@ -42,7 +42,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     written = tokenization.load(inputs["tokenize"])
     data = tokenization.load(inputs["tokenize"], inputs["augmented"])
     soft = SoftLabels.read(inputs["soft_label"], labels,
-                           {split: len(data[split]) for split in dataset.SPLITS}, unlabelled=True)
+                           {split: len(data[split]) for split in dataset.SPLITS},
+                           text_groups=(UNLABELLED,))
     folder = model_folders.resolve(p.backbone, origin="params.yaml: model2vec.backbone")
     start = time.perf_counter()
     model = model2vec_model.distill(folder, p)

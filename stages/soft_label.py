@@ -5,7 +5,10 @@ softmax outputs and softening them again would flatten the targets towards unifo
 (augmented) train split and validation (distillation targets) and test (only to measure how
 often the student agrees with the teacher). With soft_label.use_unlabelled, also the texts of
 soft_label.unlabelled_csv (rows repeating a labelled text are skipped and counted): the student
-learns them through the distillation term only. With teacher.mode api the same texts go to the
+learns them through the distillation term only, except soft_label.calibration_share of them
+(chosen by a hash of each text, dataset.held_out_by_text), kept from training so that the
+calibrate stage can measure the student's agreement with the teacher on texts it never saw,
+beside the validation split: agreement needs the teacher's label only, not a gold one. With teacher.mode api the same texts go to the
 endpoint instead (pocketbert.teachers.api: answers cached in --api-cache, outside DVC; calls
 and cache hits are metrics) and probabilities are stored as log-probabilities.
 """
@@ -20,7 +23,7 @@ import numpy as np
 from pocketbert.core import contract, evaluation, stage
 from pocketbert.core.artifacts import atomic_path, write_json
 from pocketbert.data import dataset, tokenization
-from pocketbert.data.soft_labels import UNLABELLED, SoftLabels
+from pocketbert.data.soft_labels import CALIBRATION, TEXT_GROUPS, UNLABELLED, SoftLabels
 from pocketbert.teachers import api
 from pocketbert.teachers import teacher as teachers
 
@@ -43,7 +46,11 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     if p.use_unlabelled:
         labelled = {text.casefold() for split in dataset.SPLITS for text in data[split]["text"]}
         texts, skipped = dataset.load_unlabelled_csv(p.unlabelled_csv, exclude=labelled)
-        groups[UNLABELLED] = teachers.Texts(texts)  # tokenized by a local teacher itself
+        held = dataset.held_out_by_text(texts, p.calibration_share)
+        text_groups = {UNLABELLED: [t for t, h in zip(texts, held, strict=True) if not h],
+                       CALIBRATION: [t for t, h in zip(texts, held, strict=True) if h]}
+        # tokenized by a local teacher itself; an empty group is left out
+        groups.update({g: teachers.Texts(part) for g, part in text_groups.items() if part})
         metrics["unlabelled.skipped_labelled_texts"] = skipped
     with atomic_path(outputs["out"], directory=True) as tmp:
         logits = teacher.logits(groups)  # inside: no folder if the teacher fails
@@ -52,8 +59,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
             if split in dataset.SPLITS:
                 metrics[f"{split}.teacher_gold_agreement"] = evaluation.accuracy(
                     np.asarray(data[split]["label"]), part.argmax(-1))
-        SoftLabels(labels, logits, groups[UNLABELLED].texts if p.use_unlabelled
-                   else None).write(tmp)
+        SoftLabels(labels, logits, {g: groups[g].texts for g in TEXT_GROUPS if g in groups}
+                   ).write(tmp)
     metrics.update(teacher.metrics())
     write_json(outputs["metrics"], metrics)
     return metrics

@@ -321,7 +321,7 @@ def write_random_soft_labels(folder: Path, tokenize: Path, augmented: Path | Non
         groups.append((UNLABELLED, len(unlabelled)))
     logits = {g: rng.normal(0, 3, (n, len(labels))).astype(np.float32) for g, n in groups}
     folder.mkdir(parents=True, exist_ok=True)
-    SoftLabels(labels, logits, list(unlabelled) if unlabelled else None).write(folder)
+    SoftLabels(labels, logits, {UNLABELLED: list(unlabelled)} if unlabelled else {}).write(folder)
 
 
 def run_model2vec_stage(params_file: Path, backbone: Path, inputs: dict[str, Path],

@@ -100,6 +100,7 @@ def test_every_field_has_a_docstring(section):
     ("train_student", {"embedding_rank": 0, "vocab_clusters": 8},
      "'train_student.embedding_rank': use a positive"),
     ("augment", {"deletion_probability": 1}, "'augment.deletion_probability'"),
+    ("soft_label", {"calibration_share": 1.0}, "'soft_label.calibration_share': use a share"),
     ("tokenize", [128], "section 'tokenize' must be a mapping"),
 ])
 def test_bad_values_name_the_key(section, raw, message):

@@ -482,6 +482,19 @@ def test_labels_come_from_the_csv_when_split_labels_is_empty(tmp_path, make_csv,
     assert metrics["labels_from"] == "params"
 
 
+def test_the_held_out_share_depends_on_each_text_alone() -> None:
+    texts = [f"Text number {i} of the transfer file." for i in range(2000)]
+    held = dataset.held_out_by_text(texts, 0.3)
+    # a binomial(2000, 0.3) count: 600 +- 20.5 (one standard deviation); 5 of them here
+    assert abs(sum(held) - 600) < 5 * 20.5
+    # another order, fewer rows or other casing: each text keeps its side
+    flipped = dataset.held_out_by_text([t.upper() for t in reversed(texts[:500])], 0.3)
+    assert flipped == list(reversed(held[:500]))
+    # a larger share holds a superset; 0 holds nothing
+    assert all(b for a, b in zip(held, dataset.held_out_by_text(texts, 0.5), strict=True) if a)
+    assert not any(dataset.held_out_by_text(texts, 0.0))
+
+
 def test_transfer_texts_are_checked_and_counted(tmp_path, make_csv, make_rows, write_params):
     rows = make_rows(10)
     path = make_csv(rows)

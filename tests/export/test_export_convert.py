@@ -403,6 +403,40 @@ def _check_calibrate(w: dict, raw: dict) -> None:
     assert [row["coverage"] for row in curve] == list(calibrate.COVERAGES)
     assert curve[-1]["student_int8_agreement"] == pytest.approx(
         float((probs.argmax(-1) == np.load(r / "soft" / logits_file("test")).argmax(-1)).mean()))
+    _check_calibration_texts(w, args, model)
+
+
+def _check_calibration_texts(w: dict, args: list[str], model) -> None:
+    """Calibration texts (unlabelled texts kept from training, with the teacher's labels)
+    join the validation split in the threshold's choice: here the teacher disagrees with the
+    student on every one of them, and the stage's answered count is choose_threshold's over
+    the two sets together."""
+    from pocketbert.benchmarks import deferral
+    from pocketbert.data.soft_labels import CALIBRATION, META_FILE, SoftLabels
+    from stages import calibrate
+
+    r = w["root"]
+    texts = [f"Check the {thing} twice before the shift ends." for thing in
+             ("pump", "valve", "fan", "belt", "hose", "gate", "lamp", "drain")]
+    student = model.logits(texts).argmax(-1)
+    teacher = np.eye(4, dtype=np.float32)[(student + 1) % 4] * 5  # another label each
+    rows = json.loads((r / "soft" / META_FILE).read_text())["rows"]
+    stored = SoftLabels.read(r / "soft", tuple(LABELS), rows)
+    SoftLabels(tuple(LABELS), {**stored.logits, CALIBRATION: teacher}, {CALIBRATION: texts}
+               ).write(r / "soft")
+    m = calibrate.main(args)
+    assert m["calibration_rows"] == len(texts)
+    validation = tokenization.load(w["tokenize"])["validation"]
+    logits = model.logits(list(validation["text"]))
+    agree = np.r_[logits.argmax(-1) == np.load(r / "soft" / logits_file("validation")).argmax(-1),
+                  np.zeros(len(texts), dtype=bool)]
+    probs = deferral.scaled(np.r_[logits, model.logits(texts)], m["temperature"])
+    chosen = deferral.choose_threshold(deferral.confidences(probs, m["score"]), agree,
+                                       m["target_agreement"], m["selection_margin"])
+    key = f"scores.{m['score']}.selection"
+    assert (m[f"{key}.answered"], m[f"{key}.disagreements"]) == (chosen.answered,
+                                                                 chosen.disagreements)
+    assert m["threshold"] == chosen.threshold
 
 
 def test_int8_below_the_agreement_target_is_flagged_and_warned(tiny_world, monkeypatch) -> None:

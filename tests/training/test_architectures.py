@@ -236,14 +236,19 @@ def test_roberta_teacher_to_a_student_with_its_own_tokenizer(roberta_world) -> N
                                  "--tokenize", str(w["tokenize"]),
                                  "--augmented", str(w["augmented"]),
                                  "--out", str(root / "soft"), "--metrics", str(root / "s.json")])
-    assert s_metrics["unlabelled.rows"] == 5
+    # soft_label.calibration_share 0.3 keeps the 2 texts whose hash falls under it (the
+    # boiler's 0.268 and the printer's 0.228; the others' 0.67 to 0.91) from training
     assert s_metrics["unlabelled.skipped_labelled_texts"] == 1
-    assert np.load(root / "soft" / "unlabelled_logits.npy").shape == (5, 4)
+    assert (s_metrics["unlabelled.rows"], s_metrics["calibration.rows"]) == (3, 2)
+    assert json.loads((root / "soft" / "calibration.json").read_text())["texts"] == [
+        "Unplug the boiler before you clean it.", "Unplug the printer before you clean it."]
+    assert np.load(root / "soft" / "unlabelled_logits.npy").shape == (3, 4)
+    assert np.load(root / "soft" / "calibration_logits.npy").shape == (2, 4)
     m = train_student.main([*par, "--teacher", str(root / "teacher"),
                             "--tokenize", str(w["tokenize"]), "--augmented", str(w["augmented"]),
                             "--soft-label", str(root / "soft"), "--out", str(root / "student"),
                             "--metrics", str(root / "ts.json"), "--curves", str(root / "curves")])
-    assert m["train.unlabelled_rows"] == 5
+    assert m["train.unlabelled_rows"] == 3  # the calibration texts are never trained on
     assert m["student.backbone_vocab_size"] == len(_other_tokenizer())
     student_cfg = json.loads((root / "student" / "config.json").read_text())
     assert student_cfg["model_type"] == "bert" and student_cfg["num_hidden_layers"] == 2

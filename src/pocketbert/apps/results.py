@@ -348,7 +348,7 @@ def deferral_table(m: dict[str, Any]) -> str:
     out-of-distribution texts."""
     level = f"{m['confidence_level']:.0%}"
     chosen = m["score"]
-    held = m[f"scores.{chosen}.validation.disagreements"]
+    held = m[f"scores.{chosen}.selection.disagreements"]
     student, base = _answered(m, ""), _answered(m, "baseline.")
     lines = [f"| on {m['test_rows']:,} test texts ({level} interval) | student int8 | "
              "TF-IDF baseline |", "|---|---|---|"]
@@ -369,22 +369,26 @@ def deferral_table(m: dict[str, Any]) -> str:
     lines.append(f"| answers when | {_rule(m['score'], m['threshold'])} (calibrated) | "
                  f"{_rule('max_probability', m['baseline.threshold'])} |")
     scores = [key.split(".")[1] for key in m if key.startswith("scores.")
-              and key.endswith(".validation.coverage")]
-    by_score = ", ".join(f"`{s}` {m[f'scores.{s}.validation.coverage']:.3f}" for s in scores)
-    bound = m.get(f"scores.{chosen}.validation.agreement_lower_bound")
+              and key.endswith(".selection.coverage")]
+    by_score = ", ".join(f"`{s}` {m[f'scores.{s}.selection.coverage']:.3f}" for s in scores)
+    bound = m.get(f"scores.{chosen}.selection.agreement_lower_bound")
+    selection = (f"{m['validation_rows']:,} validation texts"
+                 + (f" and the {m['calibration_rows']:,} calibration texts (unlabelled texts "
+                    "kept from training, with the teacher's labels: "
+                    "`soft_label.calibration_share`)" if m.get("calibration_rows") else ""))
     ood = ", ".join(f"`{s}` {m[f'scores.{s}.ood.auroc']:.3f}" for s in scores)
     lines += ["", (
-        f"Threshold chosen on the {m['validation_rows']:,} validation texts, never on test: the "
+        f"Threshold chosen on the {selection}, never on test: the "
         f"lowest whose answered texts agree with the teacher on at least "
         f"{m['target_agreement']} of them (`calibrate.target_agreement`)"
         + (f", {m['selection_margin']:g} standard error(s) of the disagreement rate inside it "
            "(`calibrate.selection_margin`)" if m.get("selection_margin") else "")
-        + ". Validation coverage "
+        + ". Coverage of those texts "
         f"by confidence score (`entropy`: negative entropy): {by_score}; `{m['score']}` answers "
-        "the most. On validation "
+        "the most. There "
         f"its answered texts hold {held} disagreements"
         + (f"; the one-sided {level} Clopper–Pearson lower bound of their agreement is "
-           f"{bound:.3f}, so a validation split of this size cannot certify the target on its "
+           f"{bound:.3f}, so a selection set of this size cannot certify the target on its "
            "own, and the test rows above check it" if bound is not None else "")
         + f". Temperature {m['temperature']:.3f} (fitted on validation): test ECE "
         f"{_number(m['test.ece_before'])} → {_number(m['test.ece_after'])}, negative "

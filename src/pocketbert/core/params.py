@@ -188,9 +188,14 @@ class SoftLabelParams:
     "also label the texts of unlabelled_csv; the student learns them by the KD term only"
     unlabelled_csv: str = "data/raw/unlabelled.csv"
     "CSV of unlabelled transfer texts (a 'text' column); dvc.yaml tracks it"
+    calibration_share: float = 0.3
+    "share of unlabelled_csv kept from training: with validation, the selection texts of the "
+    "deferral threshold (calibrate)"
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "soft_label.batch_size", "use a positive integer")
+        _require(0 <= self.calibration_share < 1, "soft_label.calibration_share",
+                 "use a share in [0, 1): 0 trains on every unlabelled text")
         _require(bool(self.unlabelled_csv.strip()), "soft_label.unlabelled_csv",
                  "name a CSV file (set use_unlabelled: false to leave it out)")
 
@@ -404,11 +409,11 @@ class CalibrateParams:
     """Calibrate the shipped student and choose when it defers to the teacher."""
 
     target_agreement: float = 0.995
-    "agreement with the teacher required on the texts the student answers (validation split)"
+    "agreement with the teacher required on the texts the student answers (selection texts)"
     selection_margin: float = 1.0
-    "standard errors the validation disagreement rate must keep inside 1 - target_agreement"
+    "standard errors the selection texts' disagreement rate must keep inside 1 - target"
     scores: tuple[str, ...] = contract.CONFIDENCE_SCORES
-    "confidence scores compared; the one answering most validation texts at the target wins"
+    "confidence scores compared; the one answering most selection texts at the target wins"
     ood_csv: str = "data/raw/ood.csv"
     "texts unlike any training data (a 'text' column): the share deferred is reported"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import random
 import unicodedata
@@ -536,3 +537,15 @@ def load_unlabelled_csv(path: str | Path, exclude: set[str] = frozenset()) -> tu
         raise DataError(f"{path}: no usable rows (the file has only a header, or every text is "
                         "also a labelled sentence)")
     return texts, skipped
+
+
+def held_out_by_text(texts: list[str], share: float) -> list[bool]:
+    """Which of ``texts`` [n] fall in a held-out ``share`` (0 to 1): those whose SHA-256 of
+    text_key, its first 8 bytes read as a fraction of 2**64, is below ``share``.
+
+    A text's side depends on the text alone, not on its row, the file's order or the other
+    rows: adding texts to the file moves none of the others, and about ``share`` of any set of
+    distinct texts falls in it (the hash's bytes are uniform)."""
+    limit = share * 2**64
+    return [int.from_bytes(hashlib.sha256(text_key(t).encode("utf-8")).digest()[:8], "big")
+            < limit for t in texts]

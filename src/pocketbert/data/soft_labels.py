@@ -4,14 +4,20 @@ The writer (stages/soft_label.py) and every reader (training.student, the benchm
 API teacher, runs/recipe_check) go through ``SoftLabels``, so the file names and the checks live
 here only. The folder holds ``<group>_logits.npy`` (float32 [rows, labels], rows in the order
 of the tokenized split: groups train, validation, test and, with soft_label.use_unlabelled,
-unlabelled), ``unlabelled.json`` ({"texts": [...]}, the transfer texts in the row order of their
-logits) and ``meta.json`` ({"kind": "logits", "labels": [...], "rows": {group: n}}).
+the text groups unlabelled and calibration), ``<text group>.json`` ({"texts": [...]}, a text
+group's texts in the row order of its logits) and ``meta.json`` ({"kind": "logits",
+"labels": [...], "rows": {group: n}}).
+
+The text groups split soft_label.unlabelled_csv: ``unlabelled`` is the transfer text the student
+learns by the KD term; ``calibration`` (soft_label.calibration_share of the texts, never
+trained on) is where the calibrate stage measures the student's agreement with the teacher
+beside the validation split, to choose the deferral threshold on more texts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +26,12 @@ from pocketbert.core.artifacts import read_json, write_json
 from pocketbert.core.errors import DataError
 
 META_FILE = "meta.json"
-UNLABELLED_FILE = "unlabelled.json"
 UNLABELLED = "unlabelled"
 "the group of unlabelled transfer texts, learnt through the distillation term only"
+CALIBRATION = "calibration"
+"the group of unlabelled texts kept from training, for the deferral threshold (calibrate)"
+TEXT_GROUPS = (UNLABELLED, CALIBRATION)
+"the groups whose texts the folder holds (the splits' texts are the tokenize stage's)"
 FIX = "re-run 'dvc repro soft_label'"
 
 
@@ -31,29 +40,39 @@ def logits_file(group: str) -> str:
     return f"{group}_logits.npy"
 
 
+def texts_file(group: str) -> str:
+    """File name of a text group's texts."""
+    return f"{group}.json"
+
+
 @dataclass(frozen=True)
 class SoftLabels:
     """Teacher logits per group ([rows, labels] float32, labels in ``labels`` order) and the
-    unlabelled transfer texts when the ``unlabelled`` group is present."""
+    texts of the text groups present (TEXT_GROUPS), in the row order of their logits."""
 
     labels: tuple[str, ...]
     logits: Mapping[str, np.ndarray]
-    unlabelled_texts: Sequence[str] | None = None
+    texts: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def unlabelled_texts(self) -> Sequence[str] | None:
+        """The transfer texts the student learns by the KD term; None without that group."""
+        return self.texts.get(UNLABELLED)
 
     def write(self, folder: Path) -> None:
         """Write the folder's files into ``folder`` (an atomic temp folder of the stage)."""
         for group, part in self.logits.items():
             np.save(folder / logits_file(group), part)
-        if self.unlabelled_texts is not None:
-            write_json(folder / UNLABELLED_FILE, {"texts": list(self.unlabelled_texts)})
+        for group, texts in self.texts.items():
+            write_json(folder / texts_file(group), {"texts": list(texts)})
         write_json(folder / META_FILE, {"kind": "logits", "labels": list(self.labels),
                                         "rows": {g: len(p) for g, p in self.logits.items()}})
 
     @classmethod
     def read(cls, folder: Path, labels: tuple[str, ...], rows: Mapping[str, int], *,
-             unlabelled: bool = False) -> SoftLabels:
+             text_groups: Sequence[str] = ()) -> SoftLabels:
         """The groups of ``rows`` ({group: expected row count}), checked against ``labels``;
-        with ``unlabelled``, also the unlabelled group and its texts when the folder has them.
+        also each of ``text_groups`` (of TEXT_GROUPS) with its texts, when the folder has it.
 
         Raises DataError naming the file and 'dvc repro soft_label' as the fix: no meta.json,
         another kind or labels, a missing file, or a shape other than (rows, labels)."""
@@ -68,10 +87,14 @@ class SoftLabels:
             raise DataError(f"{meta_file}: labels {meta.get('labels')} differ from labels.json "
                             f"{list(labels)}; {FIX}")
         expected = dict(rows)
-        texts = None
-        if unlabelled and UNLABELLED in meta.get("rows", {}):
-            texts = list(read_json(folder / UNLABELLED_FILE)["texts"])
-            expected[UNLABELLED] = len(texts)
+        texts = {}
+        for group in text_groups:
+            if group in meta.get("rows", {}):
+                path = folder / texts_file(group)
+                if not path.is_file():
+                    raise DataError(f"{path}: not found; {FIX}")
+                texts[group] = list(read_json(path)["texts"])
+                expected[group] = len(texts[group])
         out = {}
         for group, n in expected.items():
             path = folder / logits_file(group)

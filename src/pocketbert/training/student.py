@@ -21,17 +21,18 @@ import numpy as np
 
 from pocketbert.core import model_folders
 from pocketbert.core.errors import ParamsError
-from pocketbert.data import dataset, tokenization, vocabulary
+from pocketbert.data import dataset, soft_labels, tokenization, vocabulary
 from pocketbert.data.soft_labels import SoftLabels
 from pocketbert.training import modeling
 
 
 def read_soft_labels(folder: Path, data, labels: tuple[str, ...]) -> SoftLabels:
     """The soft_label folder's logits of every split (checked against the tokenized data's
-    rows and the labels) and of the unlabelled transfer texts when it has them. Raises
+    rows and the labels) and of the unlabelled transfer texts when it has them (never the
+    calibration texts: those are kept from training). Raises
     DataError naming the file and 'dvc repro soft_label' as the fix (SoftLabels.read)."""
     return SoftLabels.read(folder, labels, {split: len(data[split]) for split in dataset.SPLITS},
-                           unlabelled=True)
+                           text_groups=(soft_labels.UNLABELLED,))
 
 
 def init_student(p, teacher, teacher_tokenizer, labels: tuple[str, ...]):
