@@ -8,9 +8,10 @@ soft_label.unlabelled_csv (rows repeating a labelled text are skipped and counte
 learns them through the distillation term only, except soft_label.calibration_share of them
 (chosen by a hash of each text, dataset.held_out_by_text), kept from training so that the
 calibrate stage can measure the student's agreement with the teacher on texts it never saw,
-beside the validation split: agreement needs the teacher's label only, not a gold one. With teacher.mode api the same texts go to the
-endpoint instead (pocketbert.teachers.api: answers cached in --api-cache, outside DVC; calls
-and cache hits are metrics) and probabilities are stored as log-probabilities.
+beside the validation split: agreement needs the teacher's label only, not a gold one. With
+teacher.mode api the same texts go to the endpoint instead (pocketbert.teachers.api: answers
+cached in --api-cache, outside DVC; calls and cache hits are metrics) and probabilities are
+stored as log-probabilities.
 """
 
 from __future__ import annotations

@@ -403,40 +403,43 @@ def _check_calibrate(w: dict, raw: dict) -> None:
     assert [row["coverage"] for row in curve] == list(calibrate.COVERAGES)
     assert curve[-1]["student_int8_agreement"] == pytest.approx(
         float((probs.argmax(-1) == np.load(r / "soft" / logits_file("test")).argmax(-1)).mean()))
-    _check_calibration_texts(w, args, model)
+    _check_calibration_texts(w, raw, args, model)
 
 
-def _check_calibration_texts(w: dict, args: list[str], model) -> None:
+def _check_calibration_texts(w: dict, raw: dict, args: list[str], model) -> None:
     """Calibration texts (unlabelled texts kept from training, with the teacher's labels)
-    join the validation split in the threshold's choice: here the teacher disagrees with the
-    student on every one of them, and the stage's answered count is choose_threshold's over
-    the two sets together."""
-    from pocketbert.benchmarks import deferral
+    join the validation split in the threshold's choice. Here the teacher agrees with the
+    student on every validation text, and the calibration texts are those same texts with
+    the teacher disagreeing on each: at every threshold half the answered selection texts
+    disagree, so at target 0.9 everything is deferred, while validation alone answers it all."""
     from pocketbert.data.soft_labels import CALIBRATION, META_FILE, SoftLabels
     from stages import calibrate
 
     r = w["root"]
-    texts = [f"Check the {thing} twice before the shift ends." for thing in
-             ("pump", "valve", "fan", "belt", "hose", "gate", "lamp", "drain")]
+    texts = list(tokenization.load(w["tokenize"])["validation"]["text"])
     student = model.logits(texts).argmax(-1)
-    teacher = np.eye(4, dtype=np.float32)[(student + 1) % 4] * 5  # another label each
     rows = json.loads((r / "soft" / META_FILE).read_text())["rows"]
-    stored = SoftLabels.read(r / "soft", tuple(LABELS), rows)
-    SoftLabels(tuple(LABELS), {**stored.logits, CALIBRATION: teacher}, {CALIBRATION: texts}
-               ).write(r / "soft")
-    m = calibrate.main(args)
-    assert m["calibration_rows"] == len(texts)
-    validation = tokenization.load(w["tokenize"])["validation"]
-    logits = model.logits(list(validation["text"]))
-    agree = np.r_[logits.argmax(-1) == np.load(r / "soft" / logits_file("validation")).argmax(-1),
-                  np.zeros(len(texts), dtype=bool)]
-    probs = deferral.scaled(np.r_[logits, model.logits(texts)], m["temperature"])
-    chosen = deferral.choose_threshold(deferral.confidences(probs, m["score"]), agree,
-                                       m["target_agreement"], m["selection_margin"])
-    key = f"scores.{m['score']}.selection"
-    assert (m[f"{key}.answered"], m[f"{key}.disagreements"]) == (chosen.answered,
-                                                                 chosen.disagreements)
-    assert m["threshold"] == chosen.threshold
+    stored = dict(SoftLabels.read(r / "soft", tuple(LABELS), rows).logits)
+    stored["validation"] = np.eye(4, dtype=np.float32)[student] * 5  # the student's labels
+    raw["calibrate"]["target_agreement"] = 0.9
+    w["params"].write_text(yaml.safe_dump(raw))
+    soft = args.index("--soft-label") + 1
+    results = {}
+    for name, groups, texts_of in (("alone", stored, {}), ("pooled", {
+            **stored, CALIBRATION: np.eye(4, dtype=np.float32)[(student + 1) % 4] * 5},
+            {CALIBRATION: texts})):
+        folder = r / f"soft_{name}"
+        folder.mkdir()
+        SoftLabels(tuple(LABELS), groups, texts_of).write(folder)
+        args[soft] = str(folder)
+        results[name] = calibrate.main(args)
+    alone, pooled = results["alone"], results["pooled"]
+    key = f"scores.{alone['score']}.selection"
+    assert alone["calibration_rows"] == 0 and pooled["calibration_rows"] == len(texts)
+    assert (alone[f"{key}.answered"], alone[f"{key}.coverage"]) == (len(texts), 1.0)
+    assert alone["threshold"] is not None
+    assert pooled["threshold"] is None and pooled["test.answered"] == 0
+    assert all(pooled[f"scores.{s}.selection.answered"] == 0 for s in contract.CONFIDENCE_SCORES)
 
 
 def test_int8_below_the_agreement_target_is_flagged_and_warned(tiny_world, monkeypatch) -> None:
