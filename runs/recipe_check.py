@@ -363,14 +363,17 @@ def measure(ws: Path) -> dict:
 DEFERRAL_KEYS = ("test.coverage", "test.coverage_ci_low", "test.coverage_ci_high",
                  "test.agreement", "test.agreement_ci_low", "test.agreement_ci_high",
                  "test.cascade_agreement", "test.coverage_ceiling", "test.disagreements_answered",
-                 "validation_rows", "calibration_rows", "score", "threshold")
+                 "validation_rows", "calibration_rows", "score", "threshold",
+                 "validation_alone.test.coverage", "validation_alone.test.answered",
+                 "validation_alone.test.disagreements_answered")
 "the calibrate stage's figures a variant reports (metrics/calibrate.json)"
 
 
 def deferral(ws: Path) -> dict:
-    """The calibrate stage's answered share, agreement on the answered texts and cascade
-    agreement on the workspace's test split, under ``deferral.`` keys; {} when the stage has not
-    run there."""
+    """The calibrate stage's figures of DEFERRAL_KEYS (answered share, agreement on the answered
+    texts, cascade agreement and ceiling on the workspace's test split; the selection texts'
+    row counts; with calibration texts, what validation alone would have answered on test),
+    under ``deferral.`` keys; {} when the stage has not run there."""
     path = ws / "metrics/calibrate.json"
     if not path.is_file():
         return {}

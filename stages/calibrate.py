@@ -10,7 +10,8 @@ label, so the unlabelled texts add to the few validation ones), for each confide
 calibrate.scores, the lowest threshold whose answered texts agree with the teacher on at least
 calibrate.target_agreement of them, calibrate.selection_margin standard errors inside it
 (deferral.choose_threshold); the score answering the most selection texts wins (ties: the
-larger area under its validation agreement-coverage curve).
+larger area under its validation agreement-coverage curve). With calibration texts, the
+choice validation alone would have made is reported beside it (``validation_alone.*``).
 On test, never used for a choice: ECE and negative log-likelihood before and after the
 temperature, and per score the coverage (share answered), agreement and macro-F1 on the
 answered texts, each with the benchmark's bootstrap intervals, and the coverage ceiling (the
@@ -55,7 +56,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                                         tokenization.read_max_length(inputs["tokenize"]))
     logits = {name: model.logits(texts) for name, (texts, _) in splits.items()}
     logits[CALIBRATION] = (model.logits(calibration) if calibration
-                           else np.zeros((0, len(labels)), dtype=np.float32))
+                           else np.zeros((0, len(labels))))
     logits["ood"] = model.logits(ood_texts)
     temperature = deferral.fit_temperature(logits["validation"], splits["validation"][1])
     probs = {name: deferral.scaled(z, temperature) for name, z in logits.items()}
@@ -63,8 +64,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                 "level": b.confidence_level}
     per_score = {score: _score(score, probs, splits, teacher, len(labels), p, settings)
                  for score in p.scores}
-    best = max(p.scores, key=lambda s: (per_score[s]["selection.coverage"],
-                                        per_score[s]["validation.aurc_agreement"]))
+    best = _winner(per_score, "selection.coverage")
     base_probs, base_rows = _baseline(inputs["baseline"], splits, calibration, teacher,
                                       len(labels), p, settings)
     metrics = {"temperature": temperature, "target_agreement": p.target_agreement,
@@ -79,7 +79,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
                "score": best, "threshold": per_score[best]["threshold"],
                **{key: value for key, value in per_score[best].items()
                   if key.startswith(("test.", "ood."))},
-               **{f"baseline.{key}": value for key, value in base_rows.items()}}
+               **{f"baseline.{key}": value for key, value in base_rows.items()},
+               **(_validation_alone(per_score) if calibration else {})}
     _write_curves(outputs["plots"], {"student_int8": (probs["test"], best),
                                       "baseline": (base_probs, BASELINE_SCORE)},
                   teacher["test"], splits["test"][1], len(labels))
@@ -108,9 +109,9 @@ def _write_curves(folder: Path, models: dict[str, tuple[np.ndarray, str]],
 
 
 def _splits(inputs: stage.Paths, labels: tuple[str, ...]) -> tuple[dict, dict, list[str]]:
-    """The validation and test splits as {name: (texts, gold label ids [n])}, the teacher's
-    top-1 label ids on each and on the calibration texts [n] (its stored soft labels; none
-    when the soft_label folder has no calibration group), and the calibration texts."""
+    """The validation and test splits as {name: (texts, gold label ids [n])}; the teacher's
+    top-1 label ids [n] (its stored soft labels) as {validation, test, calibration: ids}, the
+    calibration group empty when the soft_label folder has none; and the calibration texts."""
     data = tokenization.load(inputs["tokenize"])
     splits = {name: (list(data[name]["text"]), np.asarray(data[name]["label"]))
               for name in ("validation", "test")}
@@ -158,13 +159,25 @@ def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
     """A threshold chosen on the selection texts (validation and calibration) for
     calibrate.target_agreement with calibrate.selection_margin (``p``), verified on test:
     coverage, agreement and macro-F1 of the answered test texts with intervals; the selection
-    texts' own figures."""
+    texts' own figures; with calibration texts, the threshold validation alone gives and what it
+    answers on test (``validation_alone.*``, for comparison)."""
     agree = {name: probs[name].argmax(-1) == teacher[name]
              for name in ("validation", CALIBRATION, "test")}
     chosen = deferral.choose_threshold(
         np.concatenate([scores["validation"], scores[CALIBRATION]]),
         np.concatenate([agree["validation"], agree[CALIBRATION]]),
         p.target_agreement, p.selection_margin)
+    alone = {}
+    if len(scores[CALIBRATION]):
+        by_validation = deferral.choose_threshold(scores["validation"], agree["validation"],
+                                                  p.target_agreement, p.selection_margin)
+        on_test = deferral.answered(scores["test"], by_validation.threshold)
+        alone = {"validation_alone.threshold": by_validation.threshold,
+                 "validation_alone.validation.coverage": by_validation.coverage,
+                 "validation_alone.test.coverage": float(on_test.mean()),
+                 "validation_alone.test.answered": int(on_test.sum()),
+                 "validation_alone.test.disagreements_answered": int(
+                     (on_test & ~agree["test"]).sum())}
     gold, pred = splits["test"][1], probs["test"].argmax(-1)
     answered = deferral.answered(scores["test"], chosen.threshold)
     aurc = float(np.mean([r["agreement"] for r in deferral.risk_coverage(
@@ -207,6 +220,7 @@ def _selective(scores: dict[str, np.ndarray], probs: dict[str, np.ndarray],
                           if n_answered else None),
         **interval("test.macro_f1", lambda y, q, a, axis=-1: deferral.answered_macro_f1_along(
             y, q, a, n_labels, axis), (gold, pred, answered)),
+        **alone,
     }
 
 
@@ -220,6 +234,24 @@ def _score(score: str, probs: dict[str, np.ndarray], splits: dict,
                                        ).mean())
     row["ood.auroc"] = deferral.auroc(scores["test"], scores["ood"])
     return row
+
+
+def _winner(per_score: dict[str, dict], coverage_key: str) -> str:
+    """The confidence score answering the most texts by ``coverage_key`` of its row; ties go to
+    the larger area under its validation agreement-coverage curve (that curve needs gold
+    labels, so it is validation's even when the choice is on the calibration texts too)."""
+    return max(per_score, key=lambda s: (per_score[s][coverage_key],
+                                         per_score[s]["validation.aurc_agreement"]))
+
+
+def _validation_alone(per_score: dict[str, dict]) -> dict:
+    """The choice validation alone would make, without the calibration texts: the winner by
+    validation coverage (_winner) and its row's ``validation_alone.*`` figures (_selective),
+    with its name as ``validation_alone.score``."""
+    best = _winner(per_score, "validation_alone.validation.coverage")
+    return {"validation_alone.score": best,
+            **{key: value for key, value in per_score[best].items()
+               if key.startswith("validation_alone.")}}
 
 
 def _baseline(folder: Path, splits: dict, calibration: list[str], teacher: dict[str, np.ndarray],

@@ -17,6 +17,7 @@ stored as log-probabilities.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,6 +54,16 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         # tokenized by a local teacher itself; an empty group is left out
         groups.update({g: teachers.Texts(part) for g, part in text_groups.items() if part})
         metrics["unlabelled.skipped_labelled_texts"] = skipped
+        metrics.update({f"{g}.rows": len(part) for g, part in text_groups.items()})
+        if p.calibration_share and not all(text_groups.values()):
+            warnings.warn(f"soft_label.calibration_share {p.calibration_share} leaves the "
+                          + " and the ".join(f"{g} group" for g, part in text_groups.items()
+                                             if not part)
+                          + f" of {p.unlabelled_csv} empty ({len(texts)} texts)", stacklevel=2)
+    elif p.calibration_share:
+        warnings.warn(f"soft_label.calibration_share is {p.calibration_share} but "
+                      "soft_label.use_unlabelled is false: there are no calibration texts, and "
+                      "the deferral threshold is chosen on validation alone", stacklevel=2)
     with atomic_path(outputs["out"], directory=True) as tmp:
         logits = teacher.logits(groups)  # inside: no folder if the teacher fails
         for split, part in logits.items():

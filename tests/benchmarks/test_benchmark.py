@@ -268,8 +268,8 @@ def test_deferral_table_shows_both_models_and_a_threshold_that_defers_everything
          "test.macro_f1": 0.9, "test.macro_f1_ci_low": 0.8, "test.macro_f1_ci_high": 1.0,
          "baseline.threshold": None, "baseline.test.answered": 0,
          "baseline.test.disagreements_answered": 0, "baseline.test.coverage": 0.0,
-         "scores.margin.validation.coverage": 0.7, "scores.margin.validation.disagreements": 0,
-         "scores.margin.validation.agreement_lower_bound": 0.79, "scores.margin.ood.auroc": 0.9}
+         "scores.margin.selection.coverage": 0.7, "scores.margin.selection.disagreements": 0,
+         "scores.margin.selection.agreement_lower_bound": 0.79, "scores.margin.ood.auroc": 0.9}
     table = results.deferral_table(m)
     lines = table.splitlines()
     assert lines[0] == "| on 10 test texts (90% interval) | student int8 | TF-IDF baseline |"
@@ -280,6 +280,15 @@ def test_deferral_table_shows_both_models_and_a_threshold_that_defers_everything
                         "the target: every text deferred |")
     assert "`margin` 0.700; `margin` answers the most" in table
     assert "lower bound of their agreement is 0.790" in table and "75.0% are deferred" in table
+    assert "Threshold chosen on the 10 validation texts, never on test" in table
+    assert "cannot certify the target on its own" in table
+    # with calibration texts: named among the selection texts; a bound above the target is not
+    # said to fall short of it
+    pooled = results.deferral_table(m | {"calibration_rows": 600,
+                                         "scores.margin.selection.agreement_lower_bound": 0.996})
+    assert ("chosen on the 10 validation texts and the 600 calibration texts (unlabelled texts "
+            "kept from training") in pooled
+    assert "lower bound of their agreement is 0.996." in pooled and "certify" not in pooled
 
 
 def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,

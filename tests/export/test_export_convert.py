@@ -440,6 +440,10 @@ def _check_calibration_texts(w: dict, raw: dict, args: list[str], model) -> None
     assert alone["threshold"] is not None
     assert pooled["threshold"] is None and pooled["test.answered"] == 0
     assert all(pooled[f"scores.{s}.selection.answered"] == 0 for s in contract.CONFIDENCE_SCORES)
+    # beside it, the choice validation alone would have made: the other run's
+    assert not any(key.startswith("validation_alone.") for key in alone)
+    assert (pooled["validation_alone.threshold"], pooled["validation_alone.test.answered"]) == (
+        alone["threshold"], alone["test.answered"])
 
 
 def test_int8_below_the_agreement_target_is_flagged_and_warned(tiny_world, monkeypatch) -> None:

@@ -87,6 +87,19 @@ def test_train_student_writes_a_small_student_and_metrics(tiny_world) -> None:
     assert not list(student_dir.parent.glob(".train_student.*"))  # scratch removed
 
 
+def test_a_calibration_share_without_unlabelled_texts_warns(tiny_world) -> None:
+    import yaml
+
+    raw = yaml.safe_load(tiny_world["params"].read_text())
+    raw["soft_label"].update(use_unlabelled=False, calibration_share=0.3)
+    tiny_world["params"].write_text(yaml.safe_dump(raw))
+    teacher_dir = _teacher(tiny_world)
+    with pytest.warns(UserWarning, match="use_unlabelled is false: there are no calibration"):
+        soft = _soft_label(tiny_world, teacher_dir)
+    assert set(json.loads((soft / "meta.json").read_text())["rows"]) == {
+        "train", "validation", "test"}
+
+
 def test_soft_labels_with_wrong_row_count_are_rejected(tiny_world, capsys) -> None:
     teacher_dir = _teacher(tiny_world)
     soft = _soft_label(tiny_world, teacher_dir)

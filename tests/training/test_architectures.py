@@ -214,7 +214,8 @@ def roberta_world(tiny_world, write_params, make_csv) -> dict:
     csv_file = make_csv(unlabelled, name="unlabelled.csv", columns=("text",))
     params_file = write_params(
         teacher={"model": str(teacher_dir), "mode": "given"},
-        soft_label={"use_unlabelled": True, "unlabelled_csv": str(csv_file)},
+        soft_label={"use_unlabelled": True, "unlabelled_csv": str(csv_file),
+                    "calibration_share": 0.3},
         train_student={"init": "pretrained", "backbone": str(backbone_dir), "epochs": 2,
                        "batch_size": 8, "copy_layers": [0, 2], "vocab_reserve": 0},
         tokenize={"max_length": 32},

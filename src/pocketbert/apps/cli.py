@@ -368,7 +368,7 @@ model and length:
 deferral:
   With deferral settings (the calibrate stage's models/calibration/calibration.json, read for
   the checkout's own int8 student, or --calibration PATH), each text is answered on the device
-  only when its calibrated confidence reaches the threshold chosen on validation; the others
+  only when its calibrated confidence reaches the threshold the stage chose; the others
   are marked deferred ("not sure: would ask the server"). --threshold X sets another
   threshold. --fallback URL sends the deferred texts to a teacher endpoint and shows its
   answers instead; when the endpoint fails, they keep the student's answer, marked so, and a
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer on the device only when the calibrated confidence is at least X, "
                         "on the scale of the calibration's score: top probability [1/labels, 1], "
                         "top-two margin [0, 1], negative entropy [-ln(labels), 0] (default: the "
-                        "calibration's, chosen on validation)")
+                        "calibration's, chosen by the calibrate stage)")
     p.add_argument("--fallback", metavar="URL",
                    help="send the deferred texts to this teacher endpoint (e.g. `pocketbert "
                         "serve`) and answer them with its labels; the API client's settings "

@@ -344,7 +344,8 @@ def _rule(score: str, threshold: float | None) -> str:
 def deferral_table(m: dict[str, Any]) -> str:
     """README's deferral block from metrics/calibrate.json (stage calibrate): the student's
     and the TF-IDF baseline's coverage, agreement and macro-F1 on the test texts they answer
-    at the threshold chosen on validation, then how it was chosen, the calibration and the
+    at the threshold chosen on the selection texts (validation, and the calibration texts when
+    soft_label.calibration_share kept some), then how it was chosen, the calibration and the
     out-of-distribution texts."""
     level = f"{m['confidence_level']:.0%}"
     chosen = m["score"]
@@ -388,8 +389,10 @@ def deferral_table(m: dict[str, Any]) -> str:
         "the most. There "
         f"its answered texts hold {held} disagreements"
         + (f"; the one-sided {level} Clopper–Pearson lower bound of their agreement is "
-           f"{bound:.3f}, so a selection set of this size cannot certify the target on its "
-           "own, and the test rows above check it" if bound is not None else "")
+           f"{bound:.3f}" + (", so a selection set of this size cannot certify the target on "
+                             "its own, and the test rows above check it"
+                             if bound < m["target_agreement"] else "")
+           if bound is not None else "")
         + f". Temperature {m['temperature']:.3f} (fitted on validation): test ECE "
         f"{_number(m['test.ece_before'])} → {_number(m['test.ece_after'])}, negative "
         f"log-likelihood {_number(m['test.nll_before'])} → {_number(m['test.nll_after'])}. "
@@ -397,7 +400,7 @@ def deferral_table(m: dict[str, Any]) -> str:
         f"{m['ood.deferred_share']:.1%} are deferred; how well each score tells them from "
         f"test texts (AUROC): {ood}."
         + (" The ceiling is never used for a choice: near the coverage, the student's ranking "
-           "limits it; below it, the validation threshold answers more than the target allows "
+           "limits it; below it, the chosen threshold answers more than the target allows "
            "on test." if "test.coverage_ceiling" in m else ""))]
     return "\n".join(lines)
 

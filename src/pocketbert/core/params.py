@@ -188,9 +188,9 @@ class SoftLabelParams:
     "also label the texts of unlabelled_csv; the student learns them by the KD term only"
     unlabelled_csv: str = "data/raw/unlabelled.csv"
     "CSV of unlabelled transfer texts (a 'text' column); dvc.yaml tracks it"
-    calibration_share: float = 0.3
-    "share of unlabelled_csv kept from training: with validation, the selection texts of the "
-    "deferral threshold (calibrate)"
+    calibration_share: float = 0.0
+    ("with use_unlabelled: share of unlabelled_csv kept from training; with validation, the "
+     "texts the deferral threshold is chosen on (calibrate)")
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "soft_label.batch_size", "use a positive integer")
