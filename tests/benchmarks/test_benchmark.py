@@ -285,10 +285,17 @@ def test_deferral_table_shows_both_models_and_a_threshold_that_defers_everything
     # with calibration texts: named among the selection texts; a bound above the target is not
     # said to fall short of it
     pooled = results.deferral_table(m | {"calibration_rows": 600,
-                                         "scores.margin.selection.agreement_lower_bound": 0.996})
+                                         "scores.margin.selection.agreement_lower_bound": 0.996,
+                                         "scores.margin.selection.disagreements": 1,
+                                         "validation_alone.score": "entropy",
+                                         "validation_alone.test.coverage": 0.9,
+                                         "validation_alone.test.disagreements_answered": 2})
     assert ("chosen on the 10 validation texts and the 600 calibration texts (unlabelled texts "
             "kept from training") in pooled
     assert "lower bound of their agreement is 0.996." in pooled and "certify" not in pooled
+    assert "hold 1 disagreement;" in pooled and "hold 0 disagreements;" in table
+    assert ("Validation alone would have answered 0.900 of the test texts with 2 disagreement(s) "
+            "among them (`entropy`;") in pooled and "Validation alone" not in table
 
 
 def test_results_check_exits_1_on_a_stale_readme_and_2_without_metrics(tmp_path,

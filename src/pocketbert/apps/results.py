@@ -387,12 +387,17 @@ def deferral_table(m: dict[str, Any]) -> str:
         + ". Coverage of those texts "
         f"by confidence score (`entropy`: negative entropy): {by_score}; `{m['score']}` answers "
         "the most. There "
-        f"its answered texts hold {held} disagreements"
+        f"its answered texts hold {held} disagreement{'' if held == 1 else 's'}"
         + (f"; the one-sided {level} Clopper–Pearson lower bound of their agreement is "
            f"{bound:.3f}" + (", so a selection set of this size cannot certify the target on "
                              "its own, and the test rows above check it"
                              if bound < m["target_agreement"] else "")
            if bound is not None else "")
+        + (f". Validation alone would have answered {_number(m['validation_alone.test.coverage'])}"
+           f" of the test texts with {m['validation_alone.test.disagreements_answered']} "
+           f"disagreement(s) among them (`{m['validation_alone.score']}`; the baseline's threshold "
+           "is chosen on the same texts as the student's)"
+           if "validation_alone.test.coverage" in m else "")
         + f". Temperature {m['temperature']:.3f} (fitted on validation): test ECE "
         f"{_number(m['test.ece_before'])} → {_number(m['test.ece_after'])}, negative "
         f"log-likelihood {_number(m['test.nll_before'])} → {_number(m['test.nll_after'])}. "
