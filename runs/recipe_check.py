@@ -309,8 +309,9 @@ def measure(ws: Path) -> dict:
     of each, the student's ratio to the teacher, the share of the teacher's gain over the
     baseline it keeps (None where there is no gain) and its agreement with the teacher, with
     paired bootstrap intervals (benchmarking.paired_ratios); the label whose F1 the student
-    keeps least of (benchmarking.worst_class); and how many disagreements fall on sentences the
-    teacher itself gets wrong."""
+    keeps least of (benchmarking.worst_class) and every label's F1 for the three
+    (``f1_by_label``); and how many disagreements fall on sentences the teacher itself gets
+    wrong."""
     from datasets import load_from_disk
 
     from pocketbert.runtime import onnx_runner
@@ -335,6 +336,8 @@ def measure(ws: Path) -> dict:
     paired = benchmarking.paired_ratios(gold, student, teacher, base, n_labels=n_labels,
                                         params=bench)
     right = teacher == gold  # [n]: where the teacher is right, a disagreement is a student error
+    f1 = {name: dict(zip(labels, evaluation.per_class_f1(gold, ids, n_labels), strict=True))
+          for name, ids in (("teacher", teacher), ("student_int8", student), ("baseline", base))}
     return {
         "train_rows": len(dataset.read_examples(ws / "data/split/train.csv")),
         "test_rows": len(gold),
@@ -347,9 +350,8 @@ def measure(ws: Path) -> dict:
         "teacher_gain_over_baseline": paired["teacher_gain_over_baseline"],
         "gain_kept": paired["gain_kept"],
         "gain_kept_ci": (paired["gain_kept_ci_low"], paired["gain_kept_ci_high"]),
-        **benchmarking.worst_class(
-            dict(zip(labels, evaluation.per_class_f1(gold, student, n_labels), strict=True)),
-            dict(zip(labels, evaluation.per_class_f1(gold, teacher, n_labels), strict=True))),
+        **benchmarking.worst_class(f1["student_int8"], f1["teacher"]),
+        "f1_by_label": f1,
         "agreement": evaluation.accuracy(teacher, student),
         "agreement_ci": benchmarking.bootstrap_interval(
             lambda t, p, axis=-1: (t == p).mean(axis=axis), (teacher, student), **settings),

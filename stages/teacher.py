@@ -82,6 +82,7 @@ def _build(p, data, labels: tuple[str, ...], inputs: stage.Paths, tmp: Path,
             model, data["train"], data["validation"], distillation.TrainConfig.of(p),
             tokenizer.pad_token_id, scratch=out.with_name(".teacher.trainer"))
         metrics["epochs_run"] = result["epochs_run"]
+        metrics.update(distillation.class_weight_metrics(result, labels))
     modeling.save_classifier(tmp, model.cpu(), tokenizer, labels, "teacher", p)
     return teachers.LocalTeacher(model, tokenizer, labels), metrics
 

@@ -65,7 +65,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         live_dir=str(curves) if main_process else None, hidden_teacher=hidden_teacher)
     if not main_process:
         return {}
-    metrics.update({"epochs_run": result["epochs_run"], "world_size": result["world_size"]})
+    metrics.update({"epochs_run": result["epochs_run"], "world_size": result["world_size"],
+                    **distillation.class_weight_metrics(result, labels)})
     metrics.update(_scores(model, tokenizer, splits, stored.logits, labels))
     model = model.cpu()
     with atomic_path(outputs["out"], directory=True) as tmp:

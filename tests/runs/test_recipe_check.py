@@ -176,6 +176,9 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     kept = {label: s / t for label, s, t in zip(LABELS, s_f1, t_f1, strict=True) if t > 0}
     assert got["worst_class_f1_ratio"] == pytest.approx(min(kept.values()))
     assert kept[got["worst_class"]] == pytest.approx(min(kept.values()))
+    base_by_label = evaluation.per_class_f1(gold, base, len(LABELS))
+    for name, values in (("teacher", t_f1), ("student_int8", s_f1), ("baseline", base_by_label)):
+        assert got["f1_by_label"][name] == pytest.approx(dict(zip(LABELS, values, strict=True)))
     assert got["epochs_run"] == 3.0
     assert got["disagreements"] == 1
     assert got["teacher_wrong"] == int((teacher_pred != gold).sum())

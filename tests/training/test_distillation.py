@@ -114,3 +114,26 @@ def test_collator_keeps_the_unlabelled_marker() -> None:
         {"input_ids": [2, 3], "label": 1, "teacher_logits": [0.3, 0.4]},
     ])
     assert batch["labels"].tolist() == [UNLABELLED, 1]
+
+
+def test_class_weights_make_the_cross_entropy_a_weighted_mean() -> None:
+    """Each labelled row's cross-entropy counts by its gold label's weight, divided by the sum
+    of those weights (PyTorch's weighted mean); unlabelled rows stay out, the KD term is
+    unweighted."""
+    student = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -0.5]])
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, 0.0]])
+    labels = torch.tensor([0, 1, -100, 1])
+    weights = torch.tensor([0.5, 3.0])
+    ce = [-math.log(_softmax([2.0, 0.0], 1.0)[0]), -math.log(_softmax([0.0, 1.0], 1.0)[1]),
+          -math.log(_softmax([0.5, -0.5], 1.0)[1])]
+    hard = (0.5 * ce[0] + 3.0 * ce[1] + 3.0 * ce[2]) / (0.5 + 3.0 + 3.0)
+    assert distillation_loss(student, teacher, labels, 2.0, 0.0, weights).item() == (
+        pytest.approx(hard, rel=1e-6))
+    t, alpha = 2.0, 0.7
+    kd = sum(_kl(_softmax(z_t, t), _softmax(z_s, t))
+             for z_s, z_t in zip(student.tolist(), teacher.tolist(), strict=True)) / 4
+    got = distillation_loss(student, teacher, labels, t, alpha, weights).item()
+    assert got == pytest.approx(alpha * t * t * kd + (1 - alpha) * hard, rel=1e-5)
+    # all weights equal: the plain mean again
+    assert distillation_loss(student, teacher, labels, t, alpha, torch.ones(2)).item() == (
+        pytest.approx(distillation_loss(student, teacher, labels, t, alpha).item(), rel=1e-6))

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from pocketbert.training import distillation
 from pocketbert.training.distillation import teacher_kl
@@ -211,3 +212,38 @@ def test_validation_loss_leaves_the_hidden_term_out(tmp_path) -> None:
     with pytest.raises(ValueError, match="needs a hidden_teacher"):
         distillation.DistillationTrainer(model=student, args=args, temperature=2.0,
                                          alpha=0.7, hidden_weight=1.0)
+
+
+def test_balanced_class_weights_follow_sklearn_s_rule() -> None:
+    # 6 labelled rows: 4, 1, 1 -> 6 / (3 x count); the unlabelled row is left out
+    labels = np.array([0, 0, 0, 0, 1, 2, distillation.UNLABELLED])
+    assert distillation.balanced_class_weights(labels, 3) == pytest.approx([0.5, 2.0, 2.0])
+    with pytest.raises(ValueError, match=r"label ids \[2\] have no training row"):
+        distillation.balanced_class_weights(np.array([0, 1, 1]), 3)
+
+
+def test_balanced_class_weight_moves_an_ambiguous_input_toward_the_rare_label(tmp_path) -> None:
+    """One input, seen 80 times as label 0 and 10 times as label 1: the cross-entropy's optimum
+    gives label 1 a probability of 10 / 90 = 0.11; weighed by n / (labels x count) (0.42 and
+    3.33), it is 10 x 3.33 / (10 x 3.33 + 80 x 0.42) = 0.5. The trained model lands on each
+    side of 0.3 accordingly, and reports the weights it used."""
+    from datasets import Dataset
+
+    ids = [[1, 7, 2]] * 90 + [[1, 9, 2]] * 10
+    rows = Dataset.from_dict({"input_ids": ids, "label": [0] * 80 + [1] * 10 + [2] * 10})
+    rare = {}
+    for weighting in ("none", "balanced"):
+        model = _tiny_model()
+        result = distillation.train(
+            model, rows, rows,
+            _config(alpha=0.0, epochs=20, learning_rate=2e-2, select_by="average",
+                    average_last=1, class_weight=weighting),
+            pad_id=0, scratch=tmp_path / weighting)
+        with torch.no_grad():
+            probs = model.eval()(torch.tensor([[1, 7, 2]])).logits.softmax(-1)[0]
+        rare[weighting] = probs[1].item()
+        if weighting == "balanced":
+            assert result["class_weights"] == pytest.approx([100 / 240, 100 / 30, 100 / 30])
+        else:
+            assert result["class_weights"] is None
+    assert rare["none"] < 0.3 < rare["balanced"]

@@ -137,6 +137,9 @@ class TeacherParams:
     "share of steps with linear learning-rate warm-up"
     early_stopping_patience: int = 2
     "epochs without a better validation macro-F1 before stopping"
+    class_weight: Literal["none", "balanced"] = "none"
+    ("balanced: cross-entropy weighs each label by n / (labels x its train rows), sklearn's "
+     "'balanced' rule, so rare labels count as much as common ones; none: every row alike")
     seed: int = 42
     "seed of initialisation, shuffling and dropout"
     api_url: str = ""
@@ -174,6 +177,9 @@ class TeacherParams:
 
     def __post_init__(self) -> None:
         _require(bool(self.model.strip()), "teacher.model", "name a model folder")
+        _require(self.class_weight == "none" or self.mode == "fine_tune", "teacher.class_weight",
+                 f"set it to none with mode={self.mode} (only a teacher pocketbert fine-tunes "
+                 "is trained here)")
         _check_training("teacher", self)
         _check_api(self)
 
@@ -238,6 +244,9 @@ class TrainStudentParams:
     "distillation temperature T (softens teacher and student distributions)"
     alpha: float = 0.7
     "weight of the KL distillation term; 1 - alpha weighs cross-entropy on gold labels"
+    class_weight: Literal["none", "balanced"] = "none"
+    ("balanced: the gold-label cross-entropy weighs each label by n / (labels x its train "
+     "rows), sklearn's 'balanced' rule; the KL term stays unweighted; none: every row alike")
     epochs: int = 10
     "training epochs (with select_by other than average, early stopping may end sooner)"
     learning_rate: float = 2e-4
@@ -718,7 +727,15 @@ def parse_section(name: str, raw: Any) -> Any:
             f"{', '.join(sorted(known))}. Fix the spelling or remove it."
         )
     values = {k: _coerce(v, hints[k], f"{name}.{k}") for k, v in raw.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ParamsError as exc:  # a range check names its key: say which number was given
+        key = re.search(rf"invalid value for '{re.escape(name)}\.(\w+)'", str(exc))
+        # numbers only: a string may be a URL or header with a secret in it
+        if key is None or not isinstance(raw.get(key[1]), int | float):
+            raise
+        given = str(exc).replace(f"{key[0]}:", f"{key[0]} (given: {raw[key[1]]!r}):", 1)
+        raise ParamsError(given) from None
 
 
 def _yaml_problem(exc: Exception) -> str:

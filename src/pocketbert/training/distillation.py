@@ -3,8 +3,14 @@
 Loss = alpha * T^2 * KL(softmax(teacher_logits / T) || softmax(student_logits / T))
      + (1 - alpha) * cross-entropy(student_logits, gold label)
 
-Unlabelled transfer texts (label UNLABELLED) enter the KL term only. With a hidden-state weight
-beta > 0 (a student whose layers are copies of teacher layers), the training loss adds
+Unlabelled transfer texts (label UNLABELLED) enter the KL term only. With class weights (the
+``class_weight: balanced`` params), the cross-entropy is PyTorch's weighted mean: each labelled
+row counts by its gold label's weight, n / (labels x that label's train rows), the rule of
+scikit-learn's ``compute_class_weight("balanced")`` (King and Zeng 2001), so every label weighs
+the same in total; the KL term stays unweighted, the teacher's distribution being the target.
+
+With a hidden-state weight beta > 0 (a student whose layers are copies of teacher layers), the
+training loss adds
 
      + beta * mean over the (embeddings, copied layers) pairs of MSE(student, teacher states)
 
@@ -41,13 +47,17 @@ UNLABELLED = -100
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
-                      labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+                      labels: torch.Tensor, temperature: float, alpha: float,
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Hinton-style KD loss; logits are [batch, num_labels], labels [batch].
 
     Rows labelled UNLABELLED take part in the KD term only: the cross-entropy averages over the
-    labelled rows (0 when a batch has none), the KD term over every row."""
+    labelled rows (0 when a batch has none), the KD term over every row. ``class_weights``
+    [num_labels] (None: all 1) makes the cross-entropy the weighted mean, sum of w[y] x loss
+    over sum of w[y] (``torch.nn.functional.cross_entropy``'s ``weight``)."""
     labelled = labels != UNLABELLED  # [batch]
-    hard = (F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any()
+    hard = (F.cross_entropy(student_logits[labelled], labels[labelled], weight=class_weights)
+            if labelled.any()
             else student_logits.sum() * 0.0)  # keeps the graph for a batch of transfer texts
     if alpha == 0 or teacher_logits is None:
         return hard
@@ -108,6 +118,7 @@ class TrainConfig:
     select_by: str = "macro_f1"
     average_last: int = 1
     hidden_weight: float = 0.0
+    class_weight: str = "none"
 
     @classmethod
     def of(cls, p: Any) -> TrainConfig:
@@ -125,16 +136,19 @@ class HiddenTeacher:
 
 
 class DistillationTrainer(Trainer):
-    """transformers' Trainer with ``distillation_loss`` as its loss, plus ``hidden_weight``
-    times ``hidden_state_loss`` against ``hidden_teacher`` while training (when both are
-    given)."""
+    """transformers' Trainer with ``distillation_loss`` as its loss (``class_weights``
+    [num_labels] or None for its cross-entropy), plus ``hidden_weight`` times
+    ``hidden_state_loss`` against ``hidden_teacher`` while training (when both are given)."""
 
     def __init__(self, *args: Any, temperature: float, alpha: float, hidden_weight: float = 0.0,
-                 hidden_teacher: HiddenTeacher | None = None, **kwargs: Any):
+                 hidden_teacher: HiddenTeacher | None = None,
+                 class_weights: torch.Tensor | None = None, **kwargs: Any):
         if hidden_weight and hidden_teacher is None:
             raise ValueError("hidden_weight > 0 needs a hidden_teacher to compare with")
         super().__init__(*args, **kwargs)
         self.temperature, self.alpha = temperature, alpha
+        self.class_weights = (None if class_weights is None
+                              else class_weights.to(self.args.device))
         self.hidden_weight, self.hidden_teacher = hidden_weight, hidden_teacher
         if self.hidden_weight:
             hidden_teacher.model.to(self.args.device).eval()
@@ -145,7 +159,7 @@ class DistillationTrainer(Trainer):
         hidden = bool(self.hidden_weight) and model.training
         outputs = model(**inputs, output_hidden_states=hidden)
         loss = distillation_loss(outputs.logits, teacher_logits, labels,
-                                 self.temperature, self.alpha)
+                                 self.temperature, self.alpha, self.class_weights)
         if hidden:
             with torch.no_grad():
                 teacher_states = self.hidden_teacher.model(
@@ -230,6 +244,28 @@ def teacher_kl(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
     return float((log_p.exp() * (log_p - log_q)).sum(dim=-1).mean())
 
 
+def balanced_class_weights(labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Per-label weights [n_labels] for a weighted cross-entropy: n / (n_labels x count of the
+    label) over ``labels`` [rows] (gold label ids; UNLABELLED rows are left out), scikit-learn's
+    ``compute_class_weight("balanced")``. Raises ValueError naming the label ids without a
+    row (the split stage gives every label train rows, so only a direct call can)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    gold = np.asarray(labels)
+    gold = gold[gold != UNLABELLED]
+    missing = sorted(set(range(n_labels)) - set(gold.tolist()))
+    if missing:
+        raise ValueError(f"class_weight balanced: label ids {missing} have no training row")
+    return compute_class_weight("balanced", classes=np.arange(n_labels), y=gold)
+
+
+def class_weight_metrics(result: dict, labels: tuple[str, ...]) -> dict[str, float]:
+    """``train``'s class weights as ``{"class_weight.<label>": weight}``; {} when unweighted."""
+    weights = result.get("class_weights")
+    return {} if weights is None else {
+        f"class_weight.{label}": w for label, w in zip(labels, weights, strict=True)}
+
+
 def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: str | Path,
           live_dir: str | None = None,
           hidden_teacher: HiddenTeacher | None = None) -> dict[str, Any]:
@@ -243,10 +279,14 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
     reports agreement and teacher_kl (needed by select_by agreement/kl: ValueError otherwise).
     ``scratch`` holds checkpoints (shared by all DDP processes) and is removed. With
     ``config.hidden_weight`` > 0 the hidden-state term against ``hidden_teacher`` joins the
-    training loss (``DistillationTrainer``; ValueError without a ``hidden_teacher``).
-    Returns the log history, the kept epoch's validation score (None with average) and the
-    epochs run."""
+    training loss (``DistillationTrainer``; ValueError without a ``hidden_teacher``). With
+    ``config.class_weight`` balanced, the cross-entropy weighs labels by
+    ``balanced_class_weights`` of ``train_ds``'s labels.
+    Returns the log history, the kept epoch's validation score (None with average), the
+    epochs run and the class weights ([num_labels] list, or None)."""
     n_labels = model.config.num_labels
+    weights = (balanced_class_weights(np.asarray(train_ds["label"]), n_labels)
+               if config.class_weight == "balanced" else None)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # validation rows are evaluated in order (no shuffling), so they line up with these logits
     eval_teacher = (np.asarray(eval_ds["teacher_logits"])
@@ -307,6 +347,7 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             alpha=config.alpha,
             hidden_weight=config.hidden_weight,
             hidden_teacher=hidden_teacher,
+            class_weights=None if weights is None else torch.tensor(weights, dtype=torch.float32),
         )
         trainer.train()
         trainer.accelerator.wait_for_everyone()
@@ -315,6 +356,7 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             "best_metric": trainer.state.best_metric,
             "epochs_run": trainer.state.epoch,
             "world_size": trainer.args.world_size,
+            "class_weights": None if weights is None else weights.tolist(),
         }
     finally:
         if int(os.environ.get("RANK", "0")) == 0:
