@@ -222,6 +222,14 @@ def test_balanced_class_weights_follow_sklearn_s_rule() -> None:
         distillation.balanced_class_weights(np.array([0, 1, 1]), 3)
 
 
+def test_class_weight_metrics_name_each_label_s_weight() -> None:
+    assert distillation.class_weight_metrics({"class_weights": None}, ("a", "b")) == {}
+    assert distillation.class_weight_metrics({"class_weights": [0.5, 2.0]}, ("a", "b")) == {
+        "class_weight.a": 0.5, "class_weight.b": 2.0}
+    with pytest.raises(ValueError):  # one weight per label, no silent truncation
+        distillation.class_weight_metrics({"class_weights": [1.0]}, ("a", "b"))
+
+
 def test_balanced_class_weight_moves_an_ambiguous_input_toward_the_rare_label(tmp_path) -> None:
     """One input, seen 80 times as label 0 and 10 times as label 1: the cross-entropy's optimum
     gives label 1 a probability of 10 / 90 = 0.11; weighed by n / (labels x count) (0.42 and
