@@ -612,7 +612,7 @@ def test_a_killed_run_leaves_a_sound_cache_to_resume_from(table, tmp_path):
     ({"api_headers": {"Bad Header": "${KEY}"}}, "'teacher.api_headers.Bad Header'"),
     ({"api_headers": ["Authorization"]}, "'teacher.api_headers' must be a mapping"),
     ({"api_scores": "softmax"}, "'teacher.api_scores' is 'softmax'; use one of"),
-    ({"api_concurrency": 0}, "'teacher.api_concurrency': use a positive integer"),
+    ({"api_concurrency": 0}, "'teacher.api_concurrency' (given: 0): use a positive integer"),
     ({"api_labels": ["notice", "notice"]}, "'teacher.api_labels': remove the repeated label"),
 ])
 def test_api_params_are_checked_by_full_key(raw, message):
