@@ -175,7 +175,8 @@ def test_recorded_length_errors_name_the_file(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"tokenize": {"max_length": 4}}, "'tokenize.max_length' (given: 4): use a value from 8 to 512"),
+    ({"tokenize": {"max_length": 4}},
+     "'tokenize.max_length' (given: 4): use a value from 8 to 512"),
     ({"tokenize": {"length_percentile": 0}}, "'tokenize.length_percentile' (given: 0): use null"),
     ({"tokenize": {"max_len": 64}}, "unknown key 'tokenize.max_len'"),
     ({"teacher": {"model": "no/such/model"}}, "'teacher.model': folder no/such/model not found"),
