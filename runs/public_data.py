@@ -668,21 +668,27 @@ def datasheet_markdown(sheet: dict) -> str:
     return "\n".join(lines)
 
 
-def summary_table(sheets: Sequence[dict], kept_rows: dict[str, str] | None = None) -> str:
+def summary_table(sheets: Sequence[dict], kept_rows: dict[str, str] | None = None,
+                  kept_sources: Sequence[str] = ()) -> str:
     """One markdown row per prepared set (``prepare``'s dicts), in SETS order; ``kept_rows``
     ({set name: markdown row}, e.g. ``table_rows`` of the README) fills in the sets not
-    prepared here, so preparing one set leaves the others' committed rows as they are."""
+    prepared here, so preparing one set leaves the others' committed rows as they are, and
+    ``kept_sources`` (``table_sources`` of the README: the entries of its Source line) stay on
+    the Source line while a kept row is shown."""
+    prepared = {s["name"] for s in sheets}
     rows = {**(kept_rows or {}), **{s["name"]: _summary_row(s) for s in sheets}}
     lines = ["| set | source files | rows | labels | largest / smallest label | median words | "
              "95th pct. words | cut at max_length | repeated rows | conflicting texts | "
              "`split.conflicts` | rows split keeps | transfer texts |",
              "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     lines += [rows[name] for name in SETS if name in rows]
-    sources = {(s["source"]["package"], s["source"]["version"], s["source"]["wheel"],
-                s["source"]["sha256"]): None for s in sheets}
+    shown_kept = any(name not in prepared for name in rows)
+    sources = dict.fromkeys([*(kept_sources if shown_kept else ()),
+                             *(f"`{s['source']['package']}` {s['source']['version']} "
+                               f"(`{s['source']['wheel']}`, SHA-256 `{s['source']['sha256']}`)"
+                               for s in sheets)])
     if sources:
-        lines += ["", "Source: " + "; ".join(f"`{p}` {v} (`{w}`, SHA-256 `{h}`)"
-                                             for p, v, w, h in sources) + "."]
+        lines += ["", "Source: " + "; ".join(sources) + "."]
     return "\n".join(lines)
 
 
@@ -702,15 +708,28 @@ def _summary_row(s: dict) -> str:
             f"`{s['split']['conflicts']}` | {_n(s['split']['rows_used'])} | {transfer} |")
 
 
-def table_rows(readme: Path) -> dict[str, str]:
-    """The summary table's rows now between README_START and README_END in ``readme``, as
-    {set name: markdown row}; {} when the file or its markers are missing."""
+def _table_block(readme: Path) -> str:
+    """The text between README_START and README_END in ``readme``; "" when the file or its
+    markers are missing."""
     text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
     if README_START not in text or README_END not in text:
-        return {}
-    block = text.split(README_START, 1)[1].split(README_END, 1)[0]
-    return {name: line for line in block.splitlines() for name in SETS
+        return ""
+    return text.split(README_START, 1)[1].split(README_END, 1)[0]
+
+
+def table_rows(readme: Path) -> dict[str, str]:
+    """The summary table's rows now in ``readme`` (``_table_block``), as {set name: markdown
+    row}; {} when there are none."""
+    return {name: line for line in _table_block(readme).splitlines() for name in SETS
             if line.startswith(f"| `{name}` |")}
+
+
+def table_sources(readme: Path) -> list[str]:
+    """The entries of the summary's "Source: a; b." line now in ``readme`` (``_table_block``);
+    [] when there is none."""
+    line = next((line for line in _table_block(readme).splitlines()
+                 if line.startswith("Source: ")), "")
+    return [entry for entry in line.removeprefix("Source: ").rstrip(".").split("; ") if entry]
 
 
 def update_readme(readme: Path, table: str) -> bool:
@@ -828,7 +847,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"median {sheet['length_words']['median']:g} words, "
                   f"{sheet['repeated_rows']} repeated rows, {sheet['conflicting_texts']} "
                   f"conflicting texts -> {args.out / name}", flush=True)
-        table = summary_table(prepared_sheets(args.out), table_rows(args.readme))
+        table = summary_table(prepared_sheets(args.out), table_rows(args.readme),
+                              table_sources(args.readme))
         if args.readme.is_file():
             update_readme(args.readme, table)
             print(f"public_data: summary table in {args.readme}", flush=True)

@@ -183,8 +183,10 @@ def test_main_rewrites_the_readme_rows_of_the_sets_it_prepared(tmp_path, monkeyp
                         lambda w, d: (d / w.filename).write_bytes(built.read_bytes()))
     readme = tmp_path / "README.md"
     other_row = "| `other` | `other.tab` | 9 | 3 | committed row |"
-    readme.write_text(f"intro\n{public_data.README_START}\nold\n{other_row}\n"
-                      f"{public_data.README_END}\nend\n", encoding="utf-8")
+    old_source = "`oldpkg` 0.1 (`oldpkg-0.1.whl`, SHA-256 `ab12`)"
+    readme.write_text(f"intro\n{public_data.README_START}\nold\n{other_row}\n\n"
+                      f"Source: {old_source}.\n{public_data.README_END}\nend\n",
+                      encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     assert public_data.main(["--sets", "fake", "--out", "public", "--readme", str(readme)]) == 0
     text = readme.read_text(encoding="utf-8")
@@ -193,7 +195,15 @@ def test_main_rewrites_the_readme_rows_of_the_sets_it_prepared(tmp_path, monkeyp
                 "| 3 | 1 | `drop` | 2 | 2 |")
     # the set not prepared here keeps its committed row, in SETS order
     assert f"{other_row}\n{fake_row}\n" in text
-    assert text.endswith(f"{public_data.README_END}\nend\n") and "old" not in text
+    # the kept row's source stays on the Source line, beside the prepared set's
+    source = next(line for line in text.splitlines() if line.startswith("Source: "))
+    assert source.startswith(f"Source: {old_source}; `") and "SHA-256" in source.split("; ")[1]
+    assert text.endswith(f"{public_data.README_END}\nend\n") and "\nold\n" not in text
+    # no kept row shown: only the prepared sets' sources remain
+    readme.write_text(f"{public_data.README_START}\nSource: {old_source}.\n"
+                      f"{public_data.README_END}\n", encoding="utf-8")
+    assert public_data.main(["--sets", "fake", "--out", "public", "--readme", str(readme)]) == 0
+    assert "oldpkg" not in readme.read_text(encoding="utf-8")
     assert "fake: 6 rows, 2 labels" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         public_data.main(["--sets", "nope"])
