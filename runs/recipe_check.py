@@ -311,7 +311,8 @@ def measure(ws: Path) -> dict:
     paired bootstrap intervals (benchmarking.paired_ratios); the label whose F1 the student
     keeps least of (benchmarking.worst_class) and every label's F1 for the three
     (``f1_by_label``); and how many disagreements fall on sentences the teacher itself gets
-    wrong."""
+    wrong; the label weighting the baseline stage chose on validation
+    (``baseline_class_weight``)."""
     from datasets import load_from_disk
 
     from pocketbert.runtime import onnx_runner
@@ -345,6 +346,9 @@ def measure(ws: Path) -> dict:
         "teacher_macro_f1": evaluation.macro_f1(gold, teacher, n_labels),
         "student_int8_macro_f1": evaluation.macro_f1(gold, student, n_labels),
         "baseline_macro_f1": evaluation.macro_f1(gold, base, n_labels),
+        # what the baseline stage chose on validation (older runs tried equal weights only)
+        "baseline_class_weight": json.loads((ws / "metrics/baseline.json").read_text(
+            encoding="utf-8")).get("class_weight", "none"),
         "ratio": paired["macro_f1_ratio"],
         "ratio_ci": (paired["macro_f1_ratio_ci_low"], paired["macro_f1_ratio_ci_high"]),
         "teacher_gain_over_baseline": paired["teacher_gain_over_baseline"],

@@ -2,8 +2,9 @@
 
 TF-IDF word and character n-grams with logistic regression (scikit-learn), fitted on the
 written train rows (the texts and labels the teacher is trained on; no augmented variants),
-one fit per baseline.c_values, the best validation macro-F1 kept. Writes the pickled pipeline
-(pocketbert.training.baseline says why pickle) with labels.json and the resolved params beside it.
+one fit per (baseline.class_weights, baseline.c_values) pair, the best validation macro-F1
+kept. Writes the pickled pipeline (pocketbert.training.baseline says why pickle) with
+labels.json and the resolved params beside it.
 """
 
 from __future__ import annotations

@@ -257,6 +257,23 @@ def test_stage_table_shows_each_stage_once_in_order_met_and_skips_unmeasured_run
     assert len(lines) == 4 and results.stage_table({"c/z": {}}) == ""
 
 
+def test_public_table_names_the_runs_whose_baseline_tried_equal_weights_only() -> None:
+    row = {"test_rows": 100, "teacher_macro_f1": 0.9, "student_int8_macro_f1": 0.9,
+           "baseline_macro_f1": 0.95, "ratio": 1.0, "ratio_ci": (0.95, 1.05),
+           "gain_kept": None, "gain_kept_ci": (None, None), "agreement": 0.97,
+           "agreement_ci": (0.95, 0.99), "epochs_run": 4.0, "disagreements": 3,
+           "disagreements_where_teacher_wrong": 1}
+    runs = {"old_run": {"overrides": {"teacher.epochs": 2}, "variants": {"a": row}},
+            "new_run": {"variants": {"b": {**row, "baseline_class_weight": "balanced"}}}}
+    text = results.public_table(runs)
+    assert "`old_run.json`: run before it tried them, equal weights only" in text
+    assert "`new_run.json`:" not in text.split("TF-IDF:")[1]  # only the older run is named
+    table = text.split("\n\n")[0].splitlines()
+    assert table[2].startswith("| `a` | 100 | 0.900 | 0.950 | 0.900 | 1.000 (0.950–1.050) | – |")
+    both_new = {"new_run": runs["new_run"]}
+    assert "equal weights only" not in results.public_table(both_new)
+
+
 def test_deferral_table_shows_both_models_and_a_threshold_that_defers_everything() -> None:
     m = {"test_rows": 10, "validation_rows": 10, "confidence_level": 0.9, "temperature": 1.5,
          "target_agreement": 0.995, "score": "margin", "threshold": 0.25,
@@ -565,6 +582,20 @@ def test_baseline_keeps_at_most_max_features_ngrams_per_vectorizer() -> None:
     assert all(len(v.vocabulary_) > 25 for _, v in unbounded[0].transformer_list)
 
 
+def test_baseline_keeps_balanced_weights_when_validation_says_a_rare_label_needs_them() -> None:
+    common, rare = sentences("process", 12), sentences("notice", 12)
+    train = (common[:10] * 4 + rare[:2], [0] * 40 + [1] * 2)  # the rare label: 2 rows of 42
+    validation = (common[10:] + rare[2:6], [0, 0, 1, 1, 1, 1])
+    strong = dataclasses.replace(BASELINE_PARAMS, c_values=(0.01,))  # the prior outweighs words
+    model, info = baseline.fit(train, validation, 2, strong)
+    _, unweighted = baseline.fit(train, validation, 2,
+                                 dataclasses.replace(strong, class_weights=("none",)))
+    # unweighted, every validation text gets the common label: F1 0 on the rare one
+    assert unweighted["class_weight"] == "none" and unweighted["validation.macro_f1"] == 0.25
+    assert info["class_weight"] == "balanced" and model[-1].class_weight == "balanced"
+    assert info["validation.macro_f1"] == 1.0
+
+
 def test_baseline_gives_a_label_missing_from_train_probability_zero() -> None:
     texts, labels = _split(4)
     keep = [i for i, y in enumerate(labels) if y != 2]  # no 'notice' rows
@@ -595,7 +626,8 @@ def test_baseline_stage_writes_model_labels_params_and_numeric_metrics(tiny_worl
     assert sorted(p.name for p in out.iterdir()) == ["labels.json", "model.pkl", "params.yaml"]
     assert m["train_rows"] == 32 and m["validation.macro_f1"] == 1.0
     assert m["size_mb"] == pytest.approx((out / "model.pkl").stat().st_size / 1e6)
-    assert all(isinstance(v, int | float) for v in m.values())
+    assert m["class_weight"] in ("none", "balanced")  # the one string: which weighting won
+    assert all(isinstance(v, int | float) for k, v in m.items() if k != "class_weight")
     assert json.loads((w["root"] / "baseline.json").read_text()) == m
 
 
@@ -604,6 +636,8 @@ def test_bad_baseline_params_name_the_key() -> None:
         params.BaselineParams(char_ngram_min=6, char_ngram_max=5)
     with pytest.raises(ParamsError, match=r"baseline\.c_values"):
         params.BaselineParams(c_values=(1.0, 0.0))
+    with pytest.raises(ParamsError, match=r"baseline\.class_weights"):
+        params.BaselineParams(class_weights=())
     with pytest.raises(ParamsError, match=r"benchmark\.confidence_level"):
         params.BenchmarkParams(confidence_level=95)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,15 @@ def test_every_field_has_a_docstring(section):
     ("train_student", {"class_weight": "auto"},
      "'train_student.class_weight' is 'auto'; use one of ['none', 'balanced']"),
     ("teacher", {"mode": "given", "class_weight": "balanced"},
-     "'teacher.class_weight': set it to none with mode=given"),
+     "'teacher.class_weight': set it to 'none' with mode=given"),
+    ("train_student", {"class_weight": "balanced", "alpha": 1.0},
+     "'train_student.class_weight': set it to 'none', or alpha below 1"),
+    ("train_student", {"class_weight": "Balanced"},
+     "use one of ['none', 'balanced'] (did you mean 'balanced'? the values are case-sensitive)"),
+    ("baseline", {"class_weights": ["none", "none"]},
+     "'baseline.class_weights': list none and/or balanced, each once"),
+    ("baseline", {"class_weights": ["auto"]},
+     "'baseline.class_weights[0]' is 'auto'; use one of ['none', 'balanced']"),
     ("tokenize", [128], "section 'tokenize' must be a mapping"),
 ])
 def test_bad_values_name_the_key(section, raw, message):
@@ -181,3 +190,24 @@ def test_a_range_error_says_which_number_was_given_and_never_echoes_a_string():
     with pytest.raises(ParamsError) as info:  # a URL may carry a secret: not repeated
         params.parse_section("teacher", {"mode": "api", "api_url": "http://u:hunter2@host/"})
     assert "hunter2" not in str(info.value) and "given" not in str(info.value)
+    with pytest.raises(ParamsError, match="'teacher.api_headers' must be a mapping, got str"
+                       ) as info:  # a header written as one string: its value is not repeated
+        params.parse_section("teacher", {"api_headers": "Authorization: Bearer hunter2"})
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ParamsError) as info:  # True is an int to Python, not a number given
+        params.parse_section("train_student", {"class_weight": "balanced", "alpha": 1})
+    assert "given" not in str(info.value)
+
+
+def test_errors_name_the_params_file_that_was_read(tmp_path):
+    other = tmp_path / "sweep.yaml"
+    other.write_text("train_student:\n  alpha: 2.0\nsplit:\n  seed: x\n", encoding="utf-8")
+    with pytest.raises(ParamsError) as info:
+        params.load(other, "train_student")
+    assert str(info.value) == (f"{other}: invalid value for 'train_student.alpha' (given: 2.0): "
+                               "use a value in [0, 1]")
+    assert info.value.key == "train_student.alpha"
+    with pytest.raises(ParamsError, match=rf"^{re.escape(str(other))}: 'split.seed' must be"):
+        params.load_key(other, "split.seed")
+    with pytest.raises(ParamsError, match=r"^params\.yaml: 'split\.seed' must be"):
+        params.parse_section("split", {"seed": "x"})  # no file read: the default name

@@ -315,7 +315,7 @@ def test_stage_rejects_bad_params(tmp_path, write_params, capsys):
                       "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "error: params.yaml: 'augment.factor' must be an integer, got 2.5"
+        f"error: {params_path}: 'augment.factor' must be an integer, got 2.5"  # the file read
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
 
 

@@ -139,10 +139,10 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     export.main(["--params", str(ws / "params.yaml"), "--model", str(model_dir),
                  "--tokenize", str(tok_dir), "--out", str(ws / "models/export/student"),
                  "--metrics", str(tmp_path / "export.json")])
-    baseline_stage.main(["--params", str(ws / "params.yaml"), "--tokenize", str(tok_dir),
-                         "--out", str(ws / "models/baseline"),
-                         "--metrics", str(tmp_path / "baseline.json")])
     (ws / "metrics").mkdir()
+    chosen = baseline_stage.main(["--params", str(ws / "params.yaml"), "--tokenize", str(tok_dir),
+                                  "--out", str(ws / "models/baseline"),
+                                  "--metrics", str(ws / "metrics/baseline.json")])
     (ws / "metrics/train_student.json").write_text('{"epochs_run": 3.0}', encoding="utf-8")
     texts = [r.text for r in rows["test"]]
     onnx = onnx_runner.load_classifier(ws / "models/export/student/model.int8.onnx", 32)
@@ -167,6 +167,7 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
                                   len(LABELS)).argmax(-1)
     base_f1 = evaluation.macro_f1(gold, base, len(LABELS))
     assert got["baseline_macro_f1"] == pytest.approx(base_f1)
+    assert got["baseline_class_weight"] == chosen["class_weight"]
     gain = got["teacher_macro_f1"] - base_f1
     assert got["teacher_gain_over_baseline"] == pytest.approx(gain)
     assert got["gain_kept"] == (pytest.approx((got["student_int8_macro_f1"] - base_f1) / gain)

@@ -296,9 +296,16 @@ def public_table(runs: dict[str, dict]) -> str:
             rows[f"{stem}/{name}"], names[f"{stem}/{name}"] = r, f"`{name}`"
     notes = [f"{', '.join(files)} in `{PUBLIC_RUNS}/`: {schedule}"
              for schedule, files in schedules.items()]
+    # runs.recipe_check records the baseline's weighting since the stage tried balanced weights
+    unweighted = [f"`{stem}.json`" for stem, run in runs.items()
+                  if any("baseline_class_weight" not in r for r in run["variants"].values())]
+    weights = (f" ({', '.join(unweighted)}: run before it tried them, equal weights only)"
+               if unweighted else "")
     table = (recipe_table(rows, names) + "\n\n" + "; ".join(notes)
-             + ". Wall time: – where the run was interrupted and resumed; ceiling: – for runs "
-             "made before the calibrate stage reported it.")
+             + ". TF-IDF: C and balanced or equal label weights chosen on validation" + weights
+             + "; gain kept: – where the teacher is not above TF-IDF, no interval where its gain "
+             "is not above 0 on every resample. Wall time: – where the run was interrupted and "
+             "resumed; ceiling: – for runs made before the calibrate stage reported it.")
     stages = stage_table(rows, names)
     if stages:
         table += ("\n\nWall time and peak resident memory (the largest single process, "

@@ -11,7 +11,20 @@ class PocketbertError(ValueError):
 
 
 class ParamsError(PocketbertError):
-    """A params.yaml key is unknown, of the wrong type, or has an impossible value."""
+    """A params.yaml key is unknown, of the wrong type, or has an impossible value.
+
+    ``key``: the full key at fault ('train_student.alpha') where one is; ``fix``: what to do;
+    ``source``: the params file the value came from, shown before the message (None: the
+    message is shown as is). :func:`pocketbert.core.params.load` sets it to the file it read.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, fix: str | None = None,
+                 source: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.key, self.fix, self.source = message, key, fix, source
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}" if self.source else self.message
 
 
 class DataError(PocketbertError):

@@ -178,7 +178,7 @@ class TeacherParams:
     def __post_init__(self) -> None:
         _require(bool(self.model.strip()), "teacher.model", "name a model folder")
         _require(self.class_weight == "none" or self.mode == "fine_tune", "teacher.class_weight",
-                 f"set it to none with mode={self.mode} (only a teacher pocketbert fine-tunes "
+                 f"set it to 'none' with mode={self.mode} (only a teacher pocketbert fine-tunes "
                  "is trained here)")
         _check_training("teacher", self)
         _check_api(self)
@@ -274,6 +274,9 @@ class TrainStudentParams:
                  "use a positive number of epochs (more than epochs averages them all)")
         _require(self.temperature > 0, "train_student.temperature", "use a value > 0")
         _require(0 <= self.alpha <= 1, "train_student.alpha", "use a value in [0, 1]")
+        _require(self.class_weight == "none" or self.alpha < 1, "train_student.class_weight",
+                 "set it to 'none', or alpha below 1: with alpha 1 there is no gold-label term "
+                 "for the weights to act on")
         if self.init in ("copy", "pretrained"):
             _require(len(self.copy_layers) >= 1, "train_student.copy_layers",
                      "list at least one layer index")
@@ -397,6 +400,9 @@ class BaselineParams:
     "n-grams kept per vectorizer, the most frequent (null: all); bounds time and memory"
     c_values: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
     "inverse regularisation strengths tried; the best validation macro-F1 is kept"
+    class_weights: tuple[Literal["none", "balanced"], ...] = ("none", "balanced")
+    ("label weightings tried with every C (balanced: scikit-learn's class_weight='balanced'); "
+     "the best validation macro-F1 is kept, the earlier in the list on a tie")
     max_iter: int = 1000
     "iteration cap of the logistic regression solver (lbfgs)"
     seed: int = 42
@@ -408,6 +414,9 @@ class BaselineParams:
                  "use 1 <= char_ngram_min <= char_ngram_max")
         _require(len(self.c_values) > 0 and all(c > 0 for c in self.c_values),
                  "baseline.c_values", "list at least one value > 0, e.g. [1.0, 10.0]")
+        _require(len(self.class_weights) > 0 and len(set(self.class_weights))
+                 == len(self.class_weights), "baseline.class_weights",
+                 "list none and/or balanced, each once")
         _require(self.max_iter >= 1, "baseline.max_iter", "use a positive integer")
         _require(self.max_features is None or self.max_features >= 1, "baseline.max_features",
                  "use a positive integer, or null to keep every n-gram")
@@ -580,9 +589,20 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def _error(message: str, key: str | None = None, fix: str | None = None) -> ParamsError:
+    """A ParamsError about a value in params.yaml (:func:`load` names the file actually read)."""
+    return ParamsError(message, key=key, fix=fix, source="params.yaml")
+
+
+def _invalid(key: str, fix: str, given: float | None = None) -> ParamsError:
+    """The range error of ``key``: "invalid value for 'section.key' [(given: N)]: fix"."""
+    shown = "" if given is None else f" (given: {given!r})"
+    return _error(f"invalid value for '{key}'{shown}: {fix}", key=key, fix=fix)
+
+
 def _require(ok: bool, key: str, fix: str) -> None:
     if not ok:
-        raise ParamsError(f"params.yaml: invalid value for '{key}': {fix}")
+        raise _invalid(key, fix)
 
 
 def _check_api(p: TeacherParams) -> None:
@@ -670,72 +690,78 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                                 else " or ".join(map(repr, typing.get_args(o)))
                                 if typing.get_origin(o) is Literal else o.__name__
                                 for o in inner)
-        raise ParamsError(f"params.yaml: '{key}' must be {described}, got {value!r}")
+        raise _error(f"'{key}' must be {described}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            raise ParamsError(f"params.yaml: '{key}' is {value!r}; use one of {list(choices)}")
+            close = [c for c in choices if isinstance(value, str) and c.lower() == value.lower()]
+            hint = f" (did you mean '{close[0]}'? the values are case-sensitive)" if close else ""
+            raise _error(f"'{key}' is {value!r}; use one of {list(choices)}{hint}")
         return value
     if origin is tuple:
         (item,) = typing.get_args(hint)[:1]
         if not isinstance(value, list):
-            raise ParamsError(f"params.yaml: '{key}' must be a list, got {type(value).__name__}")
+            raise _error(f"'{key}' must be a list, got {type(value).__name__}")
         return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         key_hint, value_hint = typing.get_args(hint)
         if not isinstance(value, dict):
-            raise ParamsError(f"params.yaml: '{key}' must be a mapping, got {value!r}")
+            # the type alone: a header line written as one string may hold a secret
+            raise _error(f"'{key}' must be a mapping, got {type(value).__name__}")
         return {_coerce(k, key_hint, f"{key} (a key)"): _coerce(v, value_hint, f"{key}.{k}")
                 for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise ParamsError(f"params.yaml: '{key}' must be true or false, got {value!r}")
+            raise _error(f"'{key}' must be true or false, got {value!r}")
         return value
     if hint is int:
         # `dvc exp run -S key=1e3` writes the float 1000.0: a whole float is the integer it names
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"params.yaml: '{key}' must be an integer, got {value!r}")
+            raise _error(f"'{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ParamsError(f"params.yaml: '{key}' must be a number, got {value!r}")
+            raise _error(f"'{key}' must be a number, got {value!r}")
         if not math.isfinite(value):  # YAML's .inf / .nan: no field has a use for them
-            raise ParamsError(f"params.yaml: '{key}' must be a finite number, got {value!r}")
+            raise _error(f"'{key}' must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ParamsError(f"params.yaml: '{key}' must be a string, got {value!r}")
+            raise _error(f"'{key}' must be a string, got {value!r}")
         return value
     raise TypeError(f"unsupported params type {hint!r} for {key}")  # programming error
 
 
 def parse_section(name: str, raw: Any) -> Any:
-    """Build the dataclass of section ``name`` from its raw YAML mapping."""
+    """Build the dataclass of section ``name`` from its raw YAML mapping.
+
+    Raises ParamsError (source 'params.yaml') on an unknown key, a wrong type or an impossible
+    value; a range error repeats the number given, never a string (it may hold a secret)."""
     cls = SECTIONS[name]
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ParamsError(f"params.yaml: section '{name}' must be a mapping of keys to values")
+        raise _error(f"section '{name}' must be a mapping of keys to values")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ParamsError(
-            f"params.yaml: unknown key '{name}.{unknown[0]}'; known keys of '{name}': "
+        raise _error(
+            f"unknown key '{name}.{unknown[0]}'; known keys of '{name}': "
             f"{', '.join(sorted(known))}. Fix the spelling or remove it."
         )
     values = {k: _coerce(v, hints[k], f"{name}.{k}") for k, v in raw.items()}
     try:
         return cls(**values)
     except ParamsError as exc:  # a range check names its key: say which number was given
-        key = re.search(rf"invalid value for '{re.escape(name)}\.(\w+)'", str(exc))
+        section, _, field_name = (exc.key or "").partition(".")
+        value = raw.get(field_name) if section == name else None
         # numbers only: a string may be a URL or header with a secret in it
-        if key is None or not isinstance(raw.get(key[1]), int | float):
+        if exc.fix is None or isinstance(value, bool) or not isinstance(value, int | float):
             raise
-        given = str(exc).replace(f"{key[0]}:", f"{key[0]} (given: {raw[key[1]]!r}):", 1)
-        raise ParamsError(given) from None
+        raise _invalid(exc.key, exc.fix, given=value) from None
 
 
 def _yaml_problem(exc: Exception) -> str:
@@ -772,18 +798,32 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _parse_file_section(path: str | Path, name: str) -> Any:
+    """Section ``name`` of the params file at ``path``; its errors name that file."""
+    raw = read_yaml(path).get(name)
+    try:
+        return parse_section(name, raw)
+    except ParamsError as exc:
+        if exc.source is not None:
+            exc.source = str(path)
+        raise
+
+
 def load(path: str | Path, name: str) -> Any:
-    """Parse one section of a params file."""
-    return parse_section(name, read_yaml(path).get(name))
+    """Parse one section of a params file.
+
+    Raises ParamsError (see :func:`read_yaml` and :func:`parse_section`) whose message starts
+    with ``path`` as given."""
+    return _parse_file_section(path, name)
 
 
 def load_key(path: str | Path, key: str) -> Any:
     """One ``section.field`` value (a stage that needs a single key of another stage).
 
     The section is parsed as written, so its cross-field checks see the user's values rather
-    than defaults."""
+    than defaults. Raises ParamsError as :func:`load`."""
     section, fname = key.split(".", 1)
-    return getattr(parse_section(section, read_yaml(path).get(section)), fname)
+    return getattr(_parse_file_section(path, section), fname)
 
 
 def as_dict(obj: Any) -> dict[str, Any]:
