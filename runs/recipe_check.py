@@ -348,7 +348,7 @@ def measure(ws: Path) -> dict:
         "baseline_macro_f1": evaluation.macro_f1(gold, base, n_labels),
         # what the baseline stage chose on validation (older runs tried equal weights only)
         "baseline_class_weight": json.loads((ws / "metrics/baseline.json").read_text(
-            encoding="utf-8")).get("class_weight", "none"),
+            encoding="utf-8")).get("class_weight"),  # None: a stage that tried none only
         "ratio": paired["macro_f1_ratio"],
         "ratio_ci": (paired["macro_f1_ratio_ci_low"], paired["macro_f1_ratio_ci_high"]),
         "teacher_gain_over_baseline": paired["teacher_gain_over_baseline"],

@@ -49,8 +49,9 @@ def cut_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[str]:
 def check(written: Path, lengths: Sequence[int], baseline_params) -> list[dict]:
     """One row per length of ``lengths`` and one for the whole texts ('all'): {'length',
     'test_truncated' (share of test texts longer than it), 'test_macro_f1', 'c',
-    'validation_macro_f1', 'seconds'}. ``written``: the tokenize stage's written folder.
-    Prints each row as it is done, with the time left at the pace so far."""
+    'class_weight' (the label weighting kept), 'validation_macro_f1', 'seconds'}.
+    ``written``: the tokenize stage's written folder. Prints each row as it is done, with the
+    time left at the pace so far."""
     data = tokenization.load(written)
     tokenizer = tokenization.load_tokenizer(written / "tokenizer")
     n_labels = len(set(data["train"]["label"]) | set(data["test"]["label"]))
@@ -71,7 +72,8 @@ def check(written: Path, lengths: Sequence[int], baseline_params) -> list[dict]:
                "test_truncated": 0.0 if length is None else float((full > length).mean()),
                "test_macro_f1": evaluation.macro_f1(np.asarray(data["test"]["label"]), pred,
                                                     n_labels),
-               "c": info["c"], "validation_macro_f1": info["validation.macro_f1"],
+               "c": info["c"], "class_weight": info["class_weight"],
+               "validation_macro_f1": info["validation.macro_f1"],
                "seconds": time.perf_counter() - t0}
         rows.append(row)
         left = (time.perf_counter() - started) / (i + 1) * (len(todo) - i - 1)
@@ -84,9 +86,10 @@ def check(written: Path, lengths: Sequence[int], baseline_params) -> list[dict]:
 
 def table(rows: Sequence[dict]) -> str:
     """The rows as a markdown table."""
-    lines = ["| tokens read | test texts cut | TF-IDF test macro-F1 | C |", "|---|---|---|---|"]
+    lines = ["| tokens read | test texts cut | TF-IDF test macro-F1 | C | label weights |",
+             "|---|---|---|---|---|"]
     lines += [f"| {r['length']} | {r['test_truncated']:.1%} | {r['test_macro_f1']:.3f} | "
-              f"{r['c']:g} |" for r in rows]
+              f"{r['c']:g} | {r['class_weight']} |" for r in rows]
     return "\n".join(lines)
 
 

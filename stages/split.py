@@ -40,10 +40,11 @@ def transfer_csv(params: stage.Params) -> str | None:
     embedded_texts = dataset.same_file(path, EMBEDDED_UNLABELLED_CSV)
     if embedded_texts and not dataset.same_file(csv, EMBEDDED_CSV):
         raise ParamsError(
-            f"params.yaml: split.csv is {csv}, not the embedded data set, but soft_label would "
-            f"still add the {EMBEDDED_UNLABELLED_CSV} transfer texts written for the "
-            "embedded sentences; point soft_label.unlabelled_csv at unlabelled texts like your "
-            "own (a CSV with a 'text' column), or set soft_label.use_unlabelled: false")
+            f"split.csv is {csv}, not the embedded data set, but soft_label would still add "
+            f"the {EMBEDDED_UNLABELLED_CSV} transfer texts written for the embedded sentences; "
+            "point soft_label.unlabelled_csv at unlabelled texts like your own (a CSV with a "
+            "'text' column), or set soft_label.use_unlabelled: false",
+            key="soft_label.unlabelled_csv", source="params.yaml")
     return path
 
 

@@ -194,9 +194,32 @@ def test_a_range_error_says_which_number_was_given_and_never_echoes_a_string():
                        ) as info:  # a header written as one string: its value is not repeated
         params.parse_section("teacher", {"api_headers": "Authorization: Bearer hunter2"})
     assert "hunter2" not in str(info.value)
-    with pytest.raises(ParamsError) as info:  # True is an int to Python, not a number given
+    with pytest.raises(ParamsError) as info:  # the key at fault holds a string: not repeated
         params.parse_section("train_student", {"class_weight": "balanced", "alpha": 1})
     assert "given" not in str(info.value)
+    for raw in ({"api_headers": {"X-Api-Key": 8812345678901}},  # a numeric key
+                {"api_url": ["http://u:8812345678901@host/"]}):
+        with pytest.raises(ParamsError, match=r"must be a string, got (int|list)$") as info:
+            params.parse_section("teacher", raw)
+        assert "8812345678901" not in str(info.value)
+
+
+def test_a_repeated_header_is_reported_without_its_values(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("teacher:\n  api_headers:\n    Authorization: 'Bearer sk-1'\n"
+                    "    Authorization: 'Bearer sk-2'\n", encoding="utf-8")
+    with pytest.raises(ParamsError) as info:
+        params.read_yaml(path)
+    assert str(info.value) == (f'{path}: not valid YAML: found duplicate key "Authorization" '
+                               "at line 4, column 5")
+
+
+def test_a_choice_in_another_case_gets_a_hint_inside_a_list_or_word_too():
+    with pytest.raises(ParamsError, match=r"got 'Auto' \(did you mean 'auto'\?"):
+        params.parse_section("augment", {"keep_words": "Auto"})
+    with pytest.raises(ParamsError) as info:
+        params.parse_section("augment", {"keep_words": "all"})
+    assert "did you mean" not in str(info.value) and info.value.key == "augment.keep_words"
 
 
 def test_errors_name_the_params_file_that_was_read(tmp_path):

@@ -120,8 +120,9 @@ def test_duplicate_keys_are_refused_in_one_line(tmp_path) -> None:
     path.write_text("split:\n  seed: 1\n  seed: 2\n", encoding="utf-8")
     with pytest.raises(ParamsError) as info:
         params.read_yaml(path)
-    assert str(info.value) == (f"{path}: not valid YAML: found duplicate key \"seed\" with "
-                               "value \"2\" (original value: \"1\") at line 3, column 3")
+    # the values are left out: a repeated header's may be a secret
+    assert str(info.value) == (f"{path}: not valid YAML: found duplicate key \"seed\" "
+                               "at line 3, column 3")
 
 
 def test_a_misspelt_section_is_named_instead_of_running_on_defaults(tmp_path) -> None:

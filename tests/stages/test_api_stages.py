@@ -270,10 +270,13 @@ def test_train_student_with_an_api_teacher(api_world, write_params, capsys) -> N
     raw = default_params()
     raw["teacher"].update(params.as_dict(params.load(w["params"], "teacher")))
     raw["train_student"].update(init="copy")
+    copy_params = write_params(raw=raw, name="copy.yaml")
     with pytest.raises(SystemExit) as exc:
-        _train_student(w, teacher_dir, soft, write_params(raw=raw, name="copy.yaml"))
+        _train_student(w, teacher_dir, soft, copy_params)
     assert exc.value.code == 2
-    assert "'train_student.init' is 'copy', but teacher.mode api" in capsys.readouterr().err
+    # found while the stage runs, and still named after the params file it was given
+    assert (f"error: {copy_params}: 'train_student.init' is 'copy', but teacher.mode api"
+            in capsys.readouterr().err)
 
 
 def test_benchmark_scores_the_api_from_the_stored_test_answers(tmp_path) -> None:

@@ -285,8 +285,9 @@ def stage_table(rows: dict[str, dict], names: dict[str, str] | None = None) -> s
 
 def public_table(runs: dict[str, dict]) -> str:
     """README's table of the public sets: every variant of every run file (``read_runs``),
-    with the params the run overrode (its schedule) under the table, then the wall time and
-    peak memory of each stage (``stage_table``) for the runs that recorded them."""
+    with the params the run overrode (its schedule) under the table, the runs whose baseline
+    tried equal label weights only (no ``baseline_class_weight`` recorded), then the wall time
+    and peak memory of each stage (``stage_table``) for the runs that recorded them."""
     rows, names, schedules = {}, {}, {}
     for stem, run in runs.items():
         overrides = ", ".join(f"`{k}={v}`" for k, v in run.get("overrides", {}).items())
@@ -298,7 +299,7 @@ def public_table(runs: dict[str, dict]) -> str:
              for schedule, files in schedules.items()]
     # runs.recipe_check records the baseline's weighting since the stage tried balanced weights
     unweighted = [f"`{stem}.json`" for stem, run in runs.items()
-                  if any("baseline_class_weight" not in r for r in run["variants"].values())]
+                  if any(r.get("baseline_class_weight") is None for r in run["variants"].values())]
     weights = (f" ({', '.join(unweighted)}: run before it tried them, equal weights only)"
                if unweighted else "")
     table = (recipe_table(rows, names) + "\n\n" + "; ".join(notes)

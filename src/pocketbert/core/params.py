@@ -246,7 +246,8 @@ class TrainStudentParams:
     "weight of the KL distillation term; 1 - alpha weighs cross-entropy on gold labels"
     class_weight: Literal["none", "balanced"] = "none"
     ("balanced: the gold-label cross-entropy weighs each label by n / (labels x its train "
-     "rows), sklearn's 'balanced' rule; the KL term stays unweighted; none: every row alike")
+     "rows), sklearn's 'balanced' rule; the KL term stays unweighted, so it needs alpha < 1; "
+     "none: every row alike")
     epochs: int = 10
     "training epochs (with select_by other than average, early stopping may end sooner)"
     learning_rate: float = 2e-4
@@ -667,8 +668,28 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+SECRET_KEYS = ("teacher.api_url", "teacher.api_headers")
+"keys whose values may carry a credential: an error shows their type, never their value"
+
+
+def _shown(value: Any, key: str) -> str:
+    """``value`` as a type error shows it: its repr, or only its type name under SECRET_KEYS."""
+    if key.startswith(SECRET_KEYS):
+        return type(value).__name__
+    return repr(value)
+
+
+def _case_hint(value: Any, choices: Sequence[Any]) -> str:
+    """' (did you mean ...)' when ``value`` is one of ``choices`` in another case, else ''."""
+    close = [c for c in choices if isinstance(c, str) and isinstance(value, str)
+             and c.lower() == value.lower()]
+    return f" (did you mean '{close[0]}'? the values are case-sensitive)" if close else ""
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against a type hint; return it in the dataclass's form."""
+    """Check ``value`` against a type hint; return it in the dataclass's form.
+
+    Raises ParamsError naming ``key``; the value is shown as :func:`_shown` allows."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -690,46 +711,47 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                                 else " or ".join(map(repr, typing.get_args(o)))
                                 if typing.get_origin(o) is Literal else o.__name__
                                 for o in inner)
-        raise _error(f"'{key}' must be {described}, got {value!r}")
+        words = [c for o in inner if typing.get_origin(o) is Literal for c in typing.get_args(o)]
+        raise _error(f"'{key}' must be {described}, got {_shown(value, key)}"
+                     f"{_case_hint(value, words)}", key=key)
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            close = [c for c in choices if isinstance(value, str) and c.lower() == value.lower()]
-            hint = f" (did you mean '{close[0]}'? the values are case-sensitive)" if close else ""
-            raise _error(f"'{key}' is {value!r}; use one of {list(choices)}{hint}")
+            raise _error(f"'{key}' is {_shown(value, key)}; use one of {list(choices)}"
+                         f"{_case_hint(value, choices)}", key=key)
         return value
     if origin is tuple:
         (item,) = typing.get_args(hint)[:1]
         if not isinstance(value, list):
-            raise _error(f"'{key}' must be a list, got {type(value).__name__}")
+            raise _error(f"'{key}' must be a list, got {type(value).__name__}", key=key)
         return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         key_hint, value_hint = typing.get_args(hint)
         if not isinstance(value, dict):
             # the type alone: a header line written as one string may hold a secret
-            raise _error(f"'{key}' must be a mapping, got {type(value).__name__}")
+            raise _error(f"'{key}' must be a mapping, got {type(value).__name__}", key=key)
         return {_coerce(k, key_hint, f"{key} (a key)"): _coerce(v, value_hint, f"{key}.{k}")
                 for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise _error(f"'{key}' must be true or false, got {value!r}")
+            raise _error(f"'{key}' must be true or false, got {_shown(value, key)}", key=key)
         return value
     if hint is int:
         # `dvc exp run -S key=1e3` writes the float 1000.0: a whole float is the integer it names
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _error(f"'{key}' must be an integer, got {value!r}")
+            raise _error(f"'{key}' must be an integer, got {_shown(value, key)}", key=key)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _error(f"'{key}' must be a number, got {value!r}")
+            raise _error(f"'{key}' must be a number, got {_shown(value, key)}", key=key)
         if not math.isfinite(value):  # YAML's .inf / .nan: no field has a use for them
-            raise _error(f"'{key}' must be a finite number, got {value!r}")
+            raise _error(f"'{key}' must be a finite number, got {_shown(value, key)}", key=key)
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise _error(f"'{key}' must be a string, got {value!r}")
+            raise _error(f"'{key}' must be a string, got {_shown(value, key)}", key=key)
         return value
     raise TypeError(f"unsupported params type {hint!r} for {key}")  # programming error
 
@@ -750,8 +772,8 @@ def parse_section(name: str, raw: Any) -> Any:
     if unknown:
         raise _error(
             f"unknown key '{name}.{unknown[0]}'; known keys of '{name}': "
-            f"{', '.join(sorted(known))}. Fix the spelling or remove it."
-        )
+            f"{', '.join(sorted(known))}. Fix the spelling or remove it.",
+            key=f"{name}.{unknown[0]}")
     values = {k: _coerce(v, hints[k], f"{name}.{k}") for k, v in raw.items()}
     try:
         return cls(**values)
@@ -767,6 +789,8 @@ def parse_section(name: str, raw: Any) -> Any:
 def _yaml_problem(exc: Exception) -> str:
     """One line for a ruamel.yaml error: what is wrong and where (1-based line and column)."""
     problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    # a duplicate key's message quotes both values, which may be a header with a secret
+    problem = re.sub(r" with value .*", "", problem)
     mark = getattr(exc, "problem_mark", None)
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 

@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from pocketbert.core import params as params_io
-from pocketbert.core.errors import reported
+from pocketbert.core.errors import ParamsError, reported
 
 # Nothing may download weights or data at run time.
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -143,11 +143,17 @@ def cli(module: ModuleType, argv: Sequence[str] | None = None) -> Any:
     """A stage's main: parse the paths of ``module.INPUTS``/``OUTPUTS``, read exactly
     ``module.PARAMS``, log them and return ``module.run(p, inputs=..., outputs=...)``.
 
-    Exits with status 2 and one line on stderr on bad input."""
+    Exits with status 2 and one line on stderr on bad input; a params error found while the
+    stage runs names the params file it was given."""
 
     with reported():
         params_path, ins, outs = parse_args(argv, module.__doc__, module.INPUTS, module.OUTPUTS,
                                             getattr(module, "OPTIONS", ()))
         p = Params.load(params_path, module.PARAMS)
         log_params(module.__name__.rsplit(".", 1)[-1], p)
-        return module.run(p, inputs=ins, outputs=outs)
+        try:
+            return module.run(p, inputs=ins, outputs=outs)
+        except ParamsError as exc:
+            if exc.source is not None:
+                exc.source = str(params_path)
+            raise

@@ -61,8 +61,8 @@ def sequence_buckets(requested: Sequence[int], max_length: int) -> tuple[int, ..
     Entries above max_length are dropped with a warning (no tokenized text is that long).
     Raises ParamsError for a max_length below 1."""
     if max_length < 1:
-        raise ParamsError(f"params.yaml: invalid value for 'tokenize.max_length': {max_length}; "
-                          "use a positive integer")
+        raise ParamsError(f"invalid value for 'tokenize.max_length': {max_length}; use a "
+                          "positive integer", key="tokenize.max_length", source="params.yaml")
     dropped = sorted(b for b in requested if b > max_length)
     if dropped:
         warnings.warn(f"convert.buckets {dropped} exceed tokenize.max_length {max_length} and "

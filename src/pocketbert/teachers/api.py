@@ -399,8 +399,9 @@ def teacher_logits(texts: Sequence[str], labels: Sequence[str], p: TeacherParams
     endpoint fails (answers received before the failure stay cached).
     """
     if p.api_labels and set(p.api_labels) != set(labels):
-        raise ParamsError(f"params.yaml: 'teacher.api_labels' {list(p.api_labels)} must name "
-                          f"the labels of split.labels {list(labels)}, in the API's order")
+        raise ParamsError(f"'teacher.api_labels' {list(p.api_labels)} must name the labels "
+                          f"of split.labels {list(labels)}, in the API's order",
+                          key="teacher.api_labels", source="params.yaml")
     headers, secrets = resolve_headers(p.api_headers, os.environ if env is None else env)
     stats = ApiStats()
     unique = list(dict.fromkeys(texts))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,7 +44,8 @@ def features(params: Any) -> Any:
                         sublinear_tf=params.sublinear_tf, max_features=params.max_features))
 
 
-def classifier(params: Any, c: float, class_weight: str = "none") -> Any:
+def classifier(params: Any, c: float,
+               class_weight: Literal["none", "balanced"] = "none") -> Any:
     """An unfitted multinomial logistic regression (lbfgs) with inverse regularisation ``c``;
     ``class_weight`` 'balanced' weighs each label's rows by n / (labels x its rows)
     (scikit-learn's rule), 'none' weighs every row alike."""
@@ -54,7 +55,7 @@ def classifier(params: Any, c: float, class_weight: str = "none") -> Any:
                               class_weight=None if class_weight == "none" else class_weight)
 
 
-def build(params: Any, c: float, class_weight: str = "none") -> Any:
+def build(params: Any, c: float, class_weight: Literal["none", "balanced"] = "none") -> Any:
     """An unfitted pipeline: :func:`features`, then :func:`classifier` with ``c`` and
     ``class_weight``."""
     from sklearn.pipeline import make_pipeline
@@ -64,7 +65,7 @@ def build(params: Any, c: float, class_weight: str = "none") -> Any:
 
 def fit(train: tuple[Sequence[str], Sequence[int]],
         validation: tuple[Sequence[str], Sequence[int]], n_labels: int,
-        params: Any) -> tuple[Any, dict[str, float]]:
+        params: Any) -> tuple[Any, dict[str, float | str]]:
     """Fit the features once on ``train`` (texts, label ids), then one classifier per
     (``params.class_weights``, ``params.c_values``) pair, and keep the one with the best
     ``validation`` macro-F1 (the first on a tie: unweighted before balanced as listed by

@@ -82,10 +82,10 @@ def factorise(rows: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor
     n, hidden = rows.shape
     largest = (n * hidden - 1) // (n + hidden)
     if not 1 <= rank <= largest:
-        raise ParamsError(f"params.yaml: 'train_student.embedding_rank' is {rank}, but the "
-                          f"embedding matrix is {n} x {hidden}, so factors of that rank are no "
-                          f"smaller than it; use a rank from 1 to {largest}, or null to keep "
-                          "the rows whole")
+        raise ParamsError(f"'train_student.embedding_rank' is {rank}, but the embedding "
+                          f"matrix is {n} x {hidden}, so factors of that rank are no smaller "
+                          f"than it; use a rank from 1 to {largest}, or null to keep the rows "
+                          "whole", key="train_student.embedding_rank", source="params.yaml")
     u, s, vh = torch.linalg.svd(rows.double(), full_matrices=False)
     return (u[:, :rank] * s[:rank]).float(), vh[:rank].T.contiguous().float()
 

@@ -44,9 +44,10 @@ def init_student(p, teacher, teacher_tokenizer, labels: tuple[str, ...]):
     loaded, heads that do not divide the hidden size)."""
     if teacher is None and p.init != "pretrained":
         raise ParamsError(
-            f"params.yaml: 'train_student.init' is {p.init!r}, but teacher.mode api has no "
-            "teacher weights or config to copy; set train_student.init: pretrained "
-            "(layers of train_student.backbone, with its own tokenizer)")
+            f"'train_student.init' is {p.init!r}, but teacher.mode api has no teacher weights "
+            "or config to copy; set train_student.init: pretrained (layers of "
+            "train_student.backbone, with its own tokenizer)", key="train_student.init",
+            source="params.yaml")
     if p.init == "copy":
         return modeling.student_from_layers(teacher, p.copy_layers), teacher_tokenizer
     if p.init == "pretrained":
