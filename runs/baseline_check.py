@@ -8,9 +8,10 @@ the workspaces ``make variants`` leaves, e.g. ``/tmp/rc/two_label/data/tokenize/
 
     python -m runs.baseline_check [--tokenize DIR ...] [--params params.yaml] [--out F]
 
-It needs the tokenize stage's output and costs one baseline fit per weighting per folder (no
-network is trained). Prints each folder's figures as it is done, then a markdown table; ``--out``
-also writes them as JSON.
+The baseline section of ``--params`` applies to every folder (a variant's own params.yaml, in
+its workspace, when its section differs). It needs the tokenize stage's output and costs one
+baseline fit per weighting per folder (no network is trained). Prints the weighting each folder
+keeps as it is done, then a markdown table; ``--out`` also writes the figures as JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from pocketbert.core import contract, evaluation, params
 from pocketbert.core.artifacts import write_json
-from pocketbert.core.errors import ParamsError, reported
+from pocketbert.core.errors import DataError, reported
 from pocketbert.data import dataset, tokenization
 from pocketbert.training import baseline
 
@@ -92,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
         settings = params.load(args.params, "baseline")
         for folder in folders:
             if not (folder / "dataset").is_dir():
-                raise ParamsError(f"{folder}: no tokenized data; run `dvc repro tokenize` "
-                                  "or pass --tokenize")
+                raise DataError(f"{folder}: no tokenized data; run `dvc repro tokenize` "
+                                "there, or pass the written folder of a tokenize stage")
         for folder in folders:
             results[str(folder)] = check(folder, settings)
             r = results[str(folder)]

@@ -266,7 +266,7 @@ def test_public_table_names_the_runs_whose_baseline_tried_equal_weights_only() -
     runs = {"old_run": {"overrides": {"teacher.epochs": 2}, "variants": {"a": row}},
             "new_run": {"variants": {"b": {**row, "baseline_class_weight": "balanced"}}}}
     text = results.public_table(runs)
-    assert "`old_run.json`: run before it tried them, equal weights only" in text
+    assert "`old_run.json`: run with an earlier baseline stage, equal weights only" in text
     assert "`new_run.json`:" not in text.split("TF-IDF:")[1]  # only the older run is named
     table = text.split("\n\n")[0].splitlines()
     assert table[2].startswith("| `a` | 100 | 0.900 | 0.950 | 0.900 | 1.000 (0.950–1.050) | – |")

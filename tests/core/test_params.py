@@ -87,7 +87,13 @@ def test_every_field_has_a_docstring(section):
 
 
 @pytest.mark.parametrize(("section", "raw", "message"), [
-    ("split", {"sed": 1}, "unknown key 'split.sed'; known keys of 'split': conflicts, csv, "),
+    ("split", {"sed": 1}, "unknown key 'split.sed' (did you mean 'split.seed'?); known keys of "
+                          "'split': conflicts, csv, "),
+    ("split", {"zzz": 1}, "unknown key 'split.zzz'; known keys of 'split': conflicts, csv, "),
+    ("baseline", {"class_weights": "balanced"},
+     "'baseline.class_weights' must be a list, got str; write it as a list: [balanced]"),
+    ("baseline", {"c_values": [-1.0, 3.0]},
+     "'baseline.c_values': list one or more values, each > 0, e.g. [1.0, 10.0]"),
     ("split", {"seed": True}, "'split.seed' must be an integer, got True"),
     ("split", {"seed": 1.5}, "'split.seed' must be an integer, got 1.5"),
     ("split", {"labels": ["a", 3]}, "'split.labels[1]' must be a string, got 3"),

@@ -60,5 +60,5 @@ def test_a_folder_without_tokenized_data_is_one_clear_error(tmp_path, capsys) ->
         baseline_check.main(["--tokenize", str(tmp_path / "nowhere")])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: {tmp_path / 'nowhere'}: no tokenized data; run `dvc repro tokenize` or pass "
-        "--tokenize")
+        f"error: {tmp_path / 'nowhere'}: no tokenized data; run `dvc repro tokenize` there, or "
+        "pass the written folder of a tokenize stage")

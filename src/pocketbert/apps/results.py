@@ -300,7 +300,8 @@ def public_table(runs: dict[str, dict]) -> str:
     # runs.recipe_check records the baseline's weighting since the stage tried balanced weights
     unweighted = [f"`{stem}.json`" for stem, run in runs.items()
                   if any(r.get("baseline_class_weight") is None for r in run["variants"].values())]
-    weights = (f" ({', '.join(unweighted)}: run before it tried them, equal weights only)"
+    weights = (f" ({', '.join(unweighted)}: run with an earlier baseline stage, equal weights "
+               "only; what today's stage gives on their splits: docs/experiments.md)"
                if unweighted else "")
     table = (recipe_table(rows, names) + "\n\n" + "; ".join(notes)
              + ". TF-IDF: C and balanced or equal label weights chosen on validation" + weights

@@ -414,7 +414,7 @@ class BaselineParams:
         _require(1 <= self.char_ngram_min <= self.char_ngram_max, "baseline.char_ngram_min",
                  "use 1 <= char_ngram_min <= char_ngram_max")
         _require(len(self.c_values) > 0 and all(c > 0 for c in self.c_values),
-                 "baseline.c_values", "list at least one value > 0, e.g. [1.0, 10.0]")
+                 "baseline.c_values", "list one or more values, each > 0, e.g. [1.0, 10.0]")
         _require(len(self.class_weights) > 0 and len(set(self.class_weights))
                  == len(self.class_weights), "baseline.class_weights",
                  "list none and/or balanced, each once")
@@ -568,7 +568,7 @@ class Model2VecParams:
                  "model2vec.vocabulary_quantization",
                  "use null (no sharing) or a number of shared vectors, e.g. 2048")
         _require(len(self.c_values) > 0 and all(c > 0 for c in self.c_values),
-                 "model2vec.c_values", "list at least one value > 0, e.g. [1.0, 10.0]")
+                 "model2vec.c_values", "list one or more values, each > 0, e.g. [1.0, 10.0]")
         _require(self.max_iter >= 1, "model2vec.max_iter", "use a positive integer")
 
 
@@ -723,7 +723,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is tuple:
         (item,) = typing.get_args(hint)[:1]
         if not isinstance(value, list):
-            raise _error(f"'{key}' must be a list, got {type(value).__name__}", key=key)
+            as_list = (f"; write it as a list: [{value}]"
+                       if isinstance(value, str | int | float) and not key.startswith(SECRET_KEYS)
+                       else "")
+            raise _error(f"'{key}' must be a list, got {type(value).__name__}{as_list}", key=key)
         return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         key_hint, value_hint = typing.get_args(hint)
@@ -770,8 +773,10 @@ def parse_section(name: str, raw: Any) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+        hint = f" (did you mean '{name}.{close[0]}'?)" if close else ""
         raise _error(
-            f"unknown key '{name}.{unknown[0]}'; known keys of '{name}': "
+            f"unknown key '{name}.{unknown[0]}'{hint}; known keys of '{name}': "
             f"{', '.join(sorted(known))}. Fix the spelling or remove it.",
             key=f"{name}.{unknown[0]}")
     values = {k: _coerce(v, hints[k], f"{name}.{k}") for k, v in raw.items()}
