@@ -26,6 +26,13 @@ class ParamsError(PocketbertError):
     def __str__(self) -> str:
         return f"{self.source}: {self.message}" if self.source else self.message
 
+    def read_from(self, path: object) -> "ParamsError":
+        """This error, named after the params file ``path`` its value came from (an error
+        shown as is, ``source`` None, stays so); returned for ``raise``."""
+        if self.source is not None:
+            self.source = str(path)
+        return self
+
 
 class DataError(PocketbertError):
     """An input data file cannot be used as it is."""

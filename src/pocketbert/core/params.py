@@ -833,9 +833,7 @@ def _parse_file_section(path: str | Path, name: str) -> Any:
     try:
         return parse_section(name, raw)
     except ParamsError as exc:
-        if exc.source is not None:
-            exc.source = str(path)
-        raise
+        raise exc.read_from(path) from None
 
 
 def load(path: str | Path, name: str) -> Any:

@@ -154,6 +154,4 @@ def cli(module: ModuleType, argv: Sequence[str] | None = None) -> Any:
         try:
             return module.run(p, inputs=ins, outputs=outs)
         except ParamsError as exc:
-            if exc.source is not None:
-                exc.source = str(params_path)
-            raise
+            raise exc.read_from(params_path) from None

@@ -55,12 +55,11 @@ def classifier(params: Any, c: float,
                               class_weight=None if class_weight == "none" else class_weight)
 
 
-def build(params: Any, c: float, class_weight: Literal["none", "balanced"] = "none") -> Any:
-    """An unfitted pipeline: :func:`features`, then :func:`classifier` with ``c`` and
-    ``class_weight``."""
+def build(params: Any, c: float) -> Any:
+    """An unfitted pipeline: :func:`features`, then :func:`classifier` with ``c``."""
     from sklearn.pipeline import make_pipeline
 
-    return make_pipeline(features(params), classifier(params, c, class_weight))
+    return make_pipeline(features(params), classifier(params, c))
 
 
 def fit(train: tuple[Sequence[str], Sequence[int]],
