@@ -4,7 +4,8 @@ The student starts from chosen teacher layers, from layers of its own pre-traine
 own tokenizer, or from a fresh config (pocketbert.training.student); keeps only the vocabulary it
 needs; and learns from the teacher's stored logits (KL at temperature T, weight alpha) plus the gold
 labels (weight 1 - alpha), and with hidden_weight > 0 from the hidden states of the teacher layers
-it copies (the teacher model running beside it). Unlabelled transfer texts labelled by soft_label
+it copies, with relation_weight > 0 from the attention relations of the last one (the teacher
+model running beside it). Unlabelled transfer texts labelled by soft_label
 enter the KL term only.
 With teacher.mode api there are no teacher weights: init must be pretrained, and the teacher's
 scores in the metrics are the API's answers stored by soft_label. The weights kept follow
@@ -57,8 +58,9 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     curves = outputs["out"].with_name(".train_student.curves")  # dvclive's, moved in below
     shutil.rmtree(curves, ignore_errors=True)
     hidden_teacher = (distillation.HiddenTeacher(teacher.model,
-                                                 student.hidden_layer_map(p.copy_layers))
-                      if p.hidden_weight else None)  # params: only with init copy
+                                                 student.hidden_layer_map(p.copy_layers),
+                                                 student.relation_layers(p.copy_layers))
+                      if p.hidden_weight or p.relation_weight else None)  # only init copy
     result = distillation.train(
         model, splits["train"], splits["validation"], distillation.TrainConfig.of(p),
         tokenizer.pad_token_id, scratch=outputs["out"].with_name(".train_student.trainer"),

@@ -77,7 +77,7 @@ def test_generic_names_take_label_names_from_params(tmp_path) -> None:
     ({"0": "condition", "1": "constraint", "2": "notice"}, (),
      r"has 3 labels .* split.labels has 4"),
     ({str(i): f"LABEL_{i}" for i in range(4)}, ("condition", "notice"),
-     r"4 outputs but params.yaml 'teacher.label_names' lists 2"),
+     r"4 outputs but the params key 'teacher.label_names' lists 2"),
     ({str(i): f"LABEL_{i}" for i in range(4)}, ("condition", "notice", "notice", "process"),
      r"teacher.label_names' names \['notice'\] more than once"),
 ])

@@ -214,6 +214,142 @@ def test_validation_loss_leaves_the_hidden_term_out(tmp_path) -> None:
                                          alpha=0.7, hidden_weight=1.0)
 
 
+# --- attention relation distillation (train_student.relation_weight) ---------------------------
+
+def test_attention_relation_loss_by_hand() -> None:
+    """One head of width 2: the student's relations are uniform over the 2 real keys, the
+    teacher's row i puts softmax([1/sqrt 2, 0]) on (key i, the other key); the loss is KL(p || u)
+    for each query, the same for query, key and value, and the padded position is ignored."""
+    import math
+
+    import torch
+
+    teacher = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])  # [batch 1, length 3, 2]
+    student = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [5.0, 5.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    p = 1 / (1 + math.exp(-1 / math.sqrt(2)))
+    expected = p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p))
+    got = distillation.attention_relation_loss((student,) * 3, (teacher,) * 3, mask, heads=1)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    moved = student.clone()
+    moved[0, 2] = -7.0  # the padded token: neither a key nor a query that counts
+    assert distillation.attention_relation_loss((moved,) * 3, (teacher,) * 3, mask,
+                                                heads=1).item() == pytest.approx(expected,
+                                                                                 rel=1e-6)
+    assert distillation.attention_relation_loss((teacher,) * 3, (teacher,) * 3, mask,
+                                                heads=1).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_attention_relation_loss_averages_the_heads() -> None:
+    """Two heads of width 1 are the mean of the two one-head losses on each column."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 4, 2, generator=gen), torch.randn(2, 4, 2, generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    both = distillation.attention_relation_loss((s,), (t,), mask, heads=2)
+    each = [distillation.attention_relation_loss((s[..., [c]],), (t[..., [c]],), mask, heads=1)
+            for c in (0, 1)]
+    assert both.item() == pytest.approx((each[0].item() + each[1].item()) / 2, rel=1e-6)
+
+
+def test_relation_layers_pair_the_student_s_last_layer_with_the_layer_it_copies() -> None:
+    from pocketbert.training.student import relation_layers
+
+    assert relation_layers((0, 5)) == (1, 5)
+    assert relation_layers((2,)) == (0, 2)
+
+
+def test_attention_projections_are_the_layer_s_query_key_value() -> None:
+    from pocketbert.core.errors import ModelError
+    from pocketbert.training import modeling
+
+    model = _tiny_model()
+    found = modeling.attention_projections(model, -1)
+    attention = model.bert.encoder.layer[0].attention.self
+    assert found == (attention.query, attention.key, attention.value)
+    with modeling.recorded_outputs(found) as seen:
+        model.eval()(input_ids=torch.tensor([[1, 5, 3]]))
+    assert [o.shape for o in seen] == [torch.Size([1, 3, 16])] * 3
+    assert all(not m._forward_hooks for m in found)  # removed on leaving the block
+    attention.query, attention.key = torch.nn.Identity(), torch.nn.Identity()
+    with pytest.raises(ModelError, match="relation_weight to 0"):
+        modeling.attention_projections(model, 0)
+
+
+def _relation_error(student, teacher, rows) -> float:
+    from pocketbert.runtime.torch_runner import pad_batch
+    from pocketbert.training import modeling
+
+    batch = pad_batch(rows["input_ids"], 0)
+    with torch.no_grad(), modeling.recorded_outputs(
+            modeling.attention_projections(student, -1)) as s, modeling.recorded_outputs(
+            modeling.attention_projections(teacher, -1)) as t:
+        student.eval()(**batch)
+        teacher.eval()(**batch)
+    return distillation.attention_relation_loss(tuple(s), tuple(t), batch["attention_mask"],
+                                                heads=2).item()
+
+
+def test_relation_weight_pulls_the_last_layer_s_relations_toward_the_teacher_s(tmp_path) -> None:
+    """A student copying teacher layer 1 alone (its input is now the embeddings, not layer 0's
+    output) trained with and without the relation term: with it, its relations end nearer the
+    teacher layer 1's on held-out rows, and the teacher's weights are untouched."""
+    from transformers import BertConfig, BertForSequenceClassification, set_seed
+
+    from pocketbert.training import modeling
+    from pocketbert.training.student import hidden_layer_map, relation_layers
+
+    set_seed(0)
+    teacher = BertForSequenceClassification(BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, num_labels=3, max_position_embeddings=16)).eval()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    held_out = _rows(32, 3)
+    errors = {}
+    for weight in (0.0, 10.0):
+        student = modeling.student_from_layers(teacher, (1,))
+        distillation.train(student, _rows(48, 1), _rows(24, 2),
+                           _config(epochs=3, select_by="average", average_last=1,
+                                   relation_weight=weight),
+                           pad_id=0, scratch=tmp_path / f"scratch{weight}",
+                           hidden_teacher=distillation.HiddenTeacher(
+                               teacher, hidden_layer_map((1,)), relation_layers((1,))))
+        errors[weight] = _relation_error(student, teacher, held_out)
+    assert errors[10.0] < 0.5 * errors[0.0]
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+
+
+def test_validation_loss_leaves_the_relation_term_out(tmp_path) -> None:
+    from transformers import TrainingArguments
+
+    from pocketbert.training import modeling
+
+    teacher = _tiny_model().eval()
+    student = modeling.student_from_layers(teacher, (0,))
+    with torch.no_grad():  # make the student's relations differ from the teacher's
+        for weight in student.bert.encoder.layer[0].attention.self.parameters():
+            weight.mul_(3.0)
+    rows = _rows(8, 4)
+    batch = distillation.Collator(0)([rows[i] for i in range(8)])
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    losses = {}
+    for weight in (0.0, 10.0):
+        trainer = distillation.DistillationTrainer(
+            model=student, args=args, temperature=2.0, alpha=0.7, relation_weight=weight,
+            hidden_teacher=distillation.HiddenTeacher(teacher, ((0, 0),), (0, 0)))
+        for mode in ("train", "eval"):
+            getattr(student, mode)()
+            torch.manual_seed(0)  # the same dropout masks for both weights
+            with torch.no_grad():
+                losses[weight, mode] = trainer.compute_loss(student, dict(batch)).item()
+    assert losses[10.0, "eval"] == pytest.approx(losses[0.0, "eval"])
+    assert losses[10.0, "train"] > losses[0.0, "train"] + 0.01
+    with pytest.raises(ValueError, match="needs a hidden_teacher"):
+        distillation.DistillationTrainer(model=student, args=args, temperature=2.0,
+                                         alpha=0.7, relation_weight=1.0)
+
+
 def test_balanced_class_weights_follow_sklearn_s_rule() -> None:
     # 6 labelled rows: 4, 1, 1 -> 6 / (3 x count); the unlabelled row is left out
     labels = np.array([0, 0, 0, 0, 1, 2, distillation.UNLABELLED])

@@ -41,14 +41,20 @@ def test_copying_every_layer_reproduces_the_teacher() -> None:
     assert torch.allclose(_logits(teacher, ids), _logits(student, ids), atol=1e-6)
 
 
-def test_layer_index_out_of_range_names_the_key() -> None:
-    with pytest.raises(ModelError, match=r"train_student.copy_layers.*layers 0..2"):
+def test_layer_index_out_of_range_names_the_key_and_the_params_file_read() -> None:
+    with pytest.raises(ParamsError) as info:
         modeling.student_from_layers(tiny_classifier(80, layers=3), (0, 3))
+    assert info.value.key == "train_student.copy_layers"
+    # stage.cli names the file given with --params, not params.yaml
+    assert str(info.value.read_from("sweep.yaml")) == (
+        "sweep.yaml: 'train_student.copy_layers': layer index 3 is out of range; the model has "
+        "layers 0..2")
 
 
 def test_fresh_student_heads_must_divide_hidden_size() -> None:
-    with pytest.raises(ModelError, match="train_student.num_heads"):
+    with pytest.raises(ParamsError, match="train_student.num_heads': 4 does not divide") as info:
         modeling.fresh_student(tiny_classifier(80), 30, 1, 4, None, seed=0)
+    assert info.value.key == "train_student.num_heads"
     student = modeling.fresh_student(tiny_classifier(80), 16, 1, 2, None, seed=0)
     assert (student.config.hidden_size, student.config.num_hidden_layers) == (16, 1)
     assert student.config.intermediate_size == 64
@@ -165,13 +171,15 @@ def test_unlabelled_texts_join_train_without_a_gold_label(tiny_world) -> None:
                                                       max_length=32)["input_ids"]
 
 
+@pytest.mark.parametrize("key", ["hidden_weight", "relation_weight"])
 @pytest.mark.parametrize(("changes", "fix"), [
-    ({"hidden_weight": -1.0}, "use 0"),
-    ({"hidden_weight": 1.0, "init": "fresh"}, "init: copy"),
-    ({"hidden_weight": 1.0, "vocab_clusters": 0}, "keep the teacher's tokens"),
+    ({"weight": -1.0}, "use 0"),
+    ({"weight": 1.0, "init": "fresh"}, "init: copy"),
+    ({"weight": 1.0, "vocab_clusters": 0}, "keep the teacher's tokens"),
 ])
-def test_hidden_weight_needs_copied_layers_and_the_teacher_s_tokens(changes, fix) -> None:
-    with pytest.raises(ParamsError, match=f"train_student.hidden_weight.*{fix}"):
-        TrainStudentParams(**changes)
-    TrainStudentParams(hidden_weight=1.0, vocab_clusters=2000)
-    TrainStudentParams(hidden_weight=1.0, trim_vocab=False, vocab_clusters=0)
+def test_layer_terms_need_copied_layers_and_the_teacher_s_tokens(key, changes, fix) -> None:
+    given = {key if k == "weight" else k: v for k, v in changes.items()}
+    with pytest.raises(ParamsError, match=f"train_student.{key}.*{fix}"):
+        TrainStudentParams(**given)
+    TrainStudentParams(**{key: 1.0}, vocab_clusters=2000)
+    TrainStudentParams(**{key: 1.0}, trim_vocab=False, vocab_clusters=0)

@@ -240,6 +240,11 @@ class TrainStudentParams:
      "(embeddings, copied layers) pairs of the squared error between the student's output "
      "and the teacher's; needs the teacher's token ids (vocab_clusters > 0, or "
      "trim_vocab: false); 0: off")
+    relation_weight: float = 0.0
+    ("with init=copy: weight of MiniLMv2's self-attention relation term, the KL divergence "
+     "between the teacher's and the student's query-query, key-key and value-value relations "
+     "in the student's last layer and the teacher layer it copies; needs the teacher's token "
+     "ids like hidden_weight; 0: off")
     temperature: float = 2.0
     "distillation temperature T (softens teacher and student distributions)"
     alpha: float = 0.7
@@ -297,16 +302,16 @@ class TrainStudentParams:
                  "set it to null, or vocab_clusters > 0 (the factorised rows are the shared ones)")
         _require(self.embedding_rank is None or self.embedding_rank >= 1,
                  "train_student.embedding_rank", "use a positive rank, or null")
-        _require(self.hidden_weight >= 0, "train_student.hidden_weight",
-                 "use 0 (off) or a positive weight")
-        if self.hidden_weight:
-            _require(self.init == "copy", "train_student.hidden_weight",
-                     f"set it to 0 with init={self.init}, or use init: copy (the student's "
-                     "layers must be copies of teacher layers to be compared with them)")
-            _require(not self.trim_vocab or self.vocab_clusters > 0,
-                     "train_student.hidden_weight",
-                     "set it to 0, or keep the teacher's tokens (vocab_clusters > 0, or "
-                     "trim_vocab: false): a trimmed tokenizer has token ids of its own")
+        for name in ("hidden_weight", "relation_weight"):
+            key, weight = f"train_student.{name}", getattr(self, name)
+            _require(weight >= 0, key, "use 0 (off) or a positive weight")
+            if weight:
+                _require(self.init == "copy", key,
+                         f"set it to 0 with init={self.init}, or use init: copy (the student's "
+                         "layers must be copies of teacher layers to be compared with them)")
+                _require(not self.trim_vocab or self.vocab_clusters > 0, key,
+                         "set it to 0, or keep the teacher's tokens (vocab_clusters > 0, or "
+                         "trim_vocab: false): a trimmed tokenizer has token ids of its own")
         _check_training("train_student", self)
 
 

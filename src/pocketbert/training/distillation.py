@@ -20,6 +20,17 @@ with no projection since both share the width; unlike TinyBERT, whose per-pair l
 and learnt in a stage of their own before the logits, the pairs are averaged and trained jointly
 with the logit terms. Validation losses leave that term out; the training loss includes it.
 
+With a relation weight gamma > 0 it adds
+
+     + gamma * mean over query, key and value of KL(R_teacher || R_student)
+
+where R = softmax(A A^T / sqrt(d)) per attention head, A being one head's query (key, value)
+projections [length, d] in the student's last layer and in the teacher layer it copies: the
+self-attention relations of MiniLMv2 (Wang et al. 2021, "MiniLMv2: Multi-Head Self-Attention
+Relation Distillation for Compressing Pretrained Transformers", eq. 2-4), with the model's own
+heads as relation heads, averaged over heads and real query tokens, padded keys left out, and
+trained jointly with the logit terms rather than in a task-agnostic stage of its own.
+
 The T^2 factor keeps the gradient scale of the soft term independent of T (Hinton et al. 2015).
 alpha = 0 is plain fine-tuning on gold labels (the no-distillation baseline); the teacher stage
 trains with exactly that. Runs unchanged under ``torchrun --nproc_per_node N`` (DDP): Trainer
@@ -41,6 +52,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from pocketbert.core import evaluation
 from pocketbert.runtime.torch_runner import pad_batch
+from pocketbert.training import modeling
 
 UNLABELLED = -100
 "label id of a transfer text without a gold label: it is learnt through the KD term only"
@@ -87,6 +99,37 @@ def hidden_state_loss(student_states: tuple[torch.Tensor, ...],
     return torch.stack(errors).mean()
 
 
+def attention_relation_loss(student_qkv: tuple[torch.Tensor, ...],
+                            teacher_qkv: tuple[torch.Tensor, ...], attention_mask: torch.Tensor,
+                            heads: int) -> torch.Tensor:
+    """MiniLMv2's self-attention relation term: the mean over the (student, teacher) pairs of
+    ``student_qkv`` / ``teacher_qkv`` (the query, key and value projections of one layer each,
+    [batch, length, hidden], the same hidden size, split into ``heads`` heads of hidden / heads)
+    of KL(R_teacher || R_student), R = softmax(A A^T / sqrt(hidden / heads)) per head over the
+    keys where ``attention_mask`` [batch, length] is 1, averaged over heads and those query
+    tokens (Wang et al. 2021, eq. 2-4). 0 when the relations match."""
+    real = attention_mask.bool()  # [batch, length]
+    padded_key = ~real[:, None, None, :]  # [batch, 1, 1, length]
+    queries = real[:, None, :].to(student_qkv[0].dtype)  # [batch, 1, length]
+    terms = []
+    for s, t in zip(student_qkv, teacher_qkv, strict=True):
+        log_s, log_t = _log_relations(s, heads, padded_key), _log_relations(t, heads, padded_key)
+        kl = (log_t.exp() * (log_t - log_s)).masked_fill(padded_key, 0.0).sum(-1)  # [b, h, len]
+        terms.append((kl * queries).sum() / (queries.sum() * heads).clamp(min=1.0))
+    return torch.stack(terms).mean()
+
+
+def _log_relations(a: torch.Tensor, heads: int, padded_key: torch.Tensor) -> torch.Tensor:
+    """log softmax(A A^T / sqrt(d)) per head, [batch, heads, length, length], for ``a``
+    [batch, length, hidden]; padded keys get a finite -1e4 (not -inf, whose differences in the
+    KL would be NaN) and so a probability of 0 to float32 precision."""
+    batch, length, hidden = a.shape
+    d = hidden // heads
+    per_head = a.view(batch, length, heads, d).transpose(1, 2)  # [batch, heads, length, d]
+    scores = per_head @ per_head.transpose(-1, -2) / d ** 0.5
+    return scores.masked_fill(padded_key, -1e4).log_softmax(dim=-1)
+
+
 @dataclass
 class Collator:
     """Pads input_ids per batch; carries labels and (when present) teacher_logits."""
@@ -118,6 +161,7 @@ class TrainConfig:
     select_by: str = "macro_f1"
     average_last: int = 1
     hidden_weight: float = 0.0
+    relation_weight: float = 0.0
     class_weight: str = "none"
 
     @classmethod
@@ -128,45 +172,63 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class HiddenTeacher:
-    """The teacher a hidden-state term compares the student with: its model (run without
-    gradients) and the (student, teacher) hidden_states index pairs (``hidden_state_loss``)."""
+    """The teacher the hidden-state and relation terms compare the student with: its model (run
+    without gradients), the (student, teacher) hidden_states index pairs
+    (``hidden_state_loss``) and the (student, teacher) layer indices whose attention relations
+    are compared (``attention_relation_loss``)."""
 
     model: Any
     layer_map: tuple[tuple[int, int], ...]
+    relation_layers: tuple[int, int] = (-1, -1)
 
 
 class DistillationTrainer(Trainer):
     """transformers' Trainer with ``distillation_loss`` as its loss (``class_weights``
     [num_labels] or None for its cross-entropy), plus ``hidden_weight`` times
-    ``hidden_state_loss`` against ``hidden_teacher`` while training (when both are given)."""
+    ``hidden_state_loss`` and ``relation_weight`` times ``attention_relation_loss`` against
+    ``hidden_teacher`` while training (ValueError when a weight is > 0 without one)."""
 
     def __init__(self, *args: Any, temperature: float, alpha: float, hidden_weight: float = 0.0,
-                 hidden_teacher: HiddenTeacher | None = None,
+                 relation_weight: float = 0.0, hidden_teacher: HiddenTeacher | None = None,
                  class_weights: torch.Tensor | None = None, **kwargs: Any):
-        if hidden_weight and hidden_teacher is None:
-            raise ValueError("hidden_weight > 0 needs a hidden_teacher to compare with")
+        if (hidden_weight or relation_weight) and hidden_teacher is None:
+            raise ValueError("hidden_weight or relation_weight > 0 needs a hidden_teacher to "
+                             "compare with")
         super().__init__(*args, **kwargs)
         self.temperature, self.alpha = temperature, alpha
         self.class_weights = (None if class_weights is None
                               else class_weights.to(self.args.device))
-        self.hidden_weight, self.hidden_teacher = hidden_weight, hidden_teacher
-        if self.hidden_weight:
+        self.hidden_weight, self.relation_weight = hidden_weight, relation_weight
+        self.hidden_teacher = hidden_teacher
+        if hidden_weight or relation_weight:
             hidden_teacher.model.to(self.args.device).eval()
+        if relation_weight:
+            s, t = hidden_teacher.relation_layers
+            self._projections = (modeling.attention_projections(self.model, s),
+                                 modeling.attention_projections(hidden_teacher.model, t))
+            self._heads = self.model.config.num_attention_heads
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher_logits = inputs.pop("teacher_logits", None)
         labels = inputs.pop("labels")
         hidden = bool(self.hidden_weight) and model.training
-        outputs = model(**inputs, output_hidden_states=hidden)
+        relate = bool(self.relation_weight) and model.training
+        student_qkv, teacher_qkv = self._projections if relate else ((), ())
+        with modeling.recorded_outputs(student_qkv) as student_relations:
+            outputs = model(**inputs, output_hidden_states=hidden)
         loss = distillation_loss(outputs.logits, teacher_logits, labels,
                                  self.temperature, self.alpha, self.class_weights)
+        if hidden or relate:
+            with torch.no_grad(), modeling.recorded_outputs(teacher_qkv) as teacher_relations:
+                teacher = self.hidden_teacher.model(**inputs, output_hidden_states=hidden)
         if hidden:
-            with torch.no_grad():
-                teacher_states = self.hidden_teacher.model(
-                    **inputs, output_hidden_states=True).hidden_states
             loss = loss + self.hidden_weight * hidden_state_loss(
-                outputs.hidden_states, teacher_states, self.hidden_teacher.layer_map,
+                outputs.hidden_states, teacher.hidden_states, self.hidden_teacher.layer_map,
                 inputs["attention_mask"])
+        if relate:
+            loss = loss + self.relation_weight * attention_relation_loss(
+                tuple(student_relations), tuple(teacher_relations), inputs["attention_mask"],
+                self._heads)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -278,8 +340,9 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
     ``average_last`` epochs. When ``eval_ds`` has a ``teacher_logits`` column, every evaluation
     reports agreement and teacher_kl (needed by select_by agreement/kl: ValueError otherwise).
     ``scratch`` holds checkpoints (shared by all DDP processes) and is removed. With
-    ``config.hidden_weight`` > 0 the hidden-state term against ``hidden_teacher`` joins the
-    training loss (``DistillationTrainer``; ValueError without a ``hidden_teacher``). With
+    ``config.hidden_weight`` > 0 the hidden-state term, and with ``config.relation_weight`` > 0
+    the attention relation term, against ``hidden_teacher`` join the training loss
+    (``DistillationTrainer``; ValueError without a ``hidden_teacher``). With
     ``config.class_weight`` balanced, the cross-entropy weighs labels by
     ``balanced_class_weights`` of ``train_ds``'s labels.
     Returns the log history, the kept epoch's validation score (None with average), the
@@ -346,6 +409,7 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             temperature=config.temperature,
             alpha=config.alpha,
             hidden_weight=config.hidden_weight,
+            relation_weight=config.relation_weight,
             hidden_teacher=hidden_teacher,
             class_weights=None if weights is None else torch.tensor(weights, dtype=torch.float32),
         )

@@ -46,7 +46,7 @@ def distill(folder: Path, params: Any) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"params.yaml: model2vec.backbone: {folder} holds no model and tokenizer "
+        raise ModelError(f"'model2vec.backbone': {folder} holds no model and tokenizer "
                          f"to distil Model2Vec from ({reason}); set it to a local Hugging Face "
                          "model folder (config.json, weights, tokenizer files)") from None
     return distill_from_model(model=model, tokenizer=tokenizer, device="cpu",

@@ -220,13 +220,13 @@ def label_order(config: dict, labels: tuple[str, ...], config_file: Path,
     if label_names:
         if len(label_names) != len(names):
             raise ModelError(
-                f"{where} has {len(names)} outputs but params.yaml 'teacher.label_names' lists "
+                f"{where} has {len(names)} outputs but the params key 'teacher.label_names' lists "
                 f"{len(label_names)} names; list one name per output, in id order")
         names = list(label_names)
-        where = "params.yaml 'teacher.label_names'"
+        where = "the params key 'teacher.label_names'"
     elif all(_GENERIC.fullmatch(n) for n in names):
         raise ModelError(
-            f"{where} has only generic names {names}; set teacher.label_names in params.yaml "
+            f"{where} has only generic names {names}; set the params key teacher.label_names "
             f"to the label names in id order (from {list(labels)})")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -306,16 +306,47 @@ def _layer_list(model) -> torch.nn.ModuleList:
                      "layer selection needs a standard encoder")
 
 
+_PROJECTIONS = (("query", "key", "value"), ("q", "k", "v"), ("q_lin", "k_lin", "v_lin"))
+"names of the self-attention input projections: BERT/RoBERTa/ELECTRA, MPNet, DistilBERT"
+
+
+def attention_projections(model, layer: int) -> tuple[torch.nn.Linear, ...]:
+    """The query, key and value Linear modules of encoder layer ``layer`` (negative: from the
+    end) of ``model``. Raises ModelError for an architecture whose layer holds no such trio."""
+    block = _layer_list(model)[layer]
+    linears = {name.rsplit(".", 1)[-1]: module for name, module in block.named_modules()
+               if isinstance(module, torch.nn.Linear)}
+    for names in _PROJECTIONS:
+        if all(n in linears for n in names):
+            return tuple(linears[n] for n in names)
+    raise ModelError(f"{type(model).__name__}: layer {layer} has no query, key and value "
+                     "projections by a known name; attention relations need a BERT-like layer "
+                     "(set train_student.relation_weight to 0)")
+
+
+@contextlib.contextmanager
+def recorded_outputs(modules: tuple[torch.nn.Module, ...]) -> Iterator[list[torch.Tensor]]:
+    """A list that receives the output of each of ``modules`` on every forward call made
+    inside the block, in call order; the hooks are removed on leaving it."""
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda _m, _args, out: seen.append(out)) for m in modules]
+    try:
+        yield seen
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def keep_layers(model, layers: tuple[int, ...], key: str = "train_student.copy_layers"):
     """A copy of ``model`` with only encoder ``layers`` (in that order); embeddings, pooler and
     head are kept. Works for any architecture whose encoder holds its layers in one
-    ModuleList (BERT, RoBERTa, MPNet, DeBERTa-v2, ELECTRA, DistilBERT). Raises ModelError
+    ModuleList (BERT, RoBERTa, MPNet, DeBERTa-v2, ELECTRA, DistilBERT). Raises ParamsError
     naming ``key`` for an index out of range."""
     n = model.config.num_hidden_layers
     bad = [i for i in layers if not 0 <= i < n]
     if bad:
-        raise ModelError(f"params.yaml '{key}': layer index {bad[0]} is out of range; the "
-                         f"model has layers 0..{n - 1}")
+        raise ParamsError(f"'{key}': layer index {bad[0]} is out of range; the model has "
+                          f"layers 0..{n - 1}", key=key, source="params.yaml")
     student = copy.deepcopy(model)
     kept = _layer_list(student)
     chosen = [kept[i] for i in layers]
@@ -337,13 +368,15 @@ def student_from_layers(teacher, layers: tuple[int, ...]):
 
 def fresh_student(teacher, hidden_size: int | None, num_layers: int, num_heads: int,
                   intermediate_size: int | None, seed: int):
-    """A randomly initialised student of the teacher's architecture, vocabulary and labels."""
+    """A randomly initialised student of the teacher's architecture, vocabulary and labels.
+    Raises ParamsError when ``num_heads`` does not divide the hidden size."""
     from transformers import AutoModelForSequenceClassification
 
     hidden = hidden_size or teacher.config.hidden_size
     if hidden % num_heads:
-        raise ModelError(f"params.yaml 'train_student.num_heads': {num_heads} does not divide "
-                         f"hidden size {hidden}; pick a divisor")
+        raise ParamsError(f"'train_student.num_heads': {num_heads} does not divide hidden size "
+                          f"{hidden}; pick a divisor", key="train_student.num_heads",
+                          source="params.yaml")
     config = copy.deepcopy(teacher.config)
     config.hidden_size = hidden
     config.num_hidden_layers = num_layers

@@ -40,8 +40,8 @@ def init_student(p, teacher, teacher_tokenizer, labels: tuple[str, ...]):
 
     ``p``: TrainStudentParams; ``teacher``, ``teacher_tokenizer``: None for a teacher without
     weights (an endpoint). Raises ParamsError when init copy or fresh has no teacher weights
-    to start from, ModelError (a layer index out of range, a backbone folder that cannot be
-    loaded, heads that do not divide the hidden size)."""
+    to start from, a layer index out of range or heads that do not divide the hidden size;
+    ModelError for a backbone folder that cannot be loaded."""
     if teacher is None and p.init != "pretrained":
         raise ParamsError(
             f"'train_student.init' is {p.init!r}, but teacher.mode api has no teacher weights "
@@ -51,7 +51,7 @@ def init_student(p, teacher, teacher_tokenizer, labels: tuple[str, ...]):
     if p.init == "copy":
         return modeling.student_from_layers(teacher, p.copy_layers), teacher_tokenizer
     if p.init == "pretrained":
-        origin = "params.yaml 'train_student.backbone'"
+        origin = "the params key 'train_student.backbone'"
         folder = model_folders.resolve(p.backbone, origin)
         backbone = modeling.new_classifier(folder, labels, origin)
         return modeling.keep_layers(backbone, p.copy_layers), tokenization.load_tokenizer(folder)
@@ -64,6 +64,14 @@ def hidden_layer_map(copy_layers: tuple[int, ...]) -> tuple[tuple[int, int], ...
     ``copy_layers``: the embeddings' output (0, 0), then student layer i's output against the
     output of the teacher layer it copies (i + 1, copy_layers[i] + 1)."""
     return ((0, 0), *((i + 1, layer + 1) for i, layer in enumerate(copy_layers)))
+
+
+def relation_layers(copy_layers: tuple[int, ...]) -> tuple[int, int]:
+    """The (student, teacher) encoder layer indices whose attention relations are compared for
+    a student copied from teacher ``copy_layers``: its last layer and the teacher layer it
+    copies (with the default [0, 5] of a 6-layer teacher, the teacher's last layer, the layer
+    MiniLMv2 distils)."""
+    return len(copy_layers) - 1, copy_layers[-1]
 
 
 def trim(student, tokenizer, corpus: list[str], reserve: int, max_length: int):
