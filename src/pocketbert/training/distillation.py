@@ -27,9 +27,9 @@ With a relation weight gamma > 0 it adds
 where R = softmax(A A^T / sqrt(d)) per attention head, A being one head's query (key, value)
 projections [length, d] in the student's last layer and in the teacher layer it copies: the
 self-attention relations of MiniLMv2 (Wang et al. 2021, "MiniLMv2: Multi-Head Self-Attention
-Relation Distillation for Compressing Pretrained Transformers", eq. 2-4), with the model's own
-heads as relation heads, averaged over heads and real query tokens, padded keys left out, and
-trained jointly with the logit terms rather than in a task-agnostic stage of its own.
+Relation Distillation for Compressing Pretrained Transformers", arXiv:2012.15828), with the
+model's own heads as relation heads, averaged over heads and real query tokens, padded keys left
+out, and trained jointly with the logit terms rather than in a task-agnostic stage of its own.
 
 The T^2 factor keeps the gradient scale of the soft term independent of T (Hinton et al. 2015).
 alpha = 0 is plain fine-tuning on gold labels (the no-distillation baseline); the teacher stage
@@ -107,7 +107,8 @@ def attention_relation_loss(student_qkv: tuple[torch.Tensor, ...],
     [batch, length, hidden], the same hidden size, split into ``heads`` heads of hidden / heads)
     of KL(R_teacher || R_student), R = softmax(A A^T / sqrt(hidden / heads)) per head over the
     keys where ``attention_mask`` [batch, length] is 1, averaged over heads and those query
-    tokens (Wang et al. 2021, eq. 2-4). 0 when the relations match."""
+    tokens (Wang et al. 2021, arXiv:2012.15828, with the model's heads as its relation heads).
+    0 when the relations match."""
     real = attention_mask.bool()  # [batch, length]
     padded_key = ~real[:, None, None, :]  # [batch, 1, 1, length]
     queries = real[:, None, :].to(student_qkv[0].dtype)  # [batch, 1, length]

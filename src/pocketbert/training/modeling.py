@@ -306,8 +306,9 @@ def _layer_list(model) -> torch.nn.ModuleList:
                      "layer selection needs a standard encoder")
 
 
-_PROJECTIONS = (("query", "key", "value"), ("q", "k", "v"), ("q_lin", "k_lin", "v_lin"))
-"names of the self-attention input projections: BERT/RoBERTa/ELECTRA, MPNet, DistilBERT"
+_PROJECTIONS = (("query", "key", "value"), ("q", "k", "v"), ("q_lin", "k_lin", "v_lin"),
+                ("query_proj", "key_proj", "value_proj"))
+"names of the self-attention input projections: BERT/RoBERTa/ELECTRA, MPNet, DistilBERT, DeBERTa"
 
 
 def attention_projections(model, layer: int) -> tuple[torch.nn.Linear, ...]:
