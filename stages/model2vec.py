@@ -44,7 +44,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     soft = SoftLabels.read(inputs["soft_label"], labels,
                            {split: len(data[split]) for split in dataset.SPLITS},
                            text_groups=(UNLABELLED,))
-    folder = model_folders.resolve(p.backbone, origin="params.yaml: model2vec.backbone")
+    folder = model_folders.resolve(p.backbone, origin="the params key 'model2vec.backbone'")
     start = time.perf_counter()
     model = model2vec_model.distill(folder, p)
     metrics: dict = {"distill_seconds": time.perf_counter() - start,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import LABELS, sentences, tiny_classifier, tiny_tokenizer
 
-from pocketbert.core.errors import ModelError
+from pocketbert.core.errors import ModelError, ParamsError
 from pocketbert.export import onnx_export
 from pocketbert.training import modeling
 
@@ -129,12 +129,36 @@ def test_keep_layers_and_head_reorder_work_for_each_family(family: str) -> None:
         assert not torch.allclose(two(input_ids=IDS, attention_mask=MASK).logits, full,
                                   atol=1e-3)
     assert modeling.count_parameters(two) < modeling.count_parameters(model)
-    with pytest.raises(ModelError, match=r"train_student.copy_layers.*layers 0..2"):
+    with pytest.raises(ParamsError, match=r"train_student.copy_layers.*layers 0..2"):
         modeling.keep_layers(model, (0, 3))
     modeling.reorder_outputs(model, [3, 2, 1, 0], LABELS)
     with torch.inference_mode():
         flipped = model(input_ids=IDS, attention_mask=MASK).logits
     assert torch.allclose(flipped, full.flip(-1), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attention_relations_are_read_for_each_family(family: str) -> None:
+    """train_student.relation_weight on every family: the last layer's query, key and value
+    outputs are [batch, length, hidden] once per forward; a student whose last layer is teacher
+    layer 2 fed by layer 0 differs from it, the teacher from itself not at all."""
+    from pocketbert.training import distillation
+
+    teacher = tiny_family(family, layers=3).eval()
+    student = modeling.keep_layers(teacher, (0, 2)).eval()
+
+    def relations(model, layer: int):
+        with torch.inference_mode(), modeling.recorded_outputs(
+                modeling.attention_projections(model, layer)) as seen:
+            model(input_ids=IDS, attention_mask=MASK)
+        assert [tuple(o.shape) for o in seen] == [(*IDS.shape, 32)] * 3
+        return tuple(seen)
+
+    ours, theirs = relations(student, 1), relations(teacher, 2)
+    # 1e-4: far above float32 round-off of a zero term (about 1e-7)
+    assert distillation.attention_relation_loss(ours, theirs, MASK, heads=2).item() > 1e-4
+    assert distillation.attention_relation_loss(theirs, theirs, MASK, heads=2).item() == \
+        pytest.approx(0.0, abs=1e-6)
 
 
 def test_folder_with_custom_code_is_refused_by_default(tmp_path) -> None:

@@ -98,7 +98,7 @@ def test_soft_targets_are_fitted_as_cross_entropy(static) -> None:
 def test_missing_or_broken_folders_are_named(tmp_path) -> None:
     with pytest.raises(ModelError, match=r"none: no Model2Vec pipeline .*dvc repro model2vec"):
         model2vec_model.load(tmp_path / "none")
-    with pytest.raises(ModelError, match=r"^params\.yaml: model2vec\.backbone: .*empty holds no "
+    with pytest.raises(ModelError, match=r"^'model2vec\.backbone': .*empty holds no "
                                          r"model and tokenizer to distil Model2Vec from"):
         (tmp_path / "empty").mkdir()
         model2vec_model.distill(tmp_path / "empty", PARAMS)

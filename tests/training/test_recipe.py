@@ -253,6 +253,52 @@ def test_attention_relation_loss_averages_the_heads() -> None:
     assert both.item() == pytest.approx((each[0].item() + each[1].item()) / 2, rel=1e-6)
 
 
+def test_attention_relation_loss_matches_a_loop_over_heads_and_real_tokens() -> None:
+    """Against a plain loop: heads are contiguous slices of width 2 of hidden 4, and the second
+    row's padded position is neither a key nor a counted query (its values differ between the
+    two models, so counting it would change the result)."""
+    gen = torch.Generator().manual_seed(1)
+    s, t = torch.randn(2, 3, 4, generator=gen), torch.randn(2, 3, 4, generator=gen)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    heads, d = 2, 2
+    terms = []
+    for b in range(2):
+        real = [j for j in range(3) if mask[b, j]]
+        for h in range(heads):
+            cols = slice(h * d, (h + 1) * d)
+            for i in real:
+                p_t = torch.softmax(torch.stack([t[b, i, cols] @ t[b, j, cols] for j in real])
+                                    / d ** 0.5, dim=0)
+                p_s = torch.softmax(torch.stack([s[b, i, cols] @ s[b, j, cols] for j in real])
+                                    / d ** 0.5, dim=0)
+                terms.append((p_t * (p_t / p_s).log()).sum())
+    expected = torch.stack(terms).mean().item()  # the same for query, key and value
+    got = distillation.attention_relation_loss((s,) * 3, (t,) * 3, mask, heads=heads)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_relations_of_a_deberta_layer_are_read_once_per_forward() -> None:
+    """DeBERTa-v2 runs query_proj and key_proj again on its relative positions: only the call
+    on the tokens is recorded, so the relation term gets [batch, length, hidden] each."""
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    from pocketbert.training import modeling
+
+    torch.manual_seed(0)
+    model = DebertaV2ForSequenceClassification(DebertaV2Config(
+        vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=3, max_position_embeddings=16,
+        relative_attention=True, position_buckets=8, share_att_key=True,
+        pos_att_type=["p2c", "c2p"])).eval()
+    found = modeling.attention_projections(model, 0)
+    ids = torch.tensor([[1, 5, 6, 7], [1, 8, 2, 0]])
+    with torch.no_grad(), modeling.recorded_outputs(found) as seen:
+        model(input_ids=ids, attention_mask=(ids != 0).long())
+    assert [tuple(o.shape) for o in seen] == [(2, 4, 16)] * 3
+    zero = distillation.attention_relation_loss(tuple(seen), tuple(seen), ids != 0, heads=2)
+    assert zero.item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_relation_layers_pair_the_student_s_last_layer_with_the_layer_it_copies() -> None:
     from pocketbert.training.student import relation_layers
 

