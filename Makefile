@@ -56,8 +56,8 @@ report: setup
 	$(BIN)/pocketbert report $(or $(A),HEAD) $(B)
 
 # Regenerate the generated tables: README results (metrics/benchmark.json) and public sets
-# (metrics/runs/public), docs/reference.md params (params.yaml), docs/experiments.md latency
-# candidates (metrics/latency.json)
+# (metrics/runs/public), docs/reference.md params (params.yaml), docs/experiments.md recipe
+# candidates (metrics/runs/variants) and latency candidates (metrics/latency.json)
 results: setup
 	$(BIN)/pocketbert results
 

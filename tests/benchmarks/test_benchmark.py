@@ -167,8 +167,10 @@ MARKDOWN = tuple(dict.fromkeys(name for name, _, _ in results.BLOCKS))
 "README.md and the docs files that hold generated blocks"
 PUBLIC_RUNS = tuple(str(p.relative_to(ROOT)) for p in
                     sorted((ROOT / results.PUBLIC_RUNS).glob("*.json")))
+VARIANT_RUNS = tuple(str(p.relative_to(ROOT)) for p in
+                     sorted((ROOT / results.VARIANT_RUNS).glob("*.json")))
 GENERATED_FROM = (*MARKDOWN, "metrics/benchmark.json", "metrics/latency.json",
-                  "metrics/calibrate.json", "params.yaml", *PUBLIC_RUNS)
+                  "metrics/calibrate.json", "params.yaml", *PUBLIC_RUNS, *VARIANT_RUNS)
 "README, the docs with generated blocks, and the files their generated tables are made from"
 
 
@@ -217,7 +219,10 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
     latency = json.loads((files / "metrics" / "latency.json").read_text(encoding="utf-8"))
     public = results.read_runs(files / results.PUBLIC_RUNS)
     deferral = json.loads((files / "metrics" / "calibrate.json").read_text(encoding="utf-8"))
+    candidates = results.read_runs(files / results.VARIANT_RUNS)
     expected = {results.START: (results.results_table(metrics), "results"),
+                results.CANDIDATES_START: (results.candidates_table(candidates),
+                                           "recipe candidates"),
                 results.PUBLIC_START: (results.public_table(public), "public sets"),
                 results.DEFERRAL_START: (results.deferral_table(deferral), "deferral"),
                 results.BUDGET_START: (results.budget_table(metrics), "budget"),
@@ -229,7 +234,7 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
         assert results.readme_table(results.block_file(readme, name), start, end) == body, (
             f"the {what} table in {name} is stale: run `make results`")
     assert not results.stale_files(readme, metrics, files / "params.yaml", latency, public,
-                                   deferral)
+                                   deferral, candidates)
 
 
 def test_params_table_has_three_cells_per_row_and_writes_null_as_yaml_does() -> None:
@@ -272,6 +277,33 @@ def test_public_table_names_the_runs_whose_baseline_tried_equal_weights_only() -
     assert table[2].startswith("| `a` | 100 | 0.900 | 0.950 | 0.900 | 1.000 (0.950–1.050) | – |")
     both_new = {"new_run": runs["new_run"]}
     assert "equal weights only" not in results.public_table(both_new)
+
+
+def test_candidates_table_puts_the_committed_params_first_and_leaves_other_files_out() -> None:
+    def row(agreement: float, disagreements: int, f1: float, answered: float | None = None):
+        r = {"agreement": agreement, "disagreements": disagreements,
+             "student_int8_macro_f1": f1}
+        return r if answered is None else {**r, "deferral.test.coverage": answered}
+
+    runs = {"a_weight": {"overrides": {"train_student.alpha": 1.0},
+                         "variants": {"small": row(0.929, 15, 0.934, 0.854)}},
+            "baseline_check": {"params": {}, "results": {}},  # not a recipe run
+            "recipe_check": {"overrides": {},
+                             "variants": {"default": row(0.986, 3, 0.962, 0.858),
+                                          "small": row(0.934, 14, 0.939)}}}
+    lines = results.candidates_table(runs).splitlines()
+    assert lines[0] == "| candidate (file) | `default` | `small` |"
+    assert lines[2] == ("| committed params (`recipe_check.json`) | 0.986 (3) · 0.962 · 0.86 | "
+                        "0.934 (14) · 0.939 · – |")
+    assert lines[3] == ("| `train_student.alpha=1.0` (`a_weight.json`) |  | "
+                        "0.929 (15) · 0.934 · 0.85 |")
+    assert len(lines) == 4
+    runs["z_committed_again"] = {"variants": {"small": row(0.934, 14, 0.939)}}
+    lines = results.candidates_table(runs).splitlines()  # the fuller committed run leads
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| committed params (`recipe_check.json`)",
+        "| committed params (`z_committed_again.json`)",
+        "| `train_student.alpha=1.0` (`a_weight.json`)"]
 
 
 def test_deferral_table_shows_both_models_and_a_threshold_that_defers_everything() -> None:

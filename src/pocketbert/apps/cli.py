@@ -488,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "params and latency)",
         description="Regenerate README.md's results table from metrics/benchmark.json, its "
                     "public-sets table from the run files in metrics/runs/public and its "
-                    "deferral table from metrics/calibrate.json, "
-                    "docs/experiments.md's latency candidates table from metrics/latency.json "
+                    "deferral table from metrics/calibrate.json, docs/experiments.md's recipe "
+                    "candidates table from the run files in metrics/runs/variants and its "
+                    "latency candidates table from metrics/latency.json "
                     "and docs/reference.md's params table from params.yaml and the field docs "
                     "in pocketbert.core.params (never typed by hand); the docs files are found "
                     "beside --readme.")
@@ -505,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--public-runs", default="metrics/runs/public", metavar="FOLDER",
                    help="recipe-check result files of the public sets (README's public-sets "
                         "table; left alone when the folder is absent)")
+    t.add_argument("--variant-runs", default="metrics/runs/variants", metavar="FOLDER",
+                   help="recipe-check result files of the derived variants (docs/experiments.md's "
+                        "candidates table; left alone when the folder is absent)")
     t.add_argument("--check", action="store_true",
                    help="exit 1 if a generated table is stale, change nothing")
 
@@ -557,6 +561,8 @@ def results_command(args: argparse.Namespace) -> int:
                if latency_file.is_file() else None)
     public = (results.read_runs(args.public_runs) if Path(args.public_runs).is_dir()
               else None)
+    candidates = (results.read_runs(args.variant_runs) if Path(args.variant_runs).is_dir()
+                  else None)
     calibrate_file = Path(args.calibrate)
     deferral = (json.loads(calibrate_file.read_text(encoding="utf-8"))
                 if calibrate_file.is_file() else None)
@@ -564,14 +570,14 @@ def results_command(args: argparse.Namespace) -> int:
     try:
         if args.check:
             stale = results.stale_files(readme, metrics, args.params, latency, public,
-                                        deferral)
+                                        deferral, candidates)
             for path in stale:
                 print(f"{path}: generated tables are stale; run `pocketbert results`")
             if not stale:
                 print(f"{readme} and its docs: generated tables are up to date")
             return 1 if stale else 0
         changed = results.update_readme(readme, metrics, args.params, latency, public,
-                                        deferral)
+                                        deferral, candidates)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     print(f"{readme}: generated tables {'updated' if changed else 'already up to date'}")

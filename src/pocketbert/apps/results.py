@@ -316,6 +316,42 @@ def public_table(runs: dict[str, dict]) -> str:
     return table
 
 
+CANDIDATES_START, CANDIDATES_END = "<!-- candidates:start -->", "<!-- candidates:end -->"
+VARIANT_RUNS = "metrics/runs/variants"
+"the committed recipe-check results on the derived variants, one JSON file per run"
+
+
+def _candidate_cell(r: dict | None) -> str:
+    if r is None:
+        return ""
+    answered = r.get("deferral.test.coverage")
+    return (f"{r['agreement']:.3f} ({r['disagreements']}) · {r['student_int8_macro_f1']:.3f} · "
+            f"{'–' if answered is None else f'{answered:.2f}'}")
+
+
+def candidates_table(runs: dict[str, dict]) -> str:
+    """Every recipe candidate measured on the derived variants, one row per run file of
+    ``runs`` (``read_runs`` of VARIANT_RUNS; files without per-variant results, such as the
+    baseline checks, are left out): the params it overrode and, per variant, the int8
+    student's agreement with its own teacher (disagreements), its test macro-F1 and the share
+    it answers on device at the deferral target (– for runs made before the calibrate stage).
+    Runs of the committed params come first (the one with the most variants leading), then
+    the others in file name order; variant columns in the order first met."""
+    measured = {stem: run for stem, run in runs.items() if run.get("variants")}
+    ordered = sorted(measured, key=lambda stem: (bool(measured[stem].get("overrides")),
+                                                 -len(measured[stem]["variants"]), stem))
+    columns = list(dict.fromkeys(v for stem in ordered for v in measured[stem]["variants"]))
+    lines = ["| candidate (file) | " + " | ".join(f"`{v}`" for v in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for stem in ordered:
+        run = measured[stem]
+        overrides = ", ".join(f"`{k}={v}`" for k, v in run.get("overrides", {}).items())
+        cells = [_candidate_cell(run["variants"].get(v)) for v in columns]
+        lines.append(f"| {overrides or 'committed params'} (`{stem}.json`) | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 DEFERRAL_START, DEFERRAL_END = "<!-- deferral:start -->", "<!-- deferral:end -->"
 DEFERRAL_ROWS = (("coverage", "answered on device (coverage)"),
                  ("agreement", "agreement with the teacher on the answered"),
@@ -452,12 +488,13 @@ BLOCKS = (
     (README, PUBLIC_START, PUBLIC_END),
     (README, DEFERRAL_START, DEFERRAL_END),
     (README, BUDGET_START, BUDGET_END),
+    ("docs/experiments.md", CANDIDATES_START, CANDIDATES_END),
     ("docs/experiments.md", LATENCY_START, LATENCY_END),
     ("docs/reference.md", PARAMS_START, PARAMS_END),
 )
 """Every generated block: the markdown file that holds it (relative to the checkout root) and
 its start and end markers. The latency block is rewritten only when latency metrics are given,
-the public-sets block only when run files are given."""
+the public-sets and candidates blocks only when their run files are given."""
 
 
 def block_file(readme: str | Path, name: str) -> Path:
@@ -469,17 +506,21 @@ def block_file(readme: str | Path, name: str) -> Path:
 
 def _blocks(metrics: dict[str, Any], params_file: str | Path,
             latency: dict[str, Any] | None = None, public: dict[str, dict] | None = None,
-            deferral: dict[str, Any] | None = None) -> dict[tuple[str, str, str], str]:
+            deferral: dict[str, Any] | None = None,
+            candidates: dict[str, dict] | None = None) -> dict[tuple[str, str, str], str]:
     """The body of each block of BLOCKS, keyed by (file, start, end); the latency block only
     with ``latency``, the public-sets block only with ``public`` (read_runs), the deferral
-    block only with ``deferral`` (metrics/calibrate.json)."""
+    block only with ``deferral`` (metrics/calibrate.json), the candidates block only with
+    ``candidates`` (read_runs of VARIANT_RUNS)."""
     bodies = {START: lambda: results_table(metrics),
               PUBLIC_START: lambda: public_table(public),
               DEFERRAL_START: lambda: deferral_table(deferral),
               BUDGET_START: lambda: budget_table(metrics),
+              CANDIDATES_START: lambda: candidates_table(candidates),
               PARAMS_START: lambda: params_table(params_file),
               LATENCY_START: lambda: latency_table(latency)}
-    optional = {LATENCY_START: latency, PUBLIC_START: public, DEFERRAL_START: deferral}
+    optional = {LATENCY_START: latency, PUBLIC_START: public, DEFERRAL_START: deferral,
+                CANDIDATES_START: candidates}
     return {(name, start, end): bodies[start]() for name, start, end in BLOCKS
             if start not in optional or optional[start] is not None}
 
@@ -497,7 +538,8 @@ def update_readme(readme: Path, metrics: dict[str, Any],
                   params_file: str | Path = "params.yaml",
                   latency: dict[str, Any] | None = None,
                   public: dict[str, dict] | None = None,
-                  deferral: dict[str, Any] | None = None) -> bool:
+                  deferral: dict[str, Any] | None = None,
+                  candidates: dict[str, dict] | None = None) -> bool:
     """Replace the generated blocks of BLOCKS (results in README, the latency candidates in
     docs/experiments.md given ``latency``, metrics/latency.json, and params in
     docs/reference.md; each file found from ``readme``'s folder); True when a file changed.
@@ -505,7 +547,7 @@ def update_readme(readme: Path, metrics: dict[str, Any],
     written."""
     texts: dict[Path, tuple[str, str]] = {}  # path: (as read, as rewritten)
     for (name, start, end), body in _blocks(metrics, params_file, latency, public,
-                                            deferral).items():
+                                            deferral, candidates).items():
         path = block_file(readme, name)
         old, new = texts.get(path) or (_read(path, start, end),) * 2
         if start not in new or end not in new:
@@ -531,12 +573,14 @@ def stale_files(readme: Path, metrics: dict[str, Any],
                 params_file: str | Path = "params.yaml",
                 latency: dict[str, Any] | None = None,
                 public: dict[str, dict] | None = None,
-                deferral: dict[str, Any] | None = None) -> list[Path]:
+                deferral: dict[str, Any] | None = None,
+                candidates: dict[str, dict] | None = None) -> list[Path]:
     """The files (README and the docs beside it) holding a generated block of BLOCKS that
     differs from what the inputs give, each once, in BLOCKS order. Raises ValueError when a
     file or a block's markers are missing."""
     stale: list[Path] = []
-    for (name, s, e), body in _blocks(metrics, params_file, latency, public, deferral).items():
+    for (name, s, e), body in _blocks(metrics, params_file, latency, public, deferral,
+                                      candidates).items():
         path = block_file(readme, name)
         if readme_table(path, s, e) != body and path not in stale:
             stale.append(path)
