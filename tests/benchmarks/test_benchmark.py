@@ -221,7 +221,7 @@ def test_readme_tables_are_generated_from_the_metrics_of_the_same_revision(tmp_p
     deferral = json.loads((files / "metrics" / "calibrate.json").read_text(encoding="utf-8"))
     candidates = results.read_runs(files / results.VARIANT_RUNS)
     expected = {results.START: (results.results_table(metrics), "results"),
-                results.CANDIDATES_START: (results.candidates_table(candidates),
+                results.CANDIDATES_START: (results.candidates_table(candidates, public),
                                            "recipe candidates"),
                 results.PUBLIC_START: (results.public_table(public), "public sets"),
                 results.DEFERRAL_START: (results.deferral_table(deferral), "deferral"),
@@ -279,31 +279,48 @@ def test_public_table_names_the_runs_whose_baseline_tried_equal_weights_only() -
     assert "equal weights only" not in results.public_table(both_new)
 
 
-def test_candidates_table_puts_the_committed_params_first_and_leaves_other_files_out() -> None:
+def test_candidates_table_orders_committed_seed_reference_then_candidates() -> None:
     def row(agreement: float, disagreements: int, f1: float, answered: float | None = None):
-        r = {"agreement": agreement, "disagreements": disagreements,
+        r = {"test_rows": 212, "agreement": agreement, "disagreements": disagreements,
              "student_int8_macro_f1": f1}
         return r if answered is None else {**r, "deferral.test.coverage": answered}
 
     runs = {"a_weight": {"overrides": {"train_student.alpha": 1.0},
                          "variants": {"small": row(0.929, 15, 0.934, 0.854)}},
+            "a_weight_seed_7": {"overrides": {"train_student.alpha": 1.0,
+                                              "train_student.seed": 7},
+                                "variants": {"small": row(0.93, 14, 0.935)}},
+            "b_layers": {"overrides": {"train_student.copy_layers": [0, 2, 5],
+                                       "train_student.embedding_rank": None},
+                         "variants": {"default": row(0.95, 10, 0.96), "small": row(0.9, 20, 0.9),
+                                      "r8": {**row(0.99, 8, 0.91), "test_rows": 1139}}},
             "baseline_check": {"params": {}, "results": {}},  # not a recipe run
+            "rerun": {"variants": {"small": row(0.934, 14, 0.939)}},
             "recipe_check": {"overrides": {},
                              "variants": {"default": row(0.986, 3, 0.962, 0.858),
-                                          "small": row(0.934, 14, 0.939)}}}
-    lines = results.candidates_table(runs).splitlines()
-    assert lines[0] == "| candidate (file) | `default` | `small` |"
-    assert lines[2] == ("| committed params (`recipe_check.json`) | 0.986 (3) · 0.962 · 0.86 | "
-                        "0.934 (14) · 0.939 · – |")
-    assert lines[3] == ("| `train_student.alpha=1.0` (`a_weight.json`) |  | "
-                        "0.929 (15) · 0.934 · 0.85 |")
-    assert len(lines) == 4
-    runs["z_committed_again"] = {"variants": {"small": row(0.934, 14, 0.939)}}
-    lines = results.candidates_table(runs).splitlines()  # the fuller committed run leads
+                                          "small": {"agreement": 0.934, "test_rows": 212}}},
+            "seed_7": {"overrides": {"train_student.seed": 7},
+                       "variants": {"small": row(0.94, 12, 0.94)}}}
+    public = {"r8_reduced": {"overrides": {"teacher.epochs": 2},
+                             "variants": {"r8": {**row(0.986, 16, 0.910, 0.978),
+                                                 "test_rows": 1139}}},
+              "tweets_reduced": {"variants": {"tweets": row(0.977, 20, 0.964)}}}
+    lines = results.candidates_table(runs, public).splitlines()
+    assert lines[0] == ("| candidate (run file): agreement (disagreements) · student macro-F1 · "
+                        "answered | `default` (212) | `small` (212) | `r8` (1,139) |")
     assert [line.split(" | ")[0] for line in lines[2:]] == [
         "| committed params (`recipe_check.json`)",
-        "| committed params (`z_committed_again.json`)",
-        "| `train_student.alpha=1.0` (`a_weight.json`)"]
+        "| committed params (`rerun.json`)",
+        "| committed params, `train_student.seed=7` (`seed_7.json`)",
+        "| reference at its schedule, `teacher.epochs=2` (`public/r8_reduced.json`)",
+        "| `train_student.alpha=1.0` (`a_weight.json`)",
+        "| `train_student.alpha=1.0`, `train_student.seed=7` (`a_weight_seed_7.json`)",
+        "| `train_student.copy_layers=[0, 2, 5]`, `train_student.embedding_rank=null` "
+        "(`b_layers.json`)"]  # tweets: no candidate ran it, so no reference row
+    assert lines[2] == ("| committed params (`recipe_check.json`) | 0.986 (3) · 0.962 · 0.86 | "
+                        "0.934 (–) · – · – |  |")
+    assert lines[5].endswith("|  |  | 0.986 (16) · 0.910 · 0.98 |")
+    assert results.candidates_table({"baseline_check": runs["baseline_check"]}) == ""
 
 
 def test_deferral_table_shows_both_models_and_a_threshold_that_defers_everything() -> None:

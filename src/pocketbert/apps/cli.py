@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser(
         "results", help="rewrite the generated tables (README results and public sets, docs "
-                        "params and latency)",
+                        "params, recipe and latency candidates)",
         description="Regenerate README.md's results table from metrics/benchmark.json, its "
                     "public-sets table from the run files in metrics/runs/public and its "
                     "deferral table from metrics/calibrate.json, docs/experiments.md's recipe "

@@ -321,34 +321,70 @@ VARIANT_RUNS = "metrics/runs/variants"
 "the committed recipe-check results on the derived variants, one JSON file per run"
 
 
+SEED_KEYS = ("train_student.seed",)
+"overrides that change only the random draws: such a run is the committed params at another seed"
+
+
 def _candidate_cell(r: dict | None) -> str:
+    """'agreement (disagreements) · student int8 macro-F1 · answered' for one variant; empty
+    when the run did not measure it, – for a figure the run file does not hold."""
     if r is None:
         return ""
-    answered = r.get("deferral.test.coverage")
-    return (f"{r['agreement']:.3f} ({r['disagreements']}) · {r['student_int8_macro_f1']:.3f} · "
-            f"{'–' if answered is None else f'{answered:.2f}'}")
+
+    def shown(key: str, fmt: str) -> str:
+        return "–" if r.get(key) is None else format(r[key], fmt)
+
+    return (f"{shown('agreement', '.3f')} ({shown('disagreements', 'd')}) · "
+            f"{shown('student_int8_macro_f1', '.3f')} · "
+            f"{shown('deferral.test.coverage', '.2f')}")
 
 
-def candidates_table(runs: dict[str, dict]) -> str:
-    """Every recipe candidate measured on the derived variants, one row per run file of
-    ``runs`` (``read_runs`` of VARIANT_RUNS; files without per-variant results, such as the
-    baseline checks, are left out): the params it overrode and, per variant, the int8
-    student's agreement with its own teacher (disagreements), its test macro-F1 and the share
-    it answers on device at the deferral target (– for runs made before the calibrate stage).
-    Runs of the committed params come first (the one with the most variants leading), then
-    the others in file name order; variant columns in the order first met."""
+def _overrides(run: dict) -> str:
+    """A run's params overrides as ``key=value`` the way -S takes them (YAML flow values:
+    null, true, [0, 2, 5]), each in backticks, | escaped."""
+    def value(v: Any) -> str:
+        return v if isinstance(v, str) else json.dumps(v)
+    return ", ".join(f"`{k}={value(v)}`".replace("|", "\\|")
+                     for k, v in run.get("overrides", {}).items())
+
+
+def candidates_table(runs: dict[str, dict], references: dict[str, dict] | None = None) -> str:
+    """Every recipe candidate with a run file, one row per file of ``runs`` (``read_runs`` of
+    VARIANT_RUNS; files without per-variant results, such as the baseline checks, are left
+    out): its params overrides and, per variant, ``_candidate_cell``. The first rows are the
+    committed params (a run without overrides, the one with most variants first; then those
+    that change only SEED_KEYS), then one reference row per file of ``references`` (the public
+    runs, at their own schedule) holding a variant some candidate ran, then the other
+    candidates in file name order (a seed-7 file sits under its seed-42 one). Columns: the
+    variants in the order first met, each with its test rows. Empty when no file holds
+    per-variant results."""
     measured = {stem: run for stem, run in runs.items() if run.get("variants")}
-    ordered = sorted(measured, key=lambda stem: (bool(measured[stem].get("overrides")),
-                                                 -len(measured[stem]["variants"]), stem))
+    if not measured:
+        return ""
+
+    def group(stem: str) -> int:
+        keys = set(measured[stem].get("overrides", {}))
+        return 0 if not keys else 1 if keys <= set(SEED_KEYS) else 3
+
+    ordered = sorted(measured, key=lambda stem: (
+        group(stem), -len(measured[stem]["variants"]) if group(stem) == 0 else 0, stem))
     columns = list(dict.fromkeys(v for stem in ordered for v in measured[stem]["variants"]))
-    lines = ["| candidate (file) | " + " | ".join(f"`{v}`" for v in columns) + " |",
+    rows = {stem: (measured[stem], group(stem)) for stem in ordered}
+    for stem, run in (references or {}).items():
+        if set(run.get("variants", {})) & set(columns):
+            rows[f"public/{stem}"] = (run, 2)
+    sizes = {v: next(r[0]["variants"][v].get("test_rows") for r in rows.values()
+                     if v in r[0]["variants"]) for v in columns}
+    lines = ["| candidate (run file): agreement (disagreements) · student macro-F1 · answered | "
+             + " | ".join(f"`{v}` ({'?' if sizes[v] is None else f'{sizes[v]:,}'})"
+                          for v in columns) + " |",
              "|---|" + "---|" * len(columns)]
-    for stem in ordered:
-        run = measured[stem]
-        overrides = ", ".join(f"`{k}={v}`" for k, v in run.get("overrides", {}).items())
+    for stem, (run, kind) in sorted(rows.items(), key=lambda item: item[1][1]):
+        label = {0: "committed params", 1: "committed params", 2: "reference at its schedule",
+                 3: ""}[kind]
+        label = ", ".join(x for x in (label, _overrides(run)) if x)
         cells = [_candidate_cell(run["variants"].get(v)) for v in columns]
-        lines.append(f"| {overrides or 'committed params'} (`{stem}.json`) | "
-                     + " | ".join(cells) + " |")
+        lines.append(f"| {label} (`{stem}.json`) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -511,12 +547,12 @@ def _blocks(metrics: dict[str, Any], params_file: str | Path,
     """The body of each block of BLOCKS, keyed by (file, start, end); the latency block only
     with ``latency``, the public-sets block only with ``public`` (read_runs), the deferral
     block only with ``deferral`` (metrics/calibrate.json), the candidates block only with
-    ``candidates`` (read_runs of VARIANT_RUNS)."""
+    ``candidates`` (read_runs of VARIANT_RUNS; ``public`` gives its reference rows)."""
     bodies = {START: lambda: results_table(metrics),
               PUBLIC_START: lambda: public_table(public),
               DEFERRAL_START: lambda: deferral_table(deferral),
               BUDGET_START: lambda: budget_table(metrics),
-              CANDIDATES_START: lambda: candidates_table(candidates),
+              CANDIDATES_START: lambda: candidates_table(candidates, public),
               PARAMS_START: lambda: params_table(params_file),
               LATENCY_START: lambda: latency_table(latency)}
     optional = {LATENCY_START: latency, PUBLIC_START: public, DEFERRAL_START: deferral,
@@ -540,9 +576,10 @@ def update_readme(readme: Path, metrics: dict[str, Any],
                   public: dict[str, dict] | None = None,
                   deferral: dict[str, Any] | None = None,
                   candidates: dict[str, dict] | None = None) -> bool:
-    """Replace the generated blocks of BLOCKS (results in README, the latency candidates in
-    docs/experiments.md given ``latency``, metrics/latency.json, and params in
-    docs/reference.md; each file found from ``readme``'s folder); True when a file changed.
+    """Replace the generated blocks of BLOCKS (results in README, the recipe candidates in
+    docs/experiments.md given ``candidates``, the latency candidates there given ``latency``,
+    metrics/latency.json, and params in docs/reference.md; each file found from ``readme``'s
+    folder); True when a file changed.
     Raises ValueError when a file or a block's markers are missing, before any file is
     written."""
     texts: dict[Path, tuple[str, str]] = {}  # path: (as read, as rewritten)
