@@ -150,68 +150,83 @@ def _hidden_error(student, teacher, layer_map, rows) -> float:
     return distillation.hidden_state_loss(s, t, layer_map, batch["attention_mask"]).item()
 
 
-def test_hidden_weight_pulls_the_copied_layer_toward_the_teacher_s(tmp_path) -> None:
-    """A student copying teacher layer 1 alone is trained with and without the hidden-state
-    term: with it, that layer's output ends nearer the teacher's layer-1 output on held-out
+def _term_error(term: str, student, teacher, rows) -> float:
+    """The hidden-state or relation term (``term``: the TrainConfig field) between a student
+    copying teacher layer 1 alone and that teacher, on ``rows``."""
+    from pocketbert.training.student import hidden_layer_map
+
+    if term == "hidden_weight":
+        return _hidden_error(student, teacher, hidden_layer_map((1,)), rows)
+    return _relation_error(student, teacher, rows)
+
+
+@pytest.mark.parametrize("term", ["hidden_weight", "relation_weight"])
+def test_layer_terms_pull_the_copied_layer_toward_the_teacher_s(tmp_path, term) -> None:
+    """A student copying teacher layer 1 alone (its input is now the embeddings, not layer 0's
+    output) is trained with and without the term: with it, that layer's output (hidden_weight)
+    or its attention relations (relation_weight) end nearer the teacher layer 1's on held-out
     rows, and the teacher's weights are untouched."""
-    import torch
     from transformers import BertConfig, BertForSequenceClassification, set_seed
 
     from pocketbert.training import modeling
-    from pocketbert.training.student import hidden_layer_map
+    from pocketbert.training.student import hidden_layer_map, relation_layers
 
     set_seed(0)
     teacher = BertForSequenceClassification(BertConfig(
         vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=32, num_labels=3, max_position_embeddings=16)).eval()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    layer_map = hidden_layer_map((1,))
     held_out = _rows(32, 3)
     errors = {}
     for weight in (0.0, 10.0):
         student = modeling.student_from_layers(teacher, (1,))
         distillation.train(student, _rows(48, 1), _rows(24, 2),
                            _config(epochs=3, select_by="average", average_last=1,
-                                   hidden_weight=weight),
+                                   **{term: weight}),
                            pad_id=0, scratch=tmp_path / f"scratch{weight}",
-                           hidden_teacher=distillation.HiddenTeacher(teacher, layer_map))
-        errors[weight] = _hidden_error(student, teacher, layer_map, held_out)
+                           hidden_teacher=distillation.HiddenTeacher(
+                               teacher, hidden_layer_map((1,)), relation_layers((1,))))
+        errors[weight] = _term_error(term, student, teacher, held_out)
     assert errors[10.0] < 0.5 * errors[0.0]
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
 
 
-def test_validation_loss_leaves_the_hidden_term_out(tmp_path) -> None:
-    """The hidden-state term is part of the training loss only; a weight without a teacher to
-    compare with is refused."""
-    import torch
+@pytest.mark.parametrize(("term", "perturb", "margin"), [
+    ("hidden_weight", lambda layer: [w.add_(0.5) for w in layer.parameters()], 0.1),
+    ("relation_weight", lambda layer: [w.mul_(3.0) for w in layer.attention.self.parameters()],
+     0.01),
+])
+def test_validation_loss_leaves_the_layer_terms_out(tmp_path, term, perturb, margin) -> None:
+    """The hidden-state and relation terms are part of the training loss only; a weight
+    without a teacher to compare with is refused."""
     from transformers import TrainingArguments
 
     from pocketbert.training import modeling
-    from pocketbert.training.student import hidden_layer_map
+    from pocketbert.training.student import hidden_layer_map, relation_layers
 
     teacher = _tiny_model().eval()
     student = modeling.student_from_layers(teacher, (0,))
     with torch.no_grad():  # make the student's layer differ from the teacher's
-        for weight in student.bert.encoder.layer[0].parameters():
-            weight.add_(0.5)
+        perturb(student.bert.encoder.layer[0])
     rows = _rows(8, 4)
     batch = distillation.Collator(0)([rows[i] for i in range(8)])
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     losses = {}
     for weight in (0.0, 10.0):
         trainer = distillation.DistillationTrainer(
-            model=student, args=args, temperature=2.0, alpha=0.7, hidden_weight=weight,
-            hidden_teacher=distillation.HiddenTeacher(teacher, hidden_layer_map((0,))))
+            model=student, args=args, temperature=2.0, alpha=0.7, **{term: weight},
+            hidden_teacher=distillation.HiddenTeacher(teacher, hidden_layer_map((0,)),
+                                                      relation_layers((0,))))
         for mode in ("train", "eval"):
             getattr(student, mode)()
             torch.manual_seed(0)  # the same dropout masks for both weights
             with torch.no_grad():
                 losses[weight, mode] = trainer.compute_loss(student, dict(batch)).item()
     assert losses[10.0, "eval"] == pytest.approx(losses[0.0, "eval"])
-    assert losses[10.0, "train"] > losses[0.0, "train"] + 0.1
+    assert losses[10.0, "train"] > losses[0.0, "train"] + margin
     with pytest.raises(ValueError, match="needs a hidden_teacher"):
         distillation.DistillationTrainer(model=student, args=args, temperature=2.0,
-                                         alpha=0.7, hidden_weight=1.0)
+                                         alpha=0.7, **{term: 1.0})
 
 
 # --- attention relation distillation (train_student.relation_weight) ---------------------------
@@ -335,65 +350,6 @@ def _relation_error(student, teacher, rows) -> float:
         teacher.eval()(**batch)
     return distillation.attention_relation_loss(tuple(s), tuple(t), batch["attention_mask"],
                                                 heads=2).item()
-
-
-def test_relation_weight_pulls_the_last_layer_s_relations_toward_the_teacher_s(tmp_path) -> None:
-    """A student copying teacher layer 1 alone (its input is now the embeddings, not layer 0's
-    output) trained with and without the relation term: with it, its relations end nearer the
-    teacher layer 1's on held-out rows, and the teacher's weights are untouched."""
-    from transformers import BertConfig, BertForSequenceClassification, set_seed
-
-    from pocketbert.training import modeling
-    from pocketbert.training.student import hidden_layer_map, relation_layers
-
-    set_seed(0)
-    teacher = BertForSequenceClassification(BertConfig(
-        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, num_labels=3, max_position_embeddings=16)).eval()
-    before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    held_out = _rows(32, 3)
-    errors = {}
-    for weight in (0.0, 10.0):
-        student = modeling.student_from_layers(teacher, (1,))
-        distillation.train(student, _rows(48, 1), _rows(24, 2),
-                           _config(epochs=3, select_by="average", average_last=1,
-                                   relation_weight=weight),
-                           pad_id=0, scratch=tmp_path / f"scratch{weight}",
-                           hidden_teacher=distillation.HiddenTeacher(
-                               teacher, hidden_layer_map((1,)), relation_layers((1,))))
-        errors[weight] = _relation_error(student, teacher, held_out)
-    assert errors[10.0] < 0.5 * errors[0.0]
-    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
-
-
-def test_validation_loss_leaves_the_relation_term_out(tmp_path) -> None:
-    from transformers import TrainingArguments
-
-    from pocketbert.training import modeling
-
-    teacher = _tiny_model().eval()
-    student = modeling.student_from_layers(teacher, (0,))
-    with torch.no_grad():  # make the student's relations differ from the teacher's
-        for weight in student.bert.encoder.layer[0].attention.self.parameters():
-            weight.mul_(3.0)
-    rows = _rows(8, 4)
-    batch = distillation.Collator(0)([rows[i] for i in range(8)])
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
-    losses = {}
-    for weight in (0.0, 10.0):
-        trainer = distillation.DistillationTrainer(
-            model=student, args=args, temperature=2.0, alpha=0.7, relation_weight=weight,
-            hidden_teacher=distillation.HiddenTeacher(teacher, ((0, 0),), (0, 0)))
-        for mode in ("train", "eval"):
-            getattr(student, mode)()
-            torch.manual_seed(0)  # the same dropout masks for both weights
-            with torch.no_grad():
-                losses[weight, mode] = trainer.compute_loss(student, dict(batch)).item()
-    assert losses[10.0, "eval"] == pytest.approx(losses[0.0, "eval"])
-    assert losses[10.0, "train"] > losses[0.0, "train"] + 0.01
-    with pytest.raises(ValueError, match="needs a hidden_teacher"):
-        distillation.DistillationTrainer(model=student, args=args, temperature=2.0,
-                                         alpha=0.7, relation_weight=1.0)
 
 
 def test_balanced_class_weights_follow_sklearn_s_rule() -> None:
