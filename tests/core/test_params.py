@@ -111,6 +111,8 @@ def test_every_field_has_a_docstring(section):
      "'soft_label.calibration_share' (given: 1.0): use a share"),
     ("train_student", {"class_weight": "auto"},
      "'train_student.class_weight' is 'auto'; use one of ['none', 'balanced']"),
+    ("train_student", {"soft_loss": "l2"},
+     "'train_student.soft_loss' is 'l2'; use one of ['kl', 'mse']"),
     ("teacher", {"mode": "given", "class_weight": "balanced"},
      "'teacher.class_weight': set it to 'none' with mode=given"),
     ("train_student", {"class_weight": "balanced", "alpha": 1.0},

@@ -32,6 +32,39 @@ def test_loss_matches_hand_computed_value() -> None:
     assert got == pytest.approx(expected, rel=1e-5)
 
 
+def test_mse_soft_term_matches_hand_computed_value() -> None:
+    from pocketbert.training.distillation import UNLABELLED
+
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    teacher = torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    labels = torch.tensor([0, UNLABELLED])
+    alpha = 0.6
+    mse = ((2 ** 2 + 1 ** 2 + 1 ** 2) + (0 + 2 ** 2 + 1 ** 2)) / 2  # summed per row, mean of rows
+    ce = -math.log(_softmax([1.0, 0.0, -1.0], 1.0)[0])  # the labelled row only
+    got = distillation_loss(student, teacher, labels, 99.0, alpha, soft_loss="mse").item()
+    assert got == pytest.approx(alpha * mse + (1 - alpha) * ce, rel=1e-6)
+
+
+def test_t_squared_kl_tends_to_the_logit_error_over_twice_the_labels() -> None:
+    # Hinton et al. 2015, section 2.1 (matching logits as the high-temperature limit): for
+    # logit differences of mean 0 across the K labels, T^2 KL tends to ||z_s - z_t||^2 / (2 K);
+    # the next term is O(|d| / T), about 1e-3 here.
+    torch.manual_seed(2)
+    teacher = torch.randn(6, 4, dtype=torch.float64)
+    diff = torch.randn(6, 4, dtype=torch.float64)
+    student = teacher + diff - diff.mean(-1, keepdim=True)
+    labels = torch.zeros(6, dtype=torch.long)
+    kl = distillation_loss(student, teacher, labels, 1000.0, 1.0).item()
+    mse = distillation_loss(student, teacher, labels, 1000.0, 1.0, soft_loss="mse").item()
+    assert kl == pytest.approx(mse / (2 * 4), rel=1e-2)
+
+
+def test_unknown_soft_loss_is_refused() -> None:
+    logits = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="soft_loss must be 'kl' or 'mse'"):
+        distillation_loss(logits, logits, torch.tensor([0]), 2.0, 0.5, soft_loss="l2")
+
+
 def test_alpha_zero_is_cross_entropy() -> None:
     torch.manual_seed(0)
     student, teacher = torch.randn(5, 4), torch.randn(5, 4)

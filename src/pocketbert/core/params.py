@@ -248,7 +248,11 @@ class TrainStudentParams:
     temperature: float = 2.0
     "distillation temperature T (softens teacher and student distributions)"
     alpha: float = 0.7
-    "weight of the KL distillation term; 1 - alpha weighs cross-entropy on gold labels"
+    "weight of the distillation term; 1 - alpha weighs cross-entropy on gold labels"
+    soft_loss: Literal["kl", "mse"] = "kl"
+    ("the distillation term: kl, the T^2-scaled KL divergence of the softened distributions "
+     "(Hinton et al. 2015); mse, the squared error between the student's and the teacher's "
+     "logits (Tang et al. 2019; temperature unused)")
     class_weight: Literal["none", "balanced"] = "none"
     ("balanced: the gold-label cross-entropy weighs each label by n / (labels x its train "
      "rows), sklearn's 'balanced' rule; the KL term stays unweighted, so it needs alpha < 1; "

@@ -3,11 +3,20 @@
 Loss = alpha * T^2 * KL(softmax(teacher_logits / T) || softmax(student_logits / T))
      + (1 - alpha) * cross-entropy(student_logits, gold label)
 
-Unlabelled transfer texts (label UNLABELLED) enter the KL term only. With class weights (the
-``class_weight: balanced`` params), the cross-entropy is PyTorch's weighted mean: each labelled
-row counts by its gold label's weight, n / (labels x that label's train rows), the rule of
-scikit-learn's ``compute_class_weight("balanced")`` (King and Zeng 2001), so every label weighs
-the same in total; the KL term stays unweighted, the teacher's distribution being the target.
+or, with the soft term ``mse``, alpha * ||student_logits - teacher_logits||^2 (squared error
+summed over labels, averaged over rows; T unused) in place of the KL term: logit matching, the
+form of Tang et al. 2019 ("Distilling Task-Specific Knowledge from BERT into Simple Neural
+Networks", arXiv:1903.12136), which Kim et al. 2021 ("Comparing Kullback-Leibler
+Divergence and Mean Squared Error Loss in Knowledge Distillation", IJCAI) found closer to the
+teacher than KL; up to a factor 1 / (2 x labels) it is the limit of the T^2-scaled KL as T grows,
+for logits of mean 0 (Hinton et al. 2015, section 2.1).
+
+Unlabelled transfer texts (label UNLABELLED) enter the distillation term only. With class
+weights (the ``class_weight: balanced`` params), the cross-entropy is PyTorch's weighted mean:
+each labelled row counts by its gold label's weight, n / (labels x that label's train rows), the
+rule of scikit-learn's ``compute_class_weight("balanced")`` (King and Zeng 2001), so every label
+weighs the same in total; the distillation term stays unweighted, the teacher's output being the
+target.
 
 With a hidden-state weight beta > 0 (a student whose layers are copies of teacher layers), the
 training loss adds
@@ -60,8 +69,12 @@ UNLABELLED = -100
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                       labels: torch.Tensor, temperature: float, alpha: float,
-                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
+                      class_weights: torch.Tensor | None = None,
+                      soft_loss: str = "kl") -> torch.Tensor:
     """Hinton-style KD loss; logits are [batch, num_labels], labels [batch].
+
+    ``soft_loss``: ``kl`` (the T^2-scaled KL divergence) or ``mse`` (the squared logit error
+    summed over labels, averaged over rows; ``temperature`` unused); ValueError otherwise.
 
     Rows labelled UNLABELLED take part in the KD term only: the cross-entropy averages over the
     labelled rows (0 when a batch has none), the KD term over every row. ``class_weights``
@@ -71,8 +84,13 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     hard = (F.cross_entropy(student_logits[labelled], labels[labelled], weight=class_weights)
             if labelled.any()
             else student_logits.sum() * 0.0)  # keeps the graph for a batch of transfer texts
+    if soft_loss not in ("kl", "mse"):
+        raise ValueError(f"soft_loss must be 'kl' or 'mse', got {soft_loss!r}")
     if alpha == 0 or teacher_logits is None:
         return hard
+    if soft_loss == "mse":
+        soft = (student_logits - teacher_logits).pow(2).sum(-1).mean()
+        return alpha * soft + (1 - alpha) * hard
     t = temperature
     soft = F.kl_div(
         F.log_softmax(student_logits / t, dim=-1),
@@ -159,6 +177,7 @@ class TrainConfig:
     seed: int
     temperature: float = 1.0
     alpha: float = 0.0
+    soft_loss: str = "kl"
     select_by: str = "macro_f1"
     average_last: int = 1
     hidden_weight: float = 0.0
@@ -189,14 +208,15 @@ class DistillationTrainer(Trainer):
     ``hidden_state_loss`` and ``relation_weight`` times ``attention_relation_loss`` against
     ``hidden_teacher`` while training (ValueError when a weight is > 0 without one)."""
 
-    def __init__(self, *args: Any, temperature: float, alpha: float, hidden_weight: float = 0.0,
-                 relation_weight: float = 0.0, hidden_teacher: HiddenTeacher | None = None,
+    def __init__(self, *args: Any, temperature: float, alpha: float, soft_loss: str = "kl",
+                 hidden_weight: float = 0.0, relation_weight: float = 0.0,
+                 hidden_teacher: HiddenTeacher | None = None,
                  class_weights: torch.Tensor | None = None, **kwargs: Any):
         if (hidden_weight or relation_weight) and hidden_teacher is None:
             raise ValueError("hidden_weight or relation_weight > 0 needs a hidden_teacher to "
                              "compare with")
         super().__init__(*args, **kwargs)
-        self.temperature, self.alpha = temperature, alpha
+        self.temperature, self.alpha, self.soft_loss = temperature, alpha, soft_loss
         self.class_weights = (None if class_weights is None
                               else class_weights.to(self.args.device))
         self.hidden_weight, self.relation_weight = hidden_weight, relation_weight
@@ -221,7 +241,8 @@ class DistillationTrainer(Trainer):
         with modeling.recorded_outputs(student_qkv) as student_relations:
             outputs = model(**inputs, output_hidden_states=hidden)
         loss = distillation_loss(outputs.logits, teacher_logits, labels,
-                                 self.temperature, self.alpha, self.class_weights)
+                                 self.temperature, self.alpha, self.class_weights,
+                                 self.soft_loss)
         if hidden or relate:
             with torch.no_grad(), modeling.recorded_outputs(teacher_qkv) as teacher_relations:
                 teacher = self.hidden_teacher.model(**inputs, output_hidden_states=hidden)
@@ -412,6 +433,7 @@ def train(model, train_ds, eval_ds, config: TrainConfig, pad_id: int, scratch: s
             callbacks=[*selection, LiveCallback(live_dir)],
             temperature=config.temperature,
             alpha=config.alpha,
+            soft_loss=config.soft_loss,
             hidden_weight=config.hidden_weight,
             relation_weight=config.relation_weight,
             hidden_teacher=hidden_teacher,
