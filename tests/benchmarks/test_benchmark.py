@@ -279,6 +279,20 @@ def test_public_table_names_the_runs_whose_baseline_tried_equal_weights_only() -
     assert "equal weights only" not in results.public_table(both_new)
 
 
+def test_public_table_names_the_file_of_a_set_run_twice() -> None:
+    row = {"test_rows": 100, "teacher_macro_f1": 0.9, "student_int8_macro_f1": 0.9,
+           "baseline_macro_f1": 0.8, "baseline_class_weight": "none", "ratio": 1.0,
+           "ratio_ci": (0.95, 1.05), "gain_kept": 1.0, "gain_kept_ci": (0.9, 1.1),
+           "agreement": 0.97, "agreement_ci": (0.95, 0.99), "epochs_run": 4.0,
+           "disagreements": 3, "disagreements_where_teacher_wrong": 1}
+    runs = {"a": {"variants": {"tweets": row, "r8": row}},
+            "a_reduced": {"overrides": {"teacher.epochs": 2}, "variants": {"tweets": row}}}
+    text = results.public_table(runs)
+    table = [line.split(" | ")[0] for line in text.split("\n\n")[0].splitlines()[2:]]
+    assert table == ["| `tweets` (`a.json`)", "| `r8`", "| `tweets` (`a_reduced.json`)"]
+    assert "`a.json` in `metrics/runs/public/`: the committed params" in text
+
+
 def test_candidates_table_orders_committed_seed_reference_then_candidates() -> None:
     def row(agreement: float, disagreements: int, f1: float, answered: float | None = None):
         r = {"test_rows": 212, "agreement": agreement, "disagreements": disagreements,

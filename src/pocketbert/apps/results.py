@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -287,14 +288,18 @@ def public_table(runs: dict[str, dict]) -> str:
     """README's table of the public sets: every variant of every run file (``read_runs``),
     with the params the run overrode (its schedule) under the table, the runs whose baseline
     tried equal label weights only (no ``baseline_class_weight`` recorded), then the wall time
-    and peak memory of each stage (``stage_table``) for the runs that recorded them."""
+    and peak memory of each stage (``stage_table``) for the runs that recorded them. A set run
+    by more than one file is named with the file's name beside it."""
     rows, names, schedules = {}, {}, {}
+    sets = Counter(name for run in runs.values() for name in run["variants"])
     for stem, run in runs.items():
         overrides = ", ".join(f"`{k}={v}`" for k, v in run.get("overrides", {}).items())
         schedule = f"overrides {overrides}" if overrides else "the committed params"
         schedules.setdefault(schedule, []).append(f"`{stem}.json`")
         for name, r in run["variants"].items():
-            rows[f"{stem}/{name}"], names[f"{stem}/{name}"] = r, f"`{name}`"
+            rows[f"{stem}/{name}"] = r
+            names[f"{stem}/{name}"] = (f"`{name}` (`{stem}.json`)" if sets[name] > 1
+                                       else f"`{name}`")
     notes = [f"{', '.join(files)} in `{PUBLIC_RUNS}/`: {schedule}"
              for schedule, files in schedules.items()]
     # runs.recipe_check records the baseline's weighting since the stage tried balanced weights
