@@ -58,6 +58,7 @@ import yaml
 from pocketbert.apps.results import recipe_table
 from pocketbert.benchmarks import benchmarking
 from pocketbert.core import contract, evaluation, params
+from pocketbert.core.artifacts import size_mb
 from pocketbert.core.errors import PocketbertError, reported
 from pocketbert.data import dataset
 from pocketbert.data.soft_labels import SoftLabels
@@ -312,7 +313,9 @@ def measure(ws: Path) -> dict:
     keeps least of (benchmarking.worst_class) and every label's F1 for the three
     (``f1_by_label``); and how many disagreements fall on sentences the teacher itself gets
     wrong; the label weighting the baseline stage chose on validation
-    (``baseline_class_weight``)."""
+    (``baseline_class_weight``); the int8 student's size in MB (``student_int8_mb``) and its
+    share of the teacher's fp32 weights (``size_ratio``, the benchmark's size ratio; None
+    where the teacher stage recorded no size, as for an API teacher)."""
     from datasets import load_from_disk
 
     from pocketbert.runtime import onnx_runner
@@ -325,8 +328,11 @@ def measure(ws: Path) -> dict:
     max_length = params.load(ws / "params.yaml", "tokenize").max_length
     bench = params.load(ws / "params.yaml", "benchmark")
     # an int8 model predicts one text per call (onnx_runner.batch_size), as on a device
-    model = onnx_runner.load_classifier(ws / "models/export/student" / contract.ONNX_INT8_FILE,
-                                      max_length)
+    int8_file = ws / "models/export/student" / contract.ONNX_INT8_FILE
+    model = onnx_runner.load_classifier(int8_file, max_length)
+    teacher_metrics = ws / "metrics/teacher.json"
+    teacher_mb = (json.loads(teacher_metrics.read_text(encoding="utf-8")).get("size_mb")
+                  if teacher_metrics.is_file() else None)
     texts = list(test["text"])
     student = model.logits(texts).argmax(-1)  # [n]
     n_labels = len(model.labels)
@@ -346,6 +352,8 @@ def measure(ws: Path) -> dict:
         "teacher_macro_f1": evaluation.macro_f1(gold, teacher, n_labels),
         "student_int8_macro_f1": evaluation.macro_f1(gold, student, n_labels),
         "baseline_macro_f1": evaluation.macro_f1(gold, base, n_labels),
+        "student_int8_mb": size_mb(int8_file),
+        "size_ratio": None if not teacher_mb else size_mb(int8_file) / teacher_mb,
         # what the baseline stage chose on validation (older runs tried equal weights only)
         "baseline_class_weight": json.loads((ws / "metrics/baseline.json").read_text(
             encoding="utf-8")).get("class_weight"),  # None: a stage that tried none only

@@ -274,7 +274,10 @@ def test_public_table_names_the_runs_whose_baseline_tried_equal_weights_only() -
     assert "`old_run.json`: run with an earlier baseline stage, equal weights only" in text
     assert "`new_run.json`:" not in text.split("TF-IDF:")[1]  # only the older run is named
     table = text.split("\n\n")[0].splitlines()
-    assert table[2].startswith("| `a` | 100 | 0.900 | 0.950 | 0.900 | 1.000 (0.950–1.050) | – |")
+    assert table[2].startswith(
+        "| `a` | 100 | 0.900 | 0.950 | 0.900 | – | 1.000 (0.950–1.050) | – |")
+    sized = {"run": {"variants": {"a": {**row, "student_int8_mb": 7.961, "size_ratio": 0.0876}}}}
+    assert "| 0.900 | 7.96 (1/11.4) | 1.000 (0.950–1.050) |" in results.public_table(sized)
     both_new = {"new_run": runs["new_run"]}
     assert "equal weights only" not in results.public_table(both_new)
 

@@ -153,7 +153,12 @@ def test_measure_scores_the_int8_student_one_text_at_a_time(tmp_path) -> None:
     SoftLabels(tuple(LABELS), {"test": np.eye(len(LABELS), dtype=np.float32)[teacher_pred] * 5}
                ).write(ws / "data/soft_label")
 
+    (ws / "metrics/teacher.json").write_text('{"size_mb": 40.0}', encoding="utf-8")
+
     got = recipe_check.measure(ws)
+    int8_mb = (ws / "models/export/student/model.int8.onnx").stat().st_size / 1e6
+    assert got["student_int8_mb"] == pytest.approx(int8_mb)
+    assert got["size_ratio"] == pytest.approx(int8_mb / 40.0)
     gold = np.array([LABELS.index(r.label) for r in rows["test"]])
     n = len(texts)
     assert got["test_rows"] == n and got["train_rows"] == len(rows["train"])
@@ -199,9 +204,9 @@ def test_table_lists_every_variant_with_intervals() -> None:
     lines = recipe_check.table({"default": deferred, "small": row}).splitlines()
     assert len(lines) == 4
     assert lines[2].endswith("| 4 (3) | 0.880 (0.840–0.920) | 0.900 | 1.0000 | 1.0000 | 6 | – |")
-    assert lines[3] == ("| `small` | 212 | 0.976 | 0.900 | 0.967 | 0.990 (0.970–1.010) | "
+    assert lines[3] == ("| `small` | 212 | 0.976 | 0.900 | 0.967 | – | 0.990 (0.970–1.010) | "
                         "0.880 (0.500–1.200) | 0.980 (0.960–0.990) | `notice` (0.950) | 4 (3) | "
-                        "– | – | – | – | 6 | – |")  # a run without the calibrate stage
+                        "– | – | – | – | 6 | – |")  # a run without the calibrate stage or size
 
 
 def test_a_workspace_shares_the_cache_and_a_failing_dvc_command_names_its_log(tmp_path) -> None:

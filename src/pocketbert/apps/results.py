@@ -195,11 +195,12 @@ def latency_table(latency: dict[str, Any]) -> str:
 
 
 RECIPE_HEADER = ("| set | test rows | teacher macro-F1 | TF-IDF macro-F1 | student int8 macro-F1 "
-                 "| ratio (95% CI) | gain kept (95% CI) | agreement (95% CI) "
+                 "| student int8 MB (of the teacher's fp32) | ratio (95% CI) | gain kept (95% CI) "
+                 "| agreement (95% CI) "
                  "| worst label (F1 ratio) | disagreements (teacher wrong) "
                  "| answered on device (95% CI) | ceiling on test | agreement on the answered "
                  "| cascade agreement | epochs | wall time |\n"
-                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -227,9 +228,20 @@ def _worst(r: dict) -> str:
     return f"`{r['worst_class']}` ({r['worst_class_f1_ratio']:.3f})"
 
 
+def _size(r: dict) -> str:
+    """'7.96 (1/11.4)': the int8 student's MB and the teacher's fp32 size over it; – when the
+    run did not record them."""
+    mb, share = r.get("student_int8_mb"), r.get("size_ratio")
+    if mb is None:
+        return "–"
+    return f"{mb:.2f}" + ("" if share is None else f" (1/{1 / share:.1f})")
+
+
 def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) -> str:
     """Markdown table of the recipe check's results (runs.recipe_check.measure, by variant):
-    teacher, TF-IDF baseline and int8 student macro-F1, the ratio, the gain kept and the
+    teacher, TF-IDF baseline and int8 student macro-F1, the int8 student's size and its share of
+    the teacher's fp32 size as 1/N (– for runs that did not record it), the ratio, the gain kept
+    and the
     agreement with their intervals, the label whose F1 the student keeps least of,
     disagreements, the calibrate stage's answered share, its ceiling (the most any threshold
     answers on test at the target), agreement on the answered and cascade agreement (– for runs
@@ -241,7 +253,7 @@ def recipe_table(results: dict[str, dict], names: dict[str, str] | None = None) 
         lines.append(
             f"| {(names or {}).get(name, f'`{name}`')} | {r['test_rows']:,} | "
             f"{r['teacher_macro_f1']:.3f} | {_with_ci(r.get('baseline_macro_f1'))} | "
-            f"{r['student_int8_macro_f1']:.3f} | "
+            f"{r['student_int8_macro_f1']:.3f} | {_size(r)} | "
             f"{_with_ci(r['ratio'], r['ratio_ci'])} | "
             f"{_with_ci(r.get('gain_kept'), r.get('gain_kept_ci'))} | "
             f"{_with_ci(r['agreement'], r['agreement_ci'])} | "
@@ -312,7 +324,8 @@ def public_table(runs: dict[str, dict]) -> str:
              + ". TF-IDF: C and balanced or equal label weights chosen on validation" + weights
              + "; gain kept: – where the teacher is not above TF-IDF, no interval where its gain "
              "is not above 0 on every resample. Wall time: – where the run was interrupted and "
-             "resumed; ceiling: – for runs made before the calibrate stage reported it.")
+             "resumed; ceiling: – for runs made before the calibrate stage reported it; size: "
+             "– for runs made before it was recorded (the target: 1/12 or less).")
     stages = stage_table(rows, names)
     if stages:
         table += ("\n\nWall time and peak resident memory (the largest single process, "
