@@ -103,10 +103,10 @@ def _student(p, teacher: teachers.Teacher, labels: tuple[str, ...], data,
         if p.vocab_clusters:
             tokenizer = student.cluster(model, tokenizer, written_train, p.vocab_reserve,
                                         p.vocab_clusters, max_length, p.seed,
-                                        p.embedding_rank)
+                                        p.embedding_rank, p.vocab_max_rows)
         else:
             tokenizer = student.trim(model, tokenizer, written_train, p.vocab_reserve,
-                                     max_length)
+                                     max_length, p.vocab_max_rows)
     metrics["student.vocab_size"] = len(tokenizer)
     metrics["student.embedding_rows"] = model.get_input_embeddings().weight.shape[0]
     return model, tokenizer, metrics

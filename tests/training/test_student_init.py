@@ -129,6 +129,40 @@ def test_reserve_keeps_the_lowest_id_words() -> None:
     assert len(kept5) > len(kept0)
 
 
+def test_row_cap_keeps_the_corpus_s_most_used_tokens_then_the_reserve() -> None:
+    tokenizer = tiny_tokenizer()
+    vocab = tokenizer.get_vocab()
+    corpus = tokenizer(["gate gate gate boiler boiler rattle"])["input_ids"]
+    whole = vocabulary.kept_token_ids(tokenizer, corpus, reserve=3)
+    always = vocabulary.kept_token_ids(tokenizer, [], reserve=0)  # specials and characters
+    reserve = sorted(set(whole) - set(always) - {idx for ids in corpus for idx in ids})
+    assert len(reserve) >= 2  # reserve words outside the corpus, for the last cap below
+    assert vocabulary.kept_token_ids(tokenizer, corpus, 3, max_rows=len(whole)) == whole
+    two = vocabulary.kept_token_ids(tokenizer, corpus, 3, max_rows=len(always) + 2)
+    assert set(two) - set(always) == {vocab["gate"], vocab["boiler"]}  # used 3 and 2 times
+    # every corpus token kept (each used at least once), then the reserve's first word by id
+    first_reserve = vocabulary.kept_token_ids(tokenizer, corpus, 3,
+                                              max_rows=len(whole) - len(reserve) + 1)
+    assert set(whole) - set(first_reserve) == set(reserve[1:])
+    with pytest.raises(ParamsError, match=f"use at least {len(always)}, or null"):
+        vocabulary.kept_token_ids(tokenizer, corpus, 3, max_rows=len(always) - 1)
+
+
+def test_row_cap_sets_the_exact_rows_of_a_trimmed_and_a_clustered_student() -> None:
+    from pocketbert.training import student
+
+    corpus = sentences("condition", 3)
+    cap = len(vocabulary.kept_token_ids(tiny_tokenizer(), [], reserve=0)) + 4
+    trimmed_model = tiny_classifier(len(tiny_tokenizer()))
+    small = student.trim(trimmed_model, tiny_tokenizer(), corpus, 0, 32, max_rows=cap)
+    assert len(small) == cap == trimmed_model.get_input_embeddings().weight.shape[0]
+    clustered_model = tiny_classifier(len(tiny_tokenizer()))
+    student.cluster(clustered_model, tiny_tokenizer(), corpus, 0, 5, 32, 0, max_rows=cap)
+    remap = clustered_model.get_input_embeddings().remap
+    assert int((remap < cap).sum()) == cap  # cap tokens keep rows of their own
+    assert cap < clustered_model.get_input_embeddings().weight.shape[0] <= cap + 5
+
+
 def test_trimming_alone_leaves_logits_unchanged() -> None:
     corpus = sentences("constraint", 5)
     tokenizer, kept, small = _trimmed(corpus)

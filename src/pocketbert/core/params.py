@@ -228,6 +228,10 @@ class TrainStudentParams:
     "keep only tokens seen in the training corpus (+ reserve); shrinks the embedding matrix"
     vocab_reserve: int = 4000
     "with trim_vocab: most frequent multi-character vocabulary entries kept besides the corpus"
+    vocab_max_rows: int | None = None
+    ("with trim_vocab: at most this many exact embedding rows (the special and single-character "
+     "tokens, then the corpus and reserve tokens the train texts use most); the rest are "
+     "dropped, or share the vocab_clusters rows; null: no cap")
     vocab_clusters: int = 0
     ("with trim_vocab: > 0 keeps the whole tokenizer and gives the tokens trimming would drop "
      "one of this many shared embedding rows (k-means of their rows); 0 drops them")
@@ -297,6 +301,10 @@ class TrainStudentParams:
         _require(bool(self.backbone.strip()), "train_student.backbone", "name a model folder")
         _require(self.num_layers >= 1, "train_student.num_layers", "use a positive integer")
         _require(self.vocab_reserve >= 0, "train_student.vocab_reserve", "use a value >= 0")
+        _require(self.vocab_max_rows is None or self.vocab_max_rows >= 1,
+                 "train_student.vocab_max_rows", "use a positive row count, or null (no cap)")
+        _require(self.vocab_max_rows is None or self.trim_vocab, "train_student.vocab_max_rows",
+                 "set it to null with trim_vocab: false (every row is kept exactly)")
         _require(self.vocab_clusters >= 0, "train_student.vocab_clusters",
                  "use 0 (drop the tokens trimming leaves out) or a row count > 0")
         _require(self.trim_vocab or not self.vocab_clusters, "train_student.vocab_clusters",

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
-from pocketbert.core.errors import ModelError
+from pocketbert.core.errors import ModelError, ParamsError
 
 # Where line-based readers end a line: the boundaries of Python's str.splitlines, a superset of
 # Swift's CharacterSet.newlines (U+000A-U+000D, U+0085, U+2028, U+2029) and of Java's and
@@ -71,11 +72,18 @@ def never_split_by_lines(tokenizer) -> bool:
     return True
 
 
-def kept_token_ids(tokenizer, corpus_ids: Iterable[Iterable[int]], reserve: int) -> list[int]:
+def kept_token_ids(tokenizer, corpus_ids: Iterable[Iterable[int]], reserve: int,
+                   max_rows: int | None = None) -> list[int]:
     """Old ids to keep, ascending (so [PAD]=0 and the special tokens keep their order).
 
     Tokens that vocab.txt cannot hold (line_problem) are left out when the tokenizer can never
-    produce them (never_split_by_lines); special tokens are always kept."""
+    produce them (never_split_by_lines); special tokens are always kept.
+
+    ``max_rows`` (None: no cap) caps the ids kept: the special and ASCII single-character
+    tokens always, then the corpus and reserve tokens by how often the corpus uses them (most
+    first; the reserve's words outside the corpus count 0), equal counts by vocabulary id (BERT
+    vocabularies list words by descending frequency). Raises ParamsError naming
+    'train_student.vocab_max_rows' when the always-kept tokens alone exceed it."""
     vocab: dict[str, int] = tokenizer.get_vocab()
     keep = set(tokenizer.all_special_ids)
     unusable = ({idx for token, idx in vocab.items() if line_problem(token)}
@@ -91,10 +99,19 @@ def kept_token_ids(tokenizer, corpus_ids: Iterable[Iterable[int]], reserve: int)
         # BERT vocabularies pad with "[unusedN]" placeholders: never worth keeping.
         elif idx not in keep and not (token.startswith("[unused") and token.endswith("]")):
             words.append(idx)
-    for ids in corpus_ids:
-        keep.update(ids)
-    keep.update(sorted(words)[:reserve])  # the most frequent words, in the corpus or not
-    return sorted(keep)
+    counts = Counter(idx for ids in corpus_ids for idx in ids)
+    reserved = sorted(words)[:reserve]  # the most frequent words, in the corpus or not
+    optional = (set(counts) | set(reserved)) - keep
+    if max_rows is not None and len(keep) + len(optional) > max_rows:
+        if max_rows < len(keep):
+            raise ParamsError(
+                f"'train_student.vocab_max_rows' is {max_rows}, but the special and "
+                f"single-character tokens alone take {len(keep)} rows; use at least "
+                f"{len(keep)}, or null for no cap", key="train_student.vocab_max_rows",
+                source="params.yaml")
+        optional = set(sorted(optional, key=lambda idx: (-counts[idx], idx))[
+            :max_rows - len(keep)])
+    return sorted(keep | optional)
 
 
 def trimmed_tokenizer(tokenizer, kept: list[int]):

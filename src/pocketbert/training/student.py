@@ -74,25 +74,28 @@ def relation_layers(copy_layers: tuple[int, ...]) -> tuple[int, int]:
     return len(copy_layers) - 1, copy_layers[-1]
 
 
-def trim(student, tokenizer, corpus: list[str], reserve: int, max_length: int):
+def trim(student, tokenizer, corpus: list[str], reserve: int, max_length: int,
+         max_rows: int | None = None):
     """The tokenizer trimmed to the tokens of ``corpus`` (the written train texts, in the
-    student's own tokenization) plus the vocabulary module's keep rules; the student's
-    embedding rows follow. Returns the trimmed tokenizer."""
+    student's own tokenization) plus the vocabulary module's keep rules, at most ``max_rows``
+    of them (vocabulary.kept_token_ids); the student's embedding rows follow. Returns the
+    trimmed tokenizer."""
     corpus_ids = tokenization.encode(tokenizer, corpus, max_length)["input_ids"]
-    kept = vocabulary.kept_token_ids(tokenizer, corpus_ids, reserve)
+    kept = vocabulary.kept_token_ids(tokenizer, corpus_ids, reserve, max_rows)
     vocabulary.trim_embeddings(student, kept)
     return vocabulary.trimmed_tokenizer(tokenizer, kept)
 
 
 def cluster(student, tokenizer, corpus: list[str], reserve: int, clusters: int,
-            max_length: int, seed: int, rank: int | None = None):
+            max_length: int, seed: int, rank: int | None = None, max_rows: int | None = None):
     """Like ``trim``, but the tokens trimming would drop share ``clusters`` embedding rows
     (vocabulary.cluster_rows) instead: the tokenizer stays whole (the teacher's pieces on
     every text) and the student's word embeddings become a modeling.RemappedEmbedding,
-    factorised to ``rank`` unless it is None. Returns the tokenizer, unchanged. Raises
-    ParamsError (a rank whose factors would not be smaller than the rows: modeling.factorise)."""
+    factorised to ``rank`` unless it is None; ``max_rows`` caps the exact rows as in ``trim``.
+    Returns the tokenizer, unchanged. Raises ParamsError (a rank whose factors would not be
+    smaller than the rows: modeling.factorise; a cap below the always-kept tokens)."""
     corpus_ids = tokenization.encode(tokenizer, corpus, max_length)["input_ids"]
-    kept = vocabulary.kept_token_ids(tokenizer, corpus_ids, reserve)
+    kept = vocabulary.kept_token_ids(tokenizer, corpus_ids, reserve, max_rows)
     weight = student.get_input_embeddings().weight  # [vocab, hidden]
     remap, rows = vocabulary.cluster_rows(weight, kept, clusters, seed)
     modeling.install_remapped_embedding(student, remap, rows, rank)
