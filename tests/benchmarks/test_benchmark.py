@@ -278,6 +278,9 @@ def test_public_table_names_the_runs_whose_baseline_tried_equal_weights_only() -
         "| `a` | 100 | 0.900 | 0.950 | 0.900 | – | 1.000 (0.950–1.050) | – |")
     sized = {"run": {"variants": {"a": {**row, "student_int8_mb": 7.961, "size_ratio": 0.0876}}}}
     assert "| 0.900 | 7.96 (1/11.4) | 1.000 (0.950–1.050) |" in results.public_table(sized)
+    unknown_teacher = {"run": {"variants": {"a": {**row, "student_int8_mb": 7.961,
+                                                  "size_ratio": None}}}}  # an API teacher
+    assert "| 0.900 | 7.96 | 1.000 (0.950–1.050) |" in results.public_table(unknown_teacher)
     both_new = {"new_run": runs["new_run"]}
     assert "equal weights only" not in results.public_table(both_new)
 

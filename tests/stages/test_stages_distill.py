@@ -87,6 +87,36 @@ def test_train_student_writes_a_small_student_and_metrics(tiny_world) -> None:
     assert not list(student_dir.parent.glob(".train_student.*"))  # scratch removed
 
 
+def test_a_row_cap_reaches_the_student_and_one_too_small_stops_the_stage(tiny_world,
+                                                                         capsys) -> None:
+    import shutil
+
+    import yaml
+
+    from pocketbert.data import tokenization as tok
+    from pocketbert.data import vocabulary
+
+    teacher_dir = _teacher(tiny_world)
+    soft = _soft_label(tiny_world, teacher_dir)
+    raw = yaml.safe_load(tiny_world["params"].read_text())
+    always = len(vocabulary.kept_token_ids(tok.load_tokenizer(teacher_dir), [], reserve=0))
+    rows = {}
+    for cap in (None, always + 3):
+        raw["train_student"].update(vocab_max_rows=cap, vocab_clusters=0, epochs=1)
+        tiny_world["params"].write_text(yaml.safe_dump(raw))
+        rows[cap] = train_student.main(_student_args(tiny_world, teacher_dir, soft))[
+            "student.embedding_rows"]
+    assert rows[always + 3] == always + 3 < rows[None]
+    raw["train_student"]["vocab_max_rows"] = always - 1
+    tiny_world["params"].write_text(yaml.safe_dump(raw))
+    student_dir = tiny_world["root"] / "models" / "student"
+    shutil.rmtree(student_dir)
+    with pytest.raises(SystemExit):
+        train_student.main(_student_args(tiny_world, teacher_dir, soft))
+    assert f"'train_student.vocab_max_rows' is {always - 1}" in capsys.readouterr().err
+    assert not student_dir.exists()
+
+
 def test_a_calibration_share_without_unlabelled_texts_warns(tiny_world) -> None:
     import yaml
 

@@ -229,6 +229,28 @@ def test_validation_loss_leaves_the_layer_terms_out(tmp_path, term, perturb, mar
                                          alpha=0.7, **{term: 1.0})
 
 
+def test_the_trainer_and_train_config_carry_the_soft_loss(tmp_path) -> None:
+    from transformers import TrainingArguments
+
+    from pocketbert.core.params import TrainStudentParams
+
+    assert distillation.TrainConfig.of(TrainStudentParams(soft_loss="mse")).soft_loss == "mse"
+    model = _tiny_model().eval()
+    batch = distillation.Collator(0)([_rows(4, 3)[i] for i in range(4)])
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    for soft_loss in ("kl", "mse"):
+        trainer = distillation.DistillationTrainer(model=model, args=args, temperature=2.0,
+                                                   alpha=0.7, soft_loss=soft_loss)
+        inputs = dict(batch)
+        teacher, labels = inputs["teacher_logits"], inputs["labels"]
+        with torch.no_grad():
+            got = trainer.compute_loss(model, dict(batch)).item()
+            logits = model(input_ids=inputs["input_ids"],
+                           attention_mask=inputs["attention_mask"]).logits
+        assert got == pytest.approx(distillation.distillation_loss(
+            logits, teacher, labels, 2.0, 0.7, soft_loss=soft_loss).item(), rel=1e-6)
+
+
 # --- attention relation distillation (train_student.relation_weight) ---------------------------
 
 def test_attention_relation_loss_by_hand() -> None:

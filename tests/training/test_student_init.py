@@ -144,6 +144,7 @@ def test_row_cap_keeps_the_corpus_s_most_used_tokens_then_the_reserve() -> None:
     first_reserve = vocabulary.kept_token_ids(tokenizer, corpus, 3,
                                               max_rows=len(whole) - len(reserve) + 1)
     assert set(whole) - set(first_reserve) == set(reserve[1:])
+    assert vocabulary.kept_token_ids(tokenizer, corpus, 3, max_rows=len(always)) == always
     with pytest.raises(ParamsError, match=f"use at least {len(always)}, or null"):
         vocabulary.kept_token_ids(tokenizer, corpus, 3, max_rows=len(always) - 1)
 
