@@ -333,6 +333,7 @@ def measure(ws: Path) -> dict:
     teacher_metrics = ws / "metrics/teacher.json"
     teacher_mb = (json.loads(teacher_metrics.read_text(encoding="utf-8")).get("size_mb")
                   if teacher_metrics.is_file() else None)
+    int8_mb = size_mb(int8_file)
     texts = list(test["text"])
     student = model.logits(texts).argmax(-1)  # [n]
     n_labels = len(model.labels)
@@ -352,8 +353,8 @@ def measure(ws: Path) -> dict:
         "teacher_macro_f1": evaluation.macro_f1(gold, teacher, n_labels),
         "student_int8_macro_f1": evaluation.macro_f1(gold, student, n_labels),
         "baseline_macro_f1": evaluation.macro_f1(gold, base, n_labels),
-        "student_int8_mb": size_mb(int8_file),
-        "size_ratio": None if not teacher_mb else size_mb(int8_file) / teacher_mb,
+        "student_int8_mb": int8_mb,
+        "size_ratio": None if not teacher_mb else int8_mb / teacher_mb,
         # what the baseline stage chose on validation (older runs tried equal weights only)
         "baseline_class_weight": json.loads((ws / "metrics/baseline.json").read_text(
             encoding="utf-8")).get("class_weight"),  # None: a stage that tried none only
