@@ -22,7 +22,6 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -46,7 +45,10 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     data = tokenization.load(inputs["tokenize"], inputs["augmented"])
     stored = student.read_soft_labels(inputs["soft_label"], data, labels)
     teacher = teachers.load(inputs["teacher"], labels)  # an endpoint: no weights to copy
-    model, tokenizer, metrics = _student(p, teacher, labels, data, max_length)
+    written_train = [t for t, a in zip(data["train"]["text"], data["train"]["augmentation"],
+                                       strict=True) if a == "none"]
+    model, tokenizer, metrics = student.build(p, teacher.model, teacher.tokenizer, labels,
+                                              written_train, max_length)
     metrics["train.unlabelled_rows"] = len(stored.unlabelled_texts or ())
     # The student sees what the device will see: every split re-tokenized with its own
     # tokenizer (identical pieces on the training corpus, [UNK] or spelled-out pieces elsewhere).
@@ -82,34 +84,6 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     metrics["macro_f1_ratio"] = metrics["student.test.macro_f1"] / metrics["teacher.test.macro_f1"]
     write_json(outputs["metrics"], metrics)
     return metrics
-
-
-def _student(p, teacher: teachers.Teacher, labels: tuple[str, ...], data,
-             max_length: int) -> tuple[Any, Any, dict]:
-    """The untrained student per train_student.init and its tokenizer, trimmed or clustered
-    per train_student.trim_vocab / vocab_clusters, and the vocabulary metrics; every random
-    draw of the run is seeded here (train_student.seed)."""
-    from transformers import set_seed
-
-    set_seed(p.seed)
-    metrics: dict = {}
-    if teacher.tokenizer is not None:
-        metrics["teacher.vocab_size"] = len(teacher.tokenizer)
-    model, tokenizer = student.init_student(p, teacher.model, teacher.tokenizer, labels)
-    metrics["student.backbone_vocab_size"] = len(tokenizer)
-    if p.trim_vocab:
-        written_train = [t for t, a in zip(data["train"]["text"], data["train"]["augmentation"],
-                                           strict=True) if a == "none"]
-        if p.vocab_clusters:
-            tokenizer = student.cluster(model, tokenizer, written_train, p.vocab_reserve,
-                                        p.vocab_clusters, max_length, p.seed,
-                                        p.embedding_rank, p.vocab_max_rows)
-        else:
-            tokenizer = student.trim(model, tokenizer, written_train, p.vocab_reserve,
-                                     max_length, p.vocab_max_rows)
-    metrics["student.vocab_size"] = len(tokenizer)
-    metrics["student.embedding_rows"] = model.get_input_embeddings().weight.shape[0]
-    return model, tokenizer, metrics
 
 
 def _scores(model, tokenizer, splits, soft: Mapping[str, np.ndarray],

@@ -229,9 +229,9 @@ class TrainStudentParams:
     vocab_reserve: int = 4000
     "with trim_vocab: most frequent multi-character vocabulary entries kept besides the corpus"
     vocab_max_rows: int | None = None
-    ("with trim_vocab: at most this many exact embedding rows (the special and single-character "
-     "tokens, then the corpus and reserve tokens the train texts use most); the rest are "
-     "dropped, or share the vocab_clusters rows; null: no cap")
+    ("with trim_vocab: at most this many exact embedding rows (the special tokens and the ASCII "
+     "characters with their ## forms, then the corpus and reserve tokens the train texts use "
+     "most); the rest are dropped, or share the vocab_clusters rows; null: no cap")
     vocab_clusters: int = 0
     ("with trim_vocab: > 0 keeps the whole tokenizer and gives the tokens trimming would drop "
      "one of this many shared embedding rows (k-means of their rows); 0 drops them")

@@ -105,9 +105,9 @@ def kept_token_ids(tokenizer, corpus_ids: Iterable[Iterable[int]], reserve: int,
     if max_rows is not None and len(keep) + len(optional) > max_rows:
         if max_rows < len(keep):
             raise ParamsError(
-                f"'train_student.vocab_max_rows' is {max_rows}, but the special and "
-                f"single-character tokens alone take {len(keep)} rows; use at least "
-                f"{len(keep)}, or null for no cap", key="train_student.vocab_max_rows",
+                f"'train_student.vocab_max_rows' is {max_rows}, but the special tokens and "
+                f"the ASCII characters (with their ## forms) alone take {len(keep)} rows; "
+                f"use at least {len(keep)}, or null for no cap", key="train_student.vocab_max_rows",
                 source="params.yaml")
         optional = set(sorted(optional, key=lambda idx: (-counts[idx], idx))[
             :max_rows - len(keep)])

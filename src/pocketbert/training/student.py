@@ -59,6 +59,36 @@ def init_student(p, teacher, teacher_tokenizer, labels: tuple[str, ...]):
                                    p.intermediate_size, p.seed), teacher_tokenizer)
 
 
+def build(p, teacher, teacher_tokenizer, labels: tuple[str, ...], written_train: list[str],
+          max_length: int):
+    """The untrained student (init_student) with its tokenizer, trimmed or clustered per
+    train_student.trim_vocab / vocab_clusters on ``written_train`` (the written train texts,
+    not their augmented variants), and its vocabulary figures:
+    (model, tokenizer, {'teacher.vocab_size' (with a teacher tokenizer),
+    'student.backbone_vocab_size', 'student.vocab_size', 'student.embedding_rows'}).
+    Every random draw is seeded here (train_student.seed, transformers.set_seed). Raises
+    ParamsError and ModelError as init_student, trim and cluster."""
+    from transformers import set_seed
+
+    set_seed(p.seed)
+    metrics: dict = {}
+    if teacher_tokenizer is not None:
+        metrics["teacher.vocab_size"] = len(teacher_tokenizer)
+    model, tokenizer = init_student(p, teacher, teacher_tokenizer, labels)
+    metrics["student.backbone_vocab_size"] = len(tokenizer)
+    if p.trim_vocab:
+        if p.vocab_clusters:
+            tokenizer = cluster(model, tokenizer, written_train, p.vocab_reserve,
+                                p.vocab_clusters, max_length, p.seed, p.embedding_rank,
+                                p.vocab_max_rows)
+        else:
+            tokenizer = trim(model, tokenizer, written_train, p.vocab_reserve, max_length,
+                             p.vocab_max_rows)
+    metrics["student.vocab_size"] = len(tokenizer)
+    metrics["student.embedding_rows"] = model.get_input_embeddings().weight.shape[0]
+    return model, tokenizer, metrics
+
+
 def hidden_layer_map(copy_layers: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     """The (student, teacher) ``hidden_states`` index pairs of a student copied from teacher
     ``copy_layers``: the embeddings' output (0, 0), then student layer i's output against the
