@@ -325,7 +325,9 @@ def public_table(runs: dict[str, dict]) -> str:
              + "; gain kept: – where the teacher is not above TF-IDF, no interval where its gain "
              "is not above 0 on every resample. Wall time: – where the run was interrupted and "
              "resumed; ceiling: – for runs made before the calibrate stage reported it; size: "
-             "– for runs made before it was recorded (the target: 1/12 or less).")
+             "– for runs made before it was recorded (the target: 1/12 or less; what the committed "
+             "params give on each set before training, `python -m runs.size_check`: "
+             "[docs/guide/own-data.md](docs/guide/own-data.md#how-big-will-the-student-be)).")
     stages = stage_table(rows, names)
     if stages:
         table += ("\n\nWall time and peak resident memory (the largest single process, "
