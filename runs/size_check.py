@@ -27,7 +27,9 @@ import argparse
 import csv
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from pocketbert.core import contract, model_folders, params
@@ -48,6 +50,16 @@ def written_train(split: Path) -> tuple[list[str], tuple[str, ...]]:
     with (split / "train.csv").open(newline="", encoding="utf-8") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
     return texts, dataset.read_labels(split / contract.LABELS_FILE)
+
+
+@contextmanager
+def step(what: str) -> Iterator[None]:
+    """Print ``what`` to stderr as it starts and its wall time as it ends (each step takes
+    seconds to a minute or two on 2 cores)."""
+    print(f"{what} ...", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    yield
+    print(f"{what}: {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
 
 def measure(split: Path, params_file: Path) -> dict:
@@ -71,8 +83,9 @@ def measure(split: Path, params_file: Path) -> dict:
                    if p["teacher"].mode == "given"
                    else modeling.new_classifier(folder, labels, origin))
         tokenizer = tokenization.load_tokenizer(folder)
-    model, _, figures = student.build(p["train_student"], teacher, tokenizer, labels, texts,
-                                      p["tokenize"].max_length)
+    with step(f"the student for {len(texts):,} train texts (vocabulary, shared rows)"):
+        model, _, figures = student.build(p["train_student"], teacher, tokenizer, labels, texts,
+                                          p["tokenize"].max_length)
     model.eval()
     with tempfile.TemporaryDirectory(prefix="pocketbert-size-") as tmp:
         work = Path(tmp)
@@ -80,17 +93,18 @@ def measure(split: Path, params_file: Path) -> dict:
         if teacher is not None:
             teacher.save_pretrained(str(work / "teacher"))
             teacher_mb = size_mb(work / "teacher" / contract.WEIGHTS_FILE)
-        onnx_export.export(model, work / "fp32.onnx", p["export"].opset)
-        source = work / "fp32.onnx"
-        if p["export"].fuse:
-            skip = "SkipLayerNormFusion" not in onnx_runner.DISABLED_OPTIMIZERS
-            onnx_export.fuse_transformer(source, work / "fused.onnx",
-                                         num_heads=model.config.num_attention_heads,
-                                         hidden_size=model.config.hidden_size,
-                                         skip_layer_norm=skip)
-            source = work / "fused.onnx"
-        onnx_export.quantize_int8(source, work / "int8.onnx", p["export"].per_channel,
-                                  p["export"].reduce_range)
+        with step("ONNX export, transformer fusions, int8"):
+            onnx_export.export(model, work / "fp32.onnx", p["export"].opset)
+            source = work / "fp32.onnx"
+            if p["export"].fuse:
+                skip = "SkipLayerNormFusion" not in onnx_runner.DISABLED_OPTIMIZERS
+                onnx_export.fuse_transformer(source, work / "fused.onnx",
+                                             num_heads=model.config.num_attention_heads,
+                                             hidden_size=model.config.hidden_size,
+                                             skip_layer_norm=skip)
+                source = work / "fused.onnx"
+            onnx_export.quantize_int8(source, work / "int8.onnx", p["export"].per_channel,
+                                      p["export"].reduce_range)
         int8_mb = size_mb(work / "int8.onnx")
     ratio = None if not teacher_mb else int8_mb / teacher_mb
     target = p["benchmark"].target_size_ratio

@@ -59,9 +59,11 @@ def test_size_check_cli_prints_the_verdict_and_writes_json(tiny_world, tmp_path,
     assert size_check.main(["--split", str(split), "--params", str(tiny_world["params"]),
                             "--out", str(out)]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
-    printed = capsys.readouterr().out
-    assert f"student int8 {result['student_int8_mb']:.2f} MB" in printed
-    assert ("(target 1/12.0: met)" if result["meets_target"] else "not met") in printed
+    printed = capsys.readouterr()
+    assert f"student int8 {result['student_int8_mb']:.2f} MB" in printed.out
+    assert "the student for 40 train texts (vocabulary, shared rows): " in printed.err
+    assert "ONNX export, transformer fusions, int8: " in printed.err
+    assert ("(target 1/12.0: met)" if result["meets_target"] else "not met") in printed.out
 
 
 def test_a_missing_split_names_the_files_and_the_command(tiny_world, tmp_path) -> None:
