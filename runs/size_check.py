@@ -11,82 +11,136 @@ in a few minutes instead of after hours of training:
 
     dvc repro split && python -m runs.size_check [--split data/split] [--out size.json]
 
-The teacher is teacher.model with the split's labels (a packaged name or a local backbone,
-given a new label head as the teacher stage would; with teacher.mode given, the folder's own
-classifier). With teacher.mode api there are no teacher weights to weigh: the ratio is None.
+The teacher is made as the teacher stage starts it (teacher.model with a new head for the
+split's labels, or with teacher.mode given the folder's own classifier, teacher.label_names and
+teacher.trust_remote_code applied) and the length as the tokenize stage chooses it
+(tokenize.length_percentile). With teacher.mode api there are no teacher weights to weigh: the
+ratio is None. The int8 file is weighed whether or not export.int8 ships one.
 The shared rows are the k-means groups of the vocabulary's other rows that some token joins
 (``data.vocabulary.cluster_rows``): here the backbone's rows are grouped, in the stage the
-fine-tuned teacher's, so the counts can differ by a few rows of int8 (hidden size bytes each).
-On the election tweets this check gave 7,936 rows and 7.159 MB where the trained run had 7,921
-rows and a 7.155 MB int8 file.
+fine-tuned teacher's, so a trained student can end a few rows apart, hidden-size (or
+embedding_rank) int8 bytes each (election tweets: 7,936 rows and 7.160871 MB here, 15 rows
+and 5,760 bytes fewer trained).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from pocketbert.core import contract, model_folders, params
 from pocketbert.core.artifacts import size_mb, write_json
-from pocketbert.core.errors import DataError, reported
+from pocketbert.core.errors import DataError, ParamsError, reported
 from pocketbert.data import dataset, tokenization
 
 SECTIONS = ("teacher", "train_student", "tokenize", "export", "benchmark")
 
 
 def written_train(split: Path) -> tuple[list[str], tuple[str, ...]]:
-    """The train texts and the labels of the split stage's folder ``split`` (train.csv,
-    labels.json). Raises DataError naming the missing file and the command that writes it."""
+    """The written train texts and the labels of the split stage's folder ``split``
+    (train.csv, labels.json). Raises DataError naming the missing file, or a train.csv without
+    the split stage's columns, and the command that writes them."""
     missing = [name for name in ("train.csv", contract.LABELS_FILE) if not (split / name).is_file()]
     if missing:
         raise DataError(f"{split}: no {', '.join(missing)}; run `dvc repro split` first, or "
                         "pass --split with the split stage's output folder")
-    with (split / "train.csv").open(newline="", encoding="utf-8") as f:
-        texts = [row["text"] for row in csv.DictReader(f)]
-    return texts, dataset.read_labels(split / contract.LABELS_FILE)
+    try:
+        rows = dataset.read_examples(split / "train.csv")
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"{split / 'train.csv'}: not a split stage output (columns text, label, "
+                        f"line, augmentation; {type(exc).__name__}: {exc}); pass --split with "
+                        "the folder `dvc repro split` writes (data/split)") from None
+    return [r.text for r in rows], dataset.read_labels(split / contract.LABELS_FILE)
 
 
 @contextmanager
 def step(what: str) -> Iterator[None]:
     """Print ``what`` to stderr as it starts and its wall time as it ends (each step takes
-    seconds to a minute or two on 2 cores)."""
+    seconds to a few minutes on 2 cores)."""
     print(f"{what} ...", file=sys.stderr, flush=True)
     start = time.monotonic()
     yield
     print(f"{what}: {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
 
-def measure(split: Path, params_file: Path) -> dict:
-    """The untrained student's figures for the split folder ``split`` at ``params_file``'s
-    params: {'labels', 'train_texts', 'student.embedding_rows', 'student.vocab_size',
-    'student_int8_mb', 'teacher_fp32_mb' (None for an API teacher), 'size_ratio' (int8 /
-    teacher fp32, None without a teacher size), 'target_size_ratio', 'meets_target'}. Sizes in
-    MB of 10^6 bytes (artifacts.size_mb). Raises ParamsError, DataError, ModelError as the
-    stages it mirrors."""
+def distinct_weights(model, seed: int) -> None:
+    """Add seeded noise (standard deviation 1e-3) to every weight of ``model`` in place. The
+    ONNX exporter stores equal constant tensors once, and an untrained student has many (a new
+    label head's zero bias; a fresh model's zero biases and unit LayerNorm weights); a trained
+    student has none, so without this the file weighed here would be smaller than the one the
+    export stage writes."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.add_(1e-3 * torch.randn(weight.shape, generator=generator,
+                                           dtype=weight.dtype))
+
+
+def int8_file(model, work: Path, p) -> Path:
+    """The int8 ONNX file of ``model`` in folder ``work``, built as the export stage builds it
+    (``p``: ExportParams): fp32 export at export.opset, the transformer fusions with
+    export.fuse (where they fail on the graph, unfused, with one warning, as the stage does),
+    then int8 with export.per_channel and export.reduce_range. The stage's check of the fused
+    graph against the unfused one on the test split is not repeated: where that check fails
+    the stage ships the unfused int8 file (tens of KB larger on the embedded student: the
+    latency stage's `fused` and `dynamic` candidates)."""
     from pocketbert.export import onnx_export
     from pocketbert.runtime import onnx_runner
-    from pocketbert.training import modeling, student
 
+    source = work / "fp32.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter, as the stage
+        onnx_export.export(model, source, p.opset)
+    if p.fuse:
+        skip = "SkipLayerNormFusion" not in onnx_runner.DISABLED_OPTIMIZERS
+        try:
+            onnx_export.fuse_transformer(source, work / "fused.onnx",
+                                         num_heads=model.config.num_attention_heads,
+                                         hidden_size=model.config.hidden_size,
+                                         skip_layer_norm=skip)
+            source = work / "fused.onnx"
+        except Exception as exc:  # onnxruntime's optimizer raises many types on unknown graphs
+            warnings.warn(f"transformer fusions failed ({type(exc).__name__}: {exc}); weighed "
+                          "unfused, as the export stage would ship it", stacklevel=1)
+    onnx_export.quantize_int8(source, work / "int8.onnx", p.per_channel, p.reduce_range)
+    return work / "int8.onnx"
+
+
+def measure(split: Path, params_file: Path) -> dict:
+    """The untrained student's figures for the split folder ``split`` at ``params_file``'s
+    params: {'labels', 'train_texts', 'max_length', 'student.embedding_rows',
+    'student.vocab_size', 'student_int8_mb', 'teacher_fp32_mb' (None for an API teacher),
+    'size_ratio' (int8 / teacher fp32, None without a teacher size), 'target_size_ratio',
+    'meets_target', 'seconds'}. Sizes in MB of 10^6 bytes (artifacts.size_mb). The teacher and
+    the length come as the teacher and tokenize stages make them
+    (teachers.teacher.starting_classifier, tokenization.max_length_for). Raises ParamsError,
+    DataError, ModelError as the stages it mirrors."""
+    from pocketbert.teachers import teacher as teachers
+    from pocketbert.training import student
+
+    start = time.monotonic()
     p = {name: params.load(params_file, name) for name in SECTIONS}
     texts, labels = written_train(split)
-    teacher, tokenizer = None, None
-    if p["teacher"].mode != "api":
-        origin = "the params key 'teacher.model'"
-        folder = model_folders.resolve(p["teacher"].model, origin)
-        teacher = (modeling.load_classifier(folder, labels, origin=origin)
-                   if p["teacher"].mode == "given"
-                   else modeling.new_classifier(folder, labels, origin))
-        tokenizer = tokenization.load_tokenizer(folder)
+    tokenizer = tokenization.load_tokenizer(
+        model_folders.tokenizer_folder(p["teacher"], p["train_student"].backbone))
+    max_length = tokenization.max_length_for(tokenizer, texts, p["tokenize"].max_length,
+                                             p["tokenize"].length_percentile)
+    teacher = None if p["teacher"].mode == "api" else teachers.starting_classifier(p["teacher"],
+                                                                                   labels)
     with step(f"the student for {len(texts):,} train texts (vocabulary, shared rows)"):
-        model, _, figures = student.build(p["train_student"], teacher, tokenizer, labels, texts,
-                                          p["tokenize"].max_length)
+        model, _, figures = student.build(p["train_student"], teacher,
+                                          None if teacher is None else tokenizer, labels, texts,
+                                          max_length)
     model.eval()
+    distinct_weights(model, p["train_student"].seed)
     with tempfile.TemporaryDirectory(prefix="pocketbert-size-") as tmp:
         work = Path(tmp)
         teacher_mb = None
@@ -94,26 +148,16 @@ def measure(split: Path, params_file: Path) -> dict:
             teacher.save_pretrained(str(work / "teacher"))
             teacher_mb = size_mb(work / "teacher" / contract.WEIGHTS_FILE)
         with step("ONNX export, transformer fusions, int8"):
-            onnx_export.export(model, work / "fp32.onnx", p["export"].opset)
-            source = work / "fp32.onnx"
-            if p["export"].fuse:
-                skip = "SkipLayerNormFusion" not in onnx_runner.DISABLED_OPTIMIZERS
-                onnx_export.fuse_transformer(source, work / "fused.onnx",
-                                             num_heads=model.config.num_attention_heads,
-                                             hidden_size=model.config.hidden_size,
-                                             skip_layer_norm=skip)
-                source = work / "fused.onnx"
-            onnx_export.quantize_int8(source, work / "int8.onnx", p["export"].per_channel,
-                                      p["export"].reduce_range)
-        int8_mb = size_mb(work / "int8.onnx")
+            int8_mb = size_mb(int8_file(model, work, p["export"]))
     ratio = None if not teacher_mb else int8_mb / teacher_mb
     target = p["benchmark"].target_size_ratio
-    return {"labels": len(labels), "train_texts": len(texts),
+    return {"labels": len(labels), "train_texts": len(texts), "max_length": max_length,
             "student.embedding_rows": figures["student.embedding_rows"],
             "student.vocab_size": figures["student.vocab_size"],
             "student_int8_mb": int8_mb, "teacher_fp32_mb": teacher_mb, "size_ratio": ratio,
             "target_size_ratio": target,
-            "meets_target": None if ratio is None else ratio <= target}
+            "meets_target": None if ratio is None else ratio <= target,
+            "seconds": round(time.monotonic() - start, 1)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,7 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     with reported():
-        result = measure(args.split, args.params)
+        try:
+            result = measure(args.split, args.params)
+        except ParamsError as exc:  # raised while building: name the file given, as stages do
+            raise exc.read_from(args.params) from None
         ratio = result["size_ratio"]
         share = ("no teacher weights to compare (teacher.mode api)" if ratio is None else
                  f"1/{1 / ratio:.1f} of the teacher's fp32 {result['teacher_fp32_mb']:.2f} MB "

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pocketbert.core import contract, evaluation, model_folders, stage
+from pocketbert.core import contract, evaluation, stage
 from pocketbert.core.artifacts import atomic_path, size_mb, write_json
 from pocketbert.data import dataset, tokenization
 from pocketbert.teachers import api
@@ -66,17 +66,14 @@ def _build(p, data, labels: tuple[str, ...], inputs: stage.Paths, tmp: Path,
     from pocketbert.training import distillation
 
     tokenizer = tokenization.load_tokenizer(inputs["tokenize"] / "tokenizer")
-    folder = model_folders.resolve(p.model)
     set_seed(p.seed)
     metrics: dict = {}
+    model = teachers.starting_classifier(p, labels)
     if p.mode == "given":
-        model = modeling.load_classifier(folder, labels, label_names=p.label_names,
-                                         trust_remote_code=p.trust_remote_code)
         # which output id of the given classifier each pipeline label was read from
         metrics.update({f"label_map.{label}": source for label, source in
                         zip(labels, model.pocketbert_label_order, strict=True)})
     else:
-        model = modeling.new_classifier(folder, labels, trust_remote_code=p.trust_remote_code)
         metrics["train_rows"] = len(data["train"])
         result = distillation.train(
             model, data["train"], data["validation"], distillation.TrainConfig.of(p),

@@ -39,11 +39,8 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
         "test": dataset.read_examples(inputs["split"] / "test.csv"),
         "augmented": [r for r in train if r.augmentation != "none"],
     }
-    max_length = p.max_length
-    if p.length_percentile is not None:
-        full = tokenization.encode(tokenizer, [r.text for r in rows["train"]],
-                                   p.max_length)["full_length"]
-        max_length = tokenization.data_max_length(full, p.length_percentile, p.max_length)
+    max_length = tokenization.max_length_for(tokenizer, [r.text for r in rows["train"]],
+                                             p.max_length, p.length_percentile)
     parts, metrics = {}, {"vocab_size": len(tokenizer), "max_length": max_length}
     for name, examples in rows.items():
         parts[name] = tokenization.to_dataset(tokenizer, examples, labels, max_length)

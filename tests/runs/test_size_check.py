@@ -13,11 +13,19 @@ from pocketbert.core.artifacts import size_mb
 from pocketbert.core.errors import DataError
 from pocketbert.data import dataset, tokenization, vocabulary
 from runs import size_check
+from stages import export, soft_label, teacher, train_student
 
 
-def _split(folder):
-    """A split stage output with the tiny rows' texts as train.csv."""
-    write_csv(folder / "train.csv", small_rows(10))
+def _split(folder, texts=None, labels=None):
+    """A split stage output folder: train.csv (``texts`` and label names ``labels``; default:
+    the tiny rows) and labels.json."""
+    rows = small_rows(10)
+    texts = texts or [r["text"] for r in rows]
+    labels = labels or [r["label"] for r in rows]
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset.write_examples(folder / "train.csv", [
+        dataset.Example(text, label, i + 2) for i, (text, label) in
+        enumerate(zip(texts, labels, strict=True))])
     dataset.write_labels(folder / contract.LABELS_FILE, LABELS)
     return folder
 
@@ -69,3 +77,52 @@ def test_size_check_cli_prints_the_verdict_and_writes_json(tiny_world, tmp_path,
 def test_a_missing_split_names_the_files_and_the_command(tiny_world, tmp_path) -> None:
     with pytest.raises(DataError, match=r"no train\.csv, labels\.json; run `dvc repro split`"):
         size_check.measure(tmp_path / "nowhere", tiny_world["params"])
+    other = tmp_path / "other"
+    write_csv(other / "train.csv", small_rows(2))  # the user's own CSV: no line column
+    dataset.write_labels(other / contract.LABELS_FILE, LABELS)
+    with pytest.raises(DataError, match=r"train\.csv: not a split stage output .*dvc repro"):
+        size_check.measure(other, tiny_world["params"])
+
+
+def test_a_params_error_names_the_params_file_given(tiny_world, tmp_path, capsys) -> None:
+    split = _split(tmp_path / "split")
+    _set(tiny_world["params"], "train_student", vocab_max_rows=3)  # under the always-kept
+    with pytest.raises(SystemExit) as exc:
+        size_check.main(["--split", str(split), "--params", str(tiny_world["params"])])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert f"{tiny_world['params']}: 'train_student.vocab_max_rows' is 3" in err
+    assert "Traceback" not in err
+
+
+def test_size_check_gives_the_rows_and_int8_size_of_the_trained_student(tiny_world,
+                                                                        tmp_path) -> None:
+    """The stages on the same written train texts: train_student's embedding rows and the
+    export stage's int8 file. A given teacher's embedding rows are the check's, so the shared
+    rows (vocab_clusters, the committed path) group the same vectors; the int8 file holds the
+    same tensors of other values (distinct_weights: none equal), so the same bytes."""
+    w, p = tiny_world, str(tiny_world["params"])
+    _set(w["params"], "train_student", vocab_clusters=4, epochs=1)
+    written = tokenization.load(w["tokenize"])["train"]
+    split = _split(tmp_path / "split", list(written["text"]),
+                   [LABELS[label] for label in written["label"]])
+    r = w["root"]
+    teacher.main(["--params", p, "--tokenize", str(w["tokenize"]), "--out", str(r / "teacher"),
+                  "--metrics", str(r / "t.json")])
+    soft_label.main(["--params", p, "--teacher", str(r / "teacher"), "--tokenize",
+                     str(w["tokenize"]), "--augmented", str(w["augmented"]),
+                     "--out", str(r / "soft"), "--metrics", str(r / "s.json")])
+    trained = train_student.main([
+        "--params", p, "--teacher", str(r / "teacher"), "--tokenize", str(w["tokenize"]),
+        "--augmented", str(w["augmented"]), "--soft-label", str(r / "soft"),
+        "--out", str(r / "student"), "--metrics", str(r / "ts.json"),
+        "--curves", str(r / "curves")])
+    exported = export.main(["--params", p, "--model", str(r / "student"), "--tokenize",
+                            str(w["tokenize"]), "--out", str(r / "onnx"),
+                            "--metrics", str(r / "e.json")])
+    result = size_check.measure(split, w["params"])
+    assert result["student.embedding_rows"] == trained["student.embedding_rows"]
+    assert trained["student.embedding_rows"] < len(tiny_tokenizer())  # rows were shared
+    assert exported["int8.fused"] is True
+    assert result["student_int8_mb"] == exported["int8.size_mb"]  # the same bytes
+    assert result["student_int8_mb"] < exported["fp32.size_mb"] / 2  # int8, not fp32

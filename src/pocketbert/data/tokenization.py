@@ -93,6 +93,18 @@ def data_max_length(full_lengths: Sequence[int], percentile: float, cap: int) ->
     return int(min(cap, max(LENGTH_STEP, rounded)))
 
 
+def max_length_for(tokenizer, texts: Sequence[str], max_length: int,
+                   percentile: float | None) -> int:
+    """The length the tokenize stage cuts every split at: ``max_length`` (tokenize.max_length),
+    or with ``percentile`` (tokenize.length_percentile) the length that follows ``texts`` (the
+    written train texts; data_max_length of their full token counts), at most ``max_length``.
+    Raises ValueError for a percentile with no texts."""
+    if percentile is None:
+        return max_length
+    full = encode(tokenizer, list(texts), max_length)["full_length"]
+    return data_max_length(full, percentile, max_length)
+
+
 def write_max_length(folder: Path, max_length: int) -> None:
     """Record ``max_length`` in ``folder`` (contract.LENGTH_FILE)."""
     write_json(Path(folder) / contract.LENGTH_FILE, {"max_length": int(max_length)})

@@ -126,6 +126,21 @@ class ApiTeacher:
 Teacher = LocalTeacher | ApiTeacher
 
 
+def starting_classifier(p: TeacherParams, labels: tuple[str, ...]):
+    """The classifier the teacher stage starts from, per ``p`` (TeacherParams, mode given or
+    fine_tune): the given classifier with its outputs in ``labels`` order (teacher.label_names
+    for generic LABEL_0.. names), or teacher.model's backbone with a new head of
+    len(labels) outputs; teacher.trust_remote_code either way. Raises ModelError (a folder
+    that cannot be found or loaded, labels that do not match)."""
+    from pocketbert.training import modeling
+
+    folder = model_folders.resolve(p.model)
+    if p.mode == "given":
+        return modeling.load_classifier(folder, labels, label_names=p.label_names,
+                                        trust_remote_code=p.trust_remote_code)
+    return modeling.new_classifier(folder, labels, trust_remote_code=p.trust_remote_code)
+
+
 def load(folder: Path, labels: tuple[str, ...], *, params: TeacherParams | None = None,
          cache: Path | None = None, batch_size: int | None = None,
          max_length: int = 128) -> Teacher:
