@@ -90,8 +90,8 @@ def int8_file(model, work: Path, p) -> Path:
     export.fuse (where they fail on the graph, unfused, with one warning, as the stage does),
     then int8 with export.per_channel and export.reduce_range. The stage's check of the fused
     graph against the unfused one on the test split is not repeated: where that check fails
-    the stage ships the unfused int8 file (tens of KB larger on the embedded student: the
-    latency stage's `fused` and `dynamic` candidates)."""
+    the stage ships the unfused int8 file (about 15 KB larger on the embedded student: the
+    latency stage's `fused` and `dynamic` candidates, metrics/latency.json)."""
     from pocketbert.export import onnx_export
     from pocketbert.runtime import onnx_runner
 
@@ -133,8 +133,10 @@ def measure(split: Path, params_file: Path) -> dict:
         model_folders.tokenizer_folder(p["teacher"], p["train_student"].backbone))
     max_length = tokenization.max_length_for(tokenizer, texts, p["tokenize"].max_length,
                                              p["tokenize"].length_percentile)
-    teacher = None if p["teacher"].mode == "api" else teachers.starting_classifier(p["teacher"],
-                                                                                   labels)
+    teacher = None
+    if p["teacher"].mode != "api":
+        with step(f"the teacher ({p['teacher'].model}, {len(labels)} labels)"):
+            teacher = teachers.starting_classifier(p["teacher"], labels)
     with step(f"the student for {len(texts):,} train texts (vocabulary, shared rows)"):
         model, _, figures = student.build(p["train_student"], teacher,
                                           None if teacher is None else tokenizer, labels, texts,
@@ -168,6 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    # the library's load report ("newly initialized ... consider training") and save bars:
+    # an untrained head is what this check builds
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     with reported():
         try:
             result = measure(args.split, args.params)
