@@ -126,3 +126,25 @@ def test_size_check_gives_the_rows_and_int8_size_of_the_trained_student(tiny_wor
     assert exported["int8.fused"] is True
     assert result["student_int8_mb"] == exported["int8.size_mb"]  # the same bytes
     assert result["student_int8_mb"] < exported["fp32.size_mb"] / 2  # int8, not fp32
+
+
+def test_a_fine_tuned_teacher_is_weighed_with_a_new_head_and_an_api_teacher_not_at_all(
+        tiny_world, tmp_path, capsys) -> None:
+    split = _split(tmp_path / "split")
+    given = tiny_world["given_teacher"]
+    # fine_tune: the folder as a backbone with a new head of the split's 4 labels, the shapes
+    # of the given classifier, so its weights file weighs the same
+    _set(tiny_world["params"], "teacher", mode="fine_tune")
+    tuned = size_check.measure(split, tiny_world["params"])
+    assert tuned["teacher_fp32_mb"] == size_mb(given / contract.WEIGHTS_FILE)
+    # api: no teacher weights; the student starts from its own backbone (the same tiny folder)
+    _set(tiny_world["params"], "teacher", mode="api", api_url="http://127.0.0.1:9/")
+    _set(tiny_world["params"], "train_student", init="pretrained", backbone=str(given))
+    out = tmp_path / "api.json"
+    assert size_check.main(["--split", str(split), "--params", str(tiny_world["params"]),
+                            "--out", str(out)]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["teacher_fp32_mb"] is None and result["size_ratio"] is None
+    assert result["meets_target"] is None and result["student_int8_mb"] > 0
+    assert result["student.embedding_rows"] == tuned["student.embedding_rows"]  # same texts
+    assert "no teacher weights to compare (teacher.mode api)" in capsys.readouterr().out
