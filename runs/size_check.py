@@ -86,31 +86,20 @@ def distinct_weights(model, seed: int) -> None:
 
 def int8_file(model, work: Path, p) -> Path:
     """The int8 ONNX file of ``model`` in folder ``work``, built as the export stage builds it
-    (``p``: ExportParams): fp32 export at export.opset, the transformer fusions with
-    export.fuse (where they fail on the graph, unfused, with one warning, as the stage does),
-    then int8 with export.per_channel and export.reduce_range. The stage's check of the fused
-    graph against the unfused one on the test split is not repeated: where that check fails
-    the stage ships the unfused int8 file (about 15 KB larger on the embedded student: the
-    latency stage's `fused` and `dynamic` candidates, metrics/latency.json)."""
+    (``p``: ExportParams): fp32 export at export.opset, then onnx_export.int8_model (the
+    transformer fusions with export.fuse, unfused with one warning where they fail; int8 with
+    export.per_channel and export.reduce_range). The stage's check of the fused graph against
+    the unfused one on the test split is not repeated: where that check fails the stage ships
+    the unfused int8 file (about 15 KB larger on the embedded student: the latency stage's
+    `fused` and `dynamic` candidates, metrics/latency.json)."""
     from pocketbert.export import onnx_export
-    from pocketbert.runtime import onnx_runner
 
     source = work / "fp32.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, as the stage
         onnx_export.export(model, source, p.opset)
-    if p.fuse:
-        skip = "SkipLayerNormFusion" not in onnx_runner.DISABLED_OPTIMIZERS
-        try:
-            onnx_export.fuse_transformer(source, work / "fused.onnx",
-                                         num_heads=model.config.num_attention_heads,
-                                         hidden_size=model.config.hidden_size,
-                                         skip_layer_norm=skip)
-            source = work / "fused.onnx"
-        except Exception as exc:  # onnxruntime's optimizer raises many types on unknown graphs
-            warnings.warn(f"transformer fusions failed ({type(exc).__name__}: {exc}); weighed "
-                          "unfused, as the export stage would ship it", stacklevel=1)
-    onnx_export.quantize_int8(source, work / "int8.onnx", p.per_channel, p.reduce_range)
+    onnx_export.int8_model(source, work / "int8.onnx", config=model.config, fuse=p.fuse,
+                           per_channel=p.per_channel, reduce_range=p.reduce_range)
     return work / "int8.onnx"
 
 

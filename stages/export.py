@@ -91,14 +91,22 @@ def _export(params: stage.Params, model, out: Path, *, ids: list[list[int]], pad
 
 def _int8(p: ExportParams, fp32: Path, int8: Path, *, ids: list[list[int]], pad_id: int,
           fp32_logits: np.ndarray, gold: np.ndarray, labels: tuple[str, ...], config) -> dict:
-    """Quantize (after the transformer fusions with export.fuse), then measure the int8 model
-    against fp32 and the gold labels; warn below export.min_int8_agreement."""
-    fused = _fuse(p, fp32, int8.with_name("fused.fp32.onnx"), config, ids=ids, pad_id=pad_id,
-                  fp32_logits=fp32_logits)
-    source = fused.pop("path", fp32)
-    onnx_export.quantize_int8(source, int8, p.per_channel, p.reduce_range)
-    if source != fp32:
-        source.unlink()
+    """Quantize (after the transformer fusions with export.fuse: onnx_export.int8_model), then
+    measure the int8 model against fp32 and the gold labels; warn below
+    export.min_int8_agreement. The fused fp32 graph must give the unfused one's logits on the
+    test split (``fp32_logits``) within export.atol with the same top-1, or the int8 model is
+    quantized unfused."""
+
+    def check_fused(path: Path) -> None:
+        check = onnx_export.parity(
+            fp32_logits, onnx_runner.predict_logits(onnx_runner.session(path), ids, pad_id))
+        if check.max_abs_diff > p.atol or check.top1_agreement < 1.0:
+            raise onnx_export.ParityError(
+                f"max |logit difference| {check.max_abs_diff:.2e} against the unfused graph")
+
+    fused = onnx_export.int8_model(fp32, int8, config=config, fuse=p.fuse,
+                                   per_channel=p.per_channel, reduce_range=p.reduce_range,
+                                   check_fused=check_fused)
     # one text per call, as predict and the app run it: dynamic int8 results depend on the batch
     per_call = onnx_runner.texts_per_call(int8)
     q_logits = onnx_runner.predict_logits(onnx_runner.session(int8), ids, pad_id,
@@ -121,37 +129,6 @@ def _int8(p: ExportParams, fp32: Path, int8: Path, *, ids: list[list[int]], pad_
             + ("" if p.per_channel else " or set export.per_channel: true")
             + ("" if p.reduce_range else " or set export.reduce_range: true"), stacklevel=1)
     return metrics
-
-
-def _fuse(p: ExportParams, fp32: Path, target: Path, config, *, ids: list[list[int]],
-          pad_id: int, fp32_logits: np.ndarray) -> dict:
-    """With export.fuse: write ``target`` through onnx_export.fuse_transformer and return
-    {"path": target, "int8.fused": True, "int8.fused.<op>": count}; SkipLayerNormalization is
-    fused only where the sessions keep its optimizer (onnx_runner.DISABLED_OPTIMIZERS). The
-    fused fp32 graph must give the unfused one's logits on the test split (``fp32_logits``)
-    within export.atol with the same top-1; where it does not, or the fusions fail on the
-    graph, the int8 model is quantized unfused, with one warning. Without export.fuse:
-    {"int8.fused": False}."""
-    if not p.fuse:
-        return {"int8.fused": False}
-    skip = "SkipLayerNormFusion" not in onnx_runner.DISABLED_OPTIMIZERS
-    try:
-        counts = onnx_export.fuse_transformer(
-            fp32, target, num_heads=config.num_attention_heads, hidden_size=config.hidden_size,
-            skip_layer_norm=skip)
-        check = onnx_export.parity(
-            fp32_logits, onnx_runner.predict_logits(onnx_runner.session(target), ids, pad_id))
-        if check.max_abs_diff > p.atol or check.top1_agreement < 1.0:
-            raise onnx_export.ParityError(
-                f"max |logit difference| {check.max_abs_diff:.2e} against the unfused graph")
-    except Exception as exc:  # onnxruntime's optimizer raises many types on unknown graphs
-        target.unlink(missing_ok=True)
-        warnings.warn(f"transformer fusions failed ({type(exc).__name__}: {exc}); the int8 "
-                      "model is quantized unfused (export.fuse: false skips the attempt)",
-                      stacklevel=1)
-        return {"int8.fused": False}
-    return {"path": target, "int8.fused": True,
-            **{f"int8.fused.{op}": n for op, n in counts.items()}}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +109,45 @@ def quantize_int8(source: Path, target: Path, per_channel: bool, reduce_range: b
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_dynamic(str(prepared), str(target), per_channel=per_channel,
                          reduce_range=reduce_range, weight_type=QuantType.QInt8)
+
+
+def int8_model(fp32: Path, int8: Path, *, config, fuse: bool, per_channel: bool,
+               reduce_range: bool,
+               check_fused: Callable[[Path], None] | None = None) -> dict[str, object]:
+    """Write ``int8`` from the fp32 export ``fp32`` as every int8 student and teacher is made:
+    with ``fuse``, first through fuse_transformer (SkipLayerNormalization only where the
+    sessions keep its optimizer, onnx_runner.DISABLED_OPTIMIZERS; ``config``: the model config,
+    for num_attention_heads and hidden_size), then quantize_int8 with ``per_channel`` and
+    ``reduce_range``. ``check_fused(path)``, when given, raises where the fused fp32 graph at
+    ``path`` must not be shipped (the export stage compares its logits with the unfused
+    graph's). Where the fusions or that check fail, the graph is quantized unfused, with one
+    warning. The fused intermediate file is removed.
+
+    Returns {"int8.fused": bool, "int8.fused.<op>": count per op of FUSED_OPS (when fused)}.
+    Raises onnxruntime's errors from the quantization itself."""
+    from pocketbert.runtime.onnx_runner import DISABLED_OPTIMIZERS
+
+    fused = int8.with_name("fused.fp32.onnx")
+    report: dict[str, object] = {"int8.fused": False}
+    source = fp32
+    if fuse:
+        try:
+            counts = fuse_transformer(
+                fp32, fused, num_heads=config.num_attention_heads,
+                hidden_size=config.hidden_size,
+                skip_layer_norm="SkipLayerNormFusion" not in DISABLED_OPTIMIZERS)
+            if check_fused is not None:
+                check_fused(fused)
+            report = {"int8.fused": True, **{f"int8.fused.{op}": n for op, n in counts.items()}}
+            source = fused
+        except Exception as exc:  # onnxruntime's optimizer raises many types on unknown graphs
+            fused.unlink(missing_ok=True)
+            warnings.warn(f"transformer fusions failed ({type(exc).__name__}: {exc}); the int8 "
+                          "model is quantized unfused (export.fuse: false skips the attempt)",
+                          stacklevel=2)
+    quantize_int8(source, int8, per_channel, reduce_range)
+    fused.unlink(missing_ok=True)
+    return report
 
 
 FUSED_OPS = ("Attention", "SkipLayerNormalization", "BiasGelu", "LayerNormalization")
