@@ -16,8 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from pocketbert.core import contract, stage
-from pocketbert.core.artifacts import atomic_path, read_json, size_mb, write_json
-from pocketbert.core.errors import DataError
+from pocketbert.core.artifacts import atomic_path, size_mb, write_json
 from pocketbert.data import dataset, tokenization
 from pocketbert.export import coreml
 
@@ -35,11 +34,7 @@ def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> d
     test = tokenization.load(inputs["tokenize"])["test"]
     texts = tokenization.edge_cases(max_length) + list(test["text"])
     vectors = tokenization.parity_vectors(tokenizer, texts, max_length)
-    settings = read_json(inputs["calibration"] / contract.CALIBRATION_FILE)
-    if settings.get("labels") != list(labels):
-        raise DataError(f"{inputs['calibration'] / contract.CALIBRATION_FILE}: calibrated for "
-                        f"labels {settings.get('labels')}, the student has {list(labels)}; "
-                        "run `dvc repro calibrate`")
+    settings = contract.read_calibration(inputs["calibration"], labels)
     with atomic_path(outputs["out"], directory=True) as tmp:
         coreml.add_deferral(inputs["coreml"] / contract.coreml_file(app_variant),
                             tmp / contract.APP_MODEL_FILE, settings)

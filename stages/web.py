@@ -15,8 +15,7 @@ from collections.abc import Sequence
 
 from pocketbert.apps import web
 from pocketbert.core import contract, stage
-from pocketbert.core.artifacts import atomic_path, read_json, write_json
-from pocketbert.core.errors import DataError
+from pocketbert.core.artifacts import atomic_path, write_json
 from pocketbert.data import dataset, tokenization
 
 PARAMS = ()
@@ -26,11 +25,7 @@ OUTPUTS = ("out", "metrics")
 
 def run(params: stage.Params, *, inputs: stage.Paths, outputs: stage.Paths) -> dict:
     labels = dataset.read_labels(inputs["model"] / contract.LABELS_FILE)
-    deferral = read_json(inputs["calibration"] / contract.CALIBRATION_FILE)
-    if deferral.get("labels") != list(labels):
-        raise DataError(f"{inputs['calibration'] / contract.CALIBRATION_FILE}: calibrated for "
-                        f"labels {deferral.get('labels')}, the student has {list(labels)}; "
-                        "run `dvc repro calibrate`")
+    deferral = contract.read_calibration(inputs["calibration"], labels)
     with atomic_path(outputs["out"], directory=True) as tmp:
         files = web.build(inputs["model"], labels, tokenization.read_max_length(inputs["model"]),
                           tmp,

@@ -44,8 +44,8 @@ MODEL_FILES = (contract.ONNX_INT8_FILE, *contract.TOKENIZER_FILES, contract.LABE
 PAGE_DISABLED_OPTIMIZERS: tuple[str, ...] = ()
 """onnxruntime graph optimizers the page's session turns off: none. app.js creates it with
 onnxruntime-web's defaults (level all), so it fuses Add + LayerNormalization into
-SkipLayerNormalization, which native sessions turn off (predictor.DISABLED_OPTIMIZERS); a
-native reference for the page passes this to predictor.session to run the page's graph."""
+SkipLayerNormalization, which native sessions turn off (onnx_runner.DISABLED_OPTIMIZERS); a
+native reference for the page passes this to onnx_runner.session to run the page's graph."""
 
 
 class WebError(PocketbertError):

@@ -42,7 +42,7 @@ class Candidate:
     build: str
     "the model file it runs: a key of the mapping ``build`` returns"
     session: dict[str, Any] = field(default_factory=dict)
-    "predictor.session settings beside threads (optimization_level, disabled_optimizers, ...)"
+    "onnx_runner.session settings beside threads (optimization_level, disabled_optimizers, ...)"
     threads: int | None = None
     "intra-op threads; None: benchmark.threads"
     probe: bool = False
@@ -78,7 +78,7 @@ CANDIDATES = (
     Candidate("fused_fewer_heads", "as fused_no_skip_layernorm, half the heads (probe)",
               "fused_fewer_heads", {"disabled_optimizers": ("SkipLayerNormFusion",)},
               probe=True),
-    Candidate("shipped", "the export stage's int8 model, predictor's session settings",
+    Candidate("shipped", "the export stage's int8 model, onnx_runner's session settings",
               "shipped"),
 )
 "every candidate the latency stage measures (README's table sorts them by p50)"

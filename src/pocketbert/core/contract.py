@@ -1,14 +1,18 @@
 """The device contract: what every exported model takes and returns, and where it is written.
 
 Export, convert, bundle, benchmark, ``pocketbert predict`` and the tests read these names
-from here and nowhere else. Torch-free (plain constants, and the deferral rule in plain Python),
-so the predict command can import it.
+from here and nowhere else. Torch-free (plain constants, the deferral rule in plain Python and
+the reader of its settings), so the predict command can import it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
+
+from pocketbert.core.errors import DataError
 
 # --- model inputs and outputs ---------------------------------------------------------------
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -65,10 +69,22 @@ def coreml_file(variant: str) -> str:
 # --- deferral: when the student answers and when it asks the teacher ----------------------------
 CALIBRATION_FILE = "calibration.json"
 """the deferral settings of a shipped student (models/calibration): {'temperature', 'score',
-'threshold', 'target_agreement'}"""
+'threshold', 'target_agreement', 'labels' (the student's output order)}"""
 CONFIDENCE_SCORES = ("max_probability", "margin", "entropy")
 """confidence scores of a probability vector, higher = surer: the top probability, the top
 probability minus the second, and the negative entropy (nats)"""
+
+
+def read_calibration(folder: Path, labels: Sequence[str]) -> dict:
+    """The deferral settings the calibrate stage wrote in ``folder`` (CALIBRATION_FILE), for
+    a student whose output order is ``labels``. Raises DataError naming the file and
+    `dvc repro calibrate` when they were calibrated for other labels."""
+    path = Path(folder) / CALIBRATION_FILE
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    if settings.get("labels") != list(labels):
+        raise DataError(f"{path}: calibrated for labels {settings.get('labels')}, the student "
+                        f"has {list(labels)}; run `dvc repro calibrate`")
+    return settings
 
 
 def calibrated(probabilities: Sequence[float], temperature: float) -> list[float]:

@@ -20,7 +20,7 @@ dep nor an out (a cache outside DVC); each is in ``inputs`` only when given.
 
 Imports, the one rule: transformers and datasets (which read the HF_* variables when imported),
 coremltools (which reports on import) and anything the ``pocketbert predict`` path does not need
-(torch above all: cli, predictor, batching, contract and evaluation never load it) are imported
+(torch above all: cli, onnx_runner, batching, contract and evaluation never load it) are imported
 inside the functions that use them. This module sets the offline environment below, so a stage
 that imports it is offline whatever it imports later. Everything else is imported at the top.
 """
