@@ -267,7 +267,7 @@ def test_serve_without_a_built_page_says_how_to_build_it(tmp_path: Path) -> None
 
 
 def test_web_stage_writes_the_page_and_its_download_size(
-        export_dir: Path, tmp_path: Path, write_params) -> None:
+        export_dir: Path, tmp_path: Path, write_params, capsys) -> None:
     from stages import web as web_stage
 
     params_file = write_params(tokenize={"max_length": MAX_LENGTH})
@@ -315,6 +315,18 @@ def test_web_stage_writes_the_page_and_its_download_size(
     assert exc.value.code == 2
     assert not (tmp_path / "new").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new")] == []
+
+    # settings calibrated for another label order: exit 2, one line naming the file and the fix
+    (tmp_path / "calibration" / contract.CALIBRATION_FILE).write_text(json.dumps(
+        {**deferral, "target_agreement": 0.995, "labels": list(reversed(LABELS))}))
+    args[args.index("--model") + 1] = str(export_dir)
+    with pytest.raises(SystemExit) as exc:
+        web_stage.main(args)
+    assert exc.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(tmp_path / "calibration" / contract.CALIBRATION_FILE) in last
+    assert "`dvc repro calibrate`" in last
+    assert not (tmp_path / "new").exists()
 
 
 def _answer_cases() -> list[tuple[list[float], dict]]:
