@@ -3,6 +3,7 @@ arrays whose answers are known."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -129,3 +130,25 @@ def test_clopper_pearson_and_auroc() -> None:
     assert deferral.clopper_pearson_lower(0, 0, 0.95) is None
     assert deferral.auroc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
     assert deferral.auroc(np.array([0.5]), np.array([0.5])) == 0.5
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read the deferral settings (No such file or directory)"),
+    ("{not json", "cannot read the deferral settings (Expecting property name"),
+    ("[0.5]", "calibrated for labels None, the student has ['a', 'b']"),
+    ('{"labels": ["b", "a"]}', "calibrated for labels ['b', 'a'], the student has ['a', 'b']"),
+])
+def test_calibration_settings_refused_with_the_file_and_the_fix(tmp_path, content,
+                                                               message) -> None:
+    from pocketbert.core.errors import DataError
+
+    path = tmp_path / contract.CALIBRATION_FILE
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError) as exc:
+        contract.read_calibration(tmp_path, ("a", "b"))
+    assert str(exc.value).startswith(f"{path}: {message}")
+    assert str(exc.value).endswith("run `dvc repro calibrate`")
+    settings = {"temperature": 1.5, "score": "entropy", "threshold": -0.1, "labels": ["a", "b"]}
+    path.write_text(json.dumps(settings))
+    assert contract.read_calibration(tmp_path, ("a", "b")) == settings

@@ -57,6 +57,24 @@ def test_fusions_replace_attention_and_keep_the_function(exported, tmp_path) -> 
         np.testing.assert_allclose(logits, reference, atol=1e-4)
 
 
+def test_int8_model_leaves_no_fused_file_when_quantization_fails(exported, tmp_path,
+                                                                  monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(num_attention_heads=2, hidden_size=32)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("quantization failed")
+
+    monkeypatch.setattr(onnx_export, "quantize_int8", broken)
+    out = tmp_path / "int8"
+    out.mkdir()
+    with pytest.raises(RuntimeError, match="quantization failed"):
+        onnx_export.int8_model(exported["onnx"] / "model.onnx", out / "model.int8.onnx",
+                               config=config, fuse=True, per_channel=True, reduce_range=True)
+    assert list(out.iterdir()) == []
+
+
 def test_export_quantizes_the_fused_graph_unless_told_not_to(exported, write_params) -> None:
     m = exported["export_metrics"]
     assert m["int8.fused"] is True and m["int8.fused.Attention"] == 3

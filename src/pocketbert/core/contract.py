@@ -1,6 +1,6 @@
 """The device contract: what every exported model takes and returns, and where it is written.
 
-Export, convert, bundle, benchmark, ``pocketbert predict`` and the tests read these names
+Export, convert, bundle, web, benchmark, ``pocketbert predict`` and the tests read these names
 from here and nowhere else. Torch-free (plain constants, the deferral rule in plain Python and
 the reader of its settings), so the predict command can import it.
 """
@@ -78,12 +78,19 @@ probability minus the second, and the negative entropy (nats)"""
 def read_calibration(folder: Path, labels: Sequence[str]) -> dict:
     """The deferral settings the calibrate stage wrote in ``folder`` (CALIBRATION_FILE), for
     a student whose output order is ``labels``. Raises DataError naming the file and
-    `dvc repro calibrate` when they were calibrated for other labels."""
+    `dvc repro calibrate` when the file is missing or not JSON, or when the settings were
+    calibrated for other labels."""
     path = Path(folder) / CALIBRATION_FILE
-    settings = json.loads(path.read_text(encoding="utf-8"))
-    if settings.get("labels") != list(labels):
-        raise DataError(f"{path}: calibrated for labels {settings.get('labels')}, the student "
-                        f"has {list(labels)}; run `dvc repro calibrate`")
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # missing, unreadable, not UTF-8 or not JSON
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DataError(f"{path}: cannot read the deferral settings ({reason}); "
+                        "run `dvc repro calibrate`") from None
+    found = settings.get("labels") if isinstance(settings, dict) else None
+    if found != list(labels):
+        raise DataError(f"{path}: calibrated for labels {found}, the student has "
+                        f"{list(labels)}; run `dvc repro calibrate`")
     return settings
 
 

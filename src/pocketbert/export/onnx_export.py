@@ -1,4 +1,5 @@
-"""ONNX export with parity checks, and int8 dynamic quantization with onnxruntime."""
+"""ONNX export with parity checks, onnxruntime's transformer fusions, and int8 dynamic
+quantization with onnxruntime."""
 
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def int8_model(fp32: Path, int8: Path, *, config, fuse: bool, per_channel: bool,
     ``reduce_range``. ``check_fused(path)``, when given, raises where the fused fp32 graph at
     ``path`` must not be shipped (the export stage compares its logits with the unfused
     graph's). Where the fusions or that check fail, the graph is quantized unfused, with one
-    warning. The fused intermediate file is removed.
+    warning. The fused intermediate file is removed, whether quantization succeeds or raises.
 
     Returns {"int8.fused": bool, "int8.fused.<op>": count per op of FUSED_OPS (when fused)}.
     Raises onnxruntime's errors from the quantization itself."""
@@ -145,8 +146,10 @@ def int8_model(fp32: Path, int8: Path, *, config, fuse: bool, per_channel: bool,
             warnings.warn(f"transformer fusions failed ({type(exc).__name__}: {exc}); the int8 "
                           "model is quantized unfused (export.fuse: false skips the attempt)",
                           stacklevel=2)
-    quantize_int8(source, int8, per_channel, reduce_range)
-    fused.unlink(missing_ok=True)
+    try:
+        quantize_int8(source, int8, per_channel, reduce_range)
+    finally:
+        fused.unlink(missing_ok=True)
     return report
 
 
